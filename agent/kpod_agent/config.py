@@ -1,0 +1,367 @@
+"""The node config (contract §2): one pydantic model shared by agent and operator.
+
+No bcc import here: the operator renders and validates node configs with these
+same models, so the document has exactly one definition.
+"""
+from __future__ import annotations
+
+import platform
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kpod_agent.syscall_table import SYSCALLS
+
+API_VERSION = "kpod.io/v1alpha1"
+
+# Contract §1: the collector names are config keys, fixed.
+BPF_COLLECTORS = (
+    "cpu", "network", "memory", "syscall", "biolatency", "cachestat",
+    "tcpdrop", "hardirqs", "softirqs", "execsnoop",
+)
+CGROUP_COLLECTORS = ("diskIO", "ifaceNetwork", "filesystem", "memoryCgroup")
+COLLECTOR_NAMES = BPF_COLLECTORS + CGROUP_COLLECTORS
+CollectorName = Literal[
+    "cpu", "network", "memory", "syscall", "biolatency", "cachestat",
+    "tcpdrop", "hardirqs", "softirqs", "execsnoop",
+    "diskIO", "ifaceNetwork", "filesystem", "memoryCgroup",
+]
+ProfileName = Literal["minimal", "standard", "comprehensive", "custom"]
+
+# The profile table of the reference README. memoryCgroup is not in that
+# table; it is cheap (four cgroup file reads per pod) so standard and
+# comprehensive carry it.
+PROFILES: dict[str, frozenset[str]] = {
+    "minimal": frozenset({"cpu", "memory", "diskIO"}),
+    "standard": frozenset({
+        "cpu", "network", "tcpdrop", "memory", "biolatency", "cachestat",
+        "diskIO", "ifaceNetwork", "filesystem", "memoryCgroup",
+    }),
+    "comprehensive": frozenset(COLLECTOR_NAMES),
+    "custom": frozenset(),
+}
+
+DEFAULT_INTERVAL_SECONDS = 15.0
+DEFAULT_SYSCALLS = (
+    "read", "write", "openat", "close", "connect", "accept4",
+    "sendto", "recvfrom", "epoll_wait", "futex",
+)
+# Beyond this many allowlisted syscalls the collector attaches to
+# raw_syscalls once instead of one tracepoint per syscall.
+MAX_SYSCALLS = 512
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'15s', '1m', '500ms', '2h' or a number of seconds -> seconds (float > 0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 15s, 1m, 1h)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"not a duration: {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 1 and float(seconds).is_integer():
+        whole = int(seconds)
+        if whole % 3600 == 0:
+            return f"{whole // 3600}h"
+        if whole % 60 == 0:
+            return f"{whole // 60}m"
+        return f"{whole}s"
+    if seconds >= 0.001:
+        return f"{round(seconds * 1000, 3):g}ms"
+    return f"{round(seconds * 1e6, 3):g}us"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+def machine_arch() -> str:
+    arch = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+
+def syscall_numbers(arch: str | None = None) -> dict[str, int]:
+    table = SYSCALLS.get(arch or machine_arch())
+    if table is None:
+        raise ValueError(f"no syscall table for architecture {arch or machine_arch()!r}")
+    return table
+
+
+def _check_syscalls(names: list[str]) -> list[str]:
+    """Known names on every supported architecture; order kept, duplicates dropped."""
+    known = set().union(*(set(t) for t in SYSCALLS.values()))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown syscall name(s): {', '.join(unknown)}")
+    if len(names) > MAX_SYSCALLS:
+        raise ValueError(f"at most {MAX_SYSCALLS} syscalls, got {len(names)}")
+    return list(dict.fromkeys(names))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class CollectorConfig(_Strict):
+    enabled: bool = True
+    interval: Duration | None = None
+
+
+class LabelSelectorRequirement(_Strict):
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> "LabelSelectorRequirement":
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs a non-empty values list")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(_Strict):
+    """A standard Kubernetes LabelSelector; empty matches every pod."""
+
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for key, value in self.matchLabels.items():
+            if labels.get(key) != value:
+                return False
+        for req in self.matchExpressions:
+            present = req.key in labels
+            if req.operator == "In" and (not present or labels[req.key] not in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class NamespaceFilter(_Strict):
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public"])
+
+    def allows(self, namespace: str) -> bool:
+        if namespace in self.exclude:
+            return False
+        return not self.include or namespace in self.include
+
+
+class NamespaceOverride(_Strict):
+    profile: ProfileName | None = None
+    collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
+    syscalls: list[str] | None = None
+    podSelector: LabelSelector | None = None
+
+    @field_validator("syscalls")
+    @classmethod
+    def _known_syscalls(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_syscalls(value)
+
+
+class DiscoveryConfig(_Strict):
+    mode: Literal["informer", "kubelet", "none"] = "none"
+    kubeletURL: str = "https://127.0.0.1:10250/pods"
+    interval: Duration = 10.0
+    # Service-account files used for the kubelet's https endpoint.
+    tokenPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    caPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    # The kubelet's serving certificate is often self-signed and not in the
+    # cluster CA: verification is opt-in, as in metrics-server.
+    kubeletInsecureTLS: bool = True
+
+    @field_validator("kubeletURL")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"kubeletURL must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
+class HistogramBuckets(_Strict):
+    """Range of the log2 buckets exposed per histogram, in seconds.
+
+    Slots outside [min, max] fold into the nearest exposed bucket, which bounds
+    series per histogram without losing counts (the sum stays exact)."""
+
+    min: Duration = 1e-6
+    max: Duration = 16.0
+
+
+class AgentConfig(_Strict):
+    apiVersion: Literal["kpod.io/v1alpha1"] = API_VERSION
+    kind: Literal["AgentConfig"] = "AgentConfig"
+    generation: int = Field(default=0, ge=0)
+    clusterName: str = ""
+    profile: ProfileName = "standard"
+    collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
+    syscalls: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSCALLS))
+    namespaces: NamespaceFilter = Field(default_factory=NamespaceFilter)
+    podSelector: LabelSelector = Field(default_factory=LabelSelector)
+    includeLabels: list[str] = Field(default_factory=list)
+    namespaceOverrides: dict[str, NamespaceOverride] = Field(default_factory=dict)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    cgroupRoot: str = "auto"
+    procRoot: str = "/proc"
+    histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
+    defaultInterval: Duration = DEFAULT_INTERVAL_SECONDS
+
+    @field_validator("syscalls")
+    @classmethod
+    def _known_syscalls(cls, value: list[str]) -> list[str]:
+        return _check_syscalls(value)
+
+    def enabled_collectors(self, namespace: str | None = None) -> dict[str, CollectorConfig]:
+        """Collectors on for the fleet, or for one namespace's pods."""
+        override = self.namespaceOverrides.get(namespace) if namespace else None
+        return resolve_collectors(self.profile, self.collectors, override)
+
+    def node_collectors(self) -> dict[str, CollectorConfig]:
+        """Union over the fleet and every override: what this node must attach.
+
+        The interval of a collector is the shortest any scope asks for."""
+        merged = dict(self.enabled_collectors())
+        for ns in self.namespaceOverrides:
+            for name, conf in self.enabled_collectors(ns).items():
+                old = merged.get(name)
+                if old is None or (conf.interval or 1e9) < (old.interval or 1e9):
+                    merged[name] = conf
+        return {n: merged[n] for n in COLLECTOR_NAMES if n in merged}
+
+    def interval_of(self, name: str) -> float:
+        conf = self.node_collectors().get(name)
+        return (conf.interval if conf and conf.interval else None) or self.defaultInterval
+
+    def syscalls_for(self, namespace: str | None) -> list[str]:
+        override = self.namespaceOverrides.get(namespace) if namespace else None
+        if override is not None and override.syscalls is not None:
+            return override.syscalls
+        return self.syscalls
+
+    def pod_selector_for(self, namespace: str | None) -> LabelSelector:
+        override = self.namespaceOverrides.get(namespace) if namespace else None
+        if override is not None and override.podSelector is not None:
+            return override.podSelector
+        return self.podSelector
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def resolve_collectors(
+    profile: str,
+    collectors: dict[str, CollectorConfig],
+    override: NamespaceOverride | None = None,
+) -> dict[str, CollectorConfig]:
+    """Profile set, then explicit entries on top; an override's profile replaces
+    the fleet's and its entries apply last. Returns only enabled collectors."""
+    if override is not None and override.profile is not None:
+        profile = override.profile
+    result: dict[str, CollectorConfig] = {n: CollectorConfig() for n in PROFILES[profile]}
+    layers = [collectors] + ([override.collectors] if override is not None else [])
+    for layer in layers:
+        for name, conf in layer.items():
+            if conf.enabled:
+                base = result.get(name)
+                interval = conf.interval if conf.interval is not None else (base.interval if base else None)
+                result[name] = CollectorConfig(enabled=True, interval=interval)
+            else:
+                result.pop(name, None)
+    return {n: result[n] for n in COLLECTOR_NAMES if n in result}
+
+
+class ConfigError(ValueError):
+    """A node config that cannot be used; the message names field and value."""
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(document)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif item["type"] == "literal_error":
+            msg = f"{msg}"
+        value = item.get("input")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        parts.append(f"{where}: {msg} (got {shown})")
+    return "; ".join(parts)
+
+
+MAX_DOCUMENT_BYTES = 1 << 20
+
+
+def parse_config(text: str | bytes) -> AgentConfig:
+    """YAML text -> AgentConfig, or ConfigError naming the field and the value."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise ConfigError(f"config is {len(text)} bytes, more than the {MAX_DOCUMENT_BYTES} allowed")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config is not UTF-8: {exc}") from None
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"config is {len(text)} characters, more than the {MAX_DOCUMENT_BYTES} allowed")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config is not valid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError("config is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def load_config_file(path: str) -> AgentConfig:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    return parse_config(raw)
