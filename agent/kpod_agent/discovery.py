@@ -1,0 +1,554 @@
+"""Pod discovery: which pods run on this node, and which cgroup ids are theirs.
+
+Three sources (contract §2, ``discovery.mode``):
+
+- ``kubelet``: poll the kubelet's ``GET /pods`` (https with the service-account
+  token, or plain http) every ``interval``.
+- ``informer``: list + watch pods with ``fieldSelector=spec.nodeName=<node>``
+  through the API server, re-listing when the watch expires (410 Gone).
+- ``none``: no Kubernetes; every cgroup2 directory is its own "pod" in
+  namespace ``host``.
+
+Each produces a ``PodIndex`` (cgroup id -> namespace/pod/container) through
+``CgroupResolver``. A failing source never empties the index: the last good
+one stays published, the error is counted and logged once, and the source is
+retried with backoff.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import requests
+import urllib3
+
+from kpod_agent import cgroups
+from kpod_agent.config import DiscoveryConfig
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+log = logging.getLogger(__name__)
+
+# requests timeouts for the kubelet: (connect, read) seconds.
+KUBELET_TIMEOUT = (2.0, 5.0)
+# Longest wait between retries of a failing source (seconds); never below the interval.
+MAX_BACKOFF = 60.0
+# Server-side watch duration; the API server ends the watch after it and we
+# resume from the last resourceVersion (no re-list).
+WATCH_TIMEOUT_SECONDS = 300
+# Static pods: the API's mirror pod carries the kubelet's own uid (the one in
+# cgroup names) in this annotation.
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    runtime: str
+    """containerID scheme: containerd, cri-o, docker; "" when not started yet."""
+    container_id: str
+    restart_count: int
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    uid: str
+    """The uid in the pod's cgroup name (for static pods: the kubelet's, not the mirror pod's)."""
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    qos_class: str | None
+    containers: tuple[ContainerInfo, ...]
+    node_name: str = ""
+
+
+def _str_dict(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def _container(status: Any) -> ContainerInfo | None:
+    if not isinstance(status, dict) or not isinstance(status.get("name"), str):
+        return None
+    runtime, ident = "", ""
+    raw_id = status.get("containerID")
+    if isinstance(raw_id, str) and raw_id:
+        try:
+            runtime, ident = cgroups.parse_container_id(raw_id)
+        except ValueError:
+            pass
+    restarts = status.get("restartCount", 0)
+    return ContainerInfo(
+        name=status["name"], runtime=runtime, container_id=ident,
+        restart_count=restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0,
+    )
+
+
+def pod_from_api(obj: dict) -> PodInfo | None:
+    """A Pod JSON (kubelet /pods item or API object) -> PodInfo.
+
+    None for what has no cgroup on a node: malformed objects, pods not
+    scheduled yet (no spec.nodeName) and finished pods (Succeeded/Failed,
+    whose cgroups kubelet has removed). Pending scheduled pods are kept: their
+    sandbox cgroup appears soon and the resolver retries it.
+
+    Containers come from init, regular and ephemeral container statuses:
+    a running init container does real work that belongs to its pod, and
+    restart counts matter for containers that are not running. A status
+    without a containerID (not started yet) has runtime and id "".
+    """
+    if not isinstance(obj, dict):
+        return None
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    status = obj.get("status")
+    meta = meta if isinstance(meta, dict) else {}
+    spec = spec if isinstance(spec, dict) else {}
+    status = status if isinstance(status, dict) else {}
+    annotations = _str_dict(meta.get("annotations"))
+    uid = annotations.get(MIRROR_ANNOTATION) or meta.get("uid")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not all(isinstance(v, str) and v for v in (uid, name, namespace)):
+        return None
+    node = spec.get("nodeName")
+    if not isinstance(node, str) or not node:
+        return None
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    containers: list[ContainerInfo] = []
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        statuses = status.get(key)
+        for st in statuses if isinstance(statuses, list) else []:
+            info = _container(st)
+            if info is not None:
+                containers.append(info)
+    qos = status.get("qosClass")
+    return PodInfo(
+        uid=str(uid), namespace=str(namespace), name=str(name),
+        labels=_str_dict(meta.get("labels")),
+        qos_class=qos if isinstance(qos, str) and qos else None,
+        containers=tuple(containers), node_name=node,
+    )
+
+
+@dataclass(frozen=True)
+class CgroupEntry:
+    cgroup_id: int
+    relpath: str
+    """Path relative to the cgroup2 mount (``CgroupLayout.unified``)."""
+    namespace: str
+    pod: str
+    container: str
+    """"" for the pod-level cgroup and cgroups of no known container (sandbox)."""
+    pod_uid: str
+
+
+@dataclass(frozen=True)
+class PodIndex:
+    """An immutable snapshot: cgroup id -> identity, and the pods behind it."""
+
+    entries: Mapping[int, CgroupEntry] = field(default_factory=dict)
+    pods: Mapping[str, PodInfo] = field(default_factory=dict)
+    pod_paths: Mapping[str, str] = field(default_factory=dict)
+    """uid -> relative path of the pod-level cgroup (its stat files cover all containers)."""
+    unresolved: tuple[str, ...] = ()
+    """uids of listed pods whose cgroup directory is not there (yet)."""
+    _by_pod: Mapping[str, list[CgroupEntry]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        by_pod: dict[str, list[CgroupEntry]] = {}
+        for entry in self.entries.values():
+            by_pod.setdefault(entry.pod_uid, []).append(entry)
+        for group in by_pod.values():
+            group.sort(key=lambda e: e.relpath)
+        object.__setattr__(self, "_by_pod", by_pod)
+
+    def lookup(self, cgroup_id: int) -> CgroupEntry | None:
+        return self.entries.get(cgroup_id)
+
+    def pod_cgroups(self, uid: str) -> list[CgroupEntry]:
+        """Every cgroup of the pod, the pod-level one first (sorted by path)."""
+        return list(self._by_pod.get(uid, ()))
+
+    def container_paths(self, uid: str) -> dict[str, str]:
+        """container name -> relpath of its top cgroup ("" -> the pod's own).
+
+        Stat files are hierarchical: read these, not every descendant, or
+        nested cgroups are counted twice."""
+        out: dict[str, str] = {}
+        pod_path = self.pod_paths.get(uid)
+        if pod_path is not None:
+            out[""] = pod_path
+        for entry in self._by_pod.get(uid, ()):
+            if entry.container and entry.container not in out:
+                out[entry.container] = entry.relpath  # sorted: the shallowest comes first
+        return out
+
+
+class SourceError(Exception):
+    """A discovery source answered, but not with a usable pod list."""
+
+
+def parse_pod_list(payload: Any) -> list[PodInfo]:
+    """A PodList document -> the pods that have a cgroup; SourceError when it is no PodList."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("items", []), list):
+        raise SourceError("response is not a PodList (no items list)")
+    pods = []
+    for item in payload.get("items") or []:
+        pod = pod_from_api(item)
+        if pod is not None:
+            pods.append(pod)
+    return pods
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} from {exc.response.url}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+class _WatchExpired(Exception):
+    """The API server said our resourceVersion is too old (410 Gone): list again."""
+
+
+class Discovery:
+    """Runs one source in a daemon thread and publishes PodIndex snapshots."""
+
+    def __init__(
+        self,
+        config: DiscoveryConfig,
+        node_name: str,
+        resolver: cgroups.CgroupResolver,
+        on_change: Callable[[PodIndex], None] | None = None,
+        api_client: kubernetes.client.ApiClient | None = None,
+        *,
+        max_backoff: float = MAX_BACKOFF,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+    ) -> None:
+        if config.mode == "informer" and api_client is None:
+            raise ValueError("discovery mode informer needs an api_client")
+        self.config = config
+        self.node_name = node_name
+        self.resolver = resolver
+        self.on_change = on_change
+        self.api_client = api_client
+        self.max_backoff = max(max_backoff, config.interval)
+        self.watch_timeout_seconds = watch_timeout_seconds
+
+        self.errors_total = 0
+        self.last_error: str | None = None
+        self.last_success = 0.0
+        self._index = PodIndex()
+        self._synced = False
+        self._logged_error: str | None = None
+        self._failures = 0  # consecutive, for the backoff
+
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # informer: pods changed, resolve now
+        self._threads: list[threading.Thread] = []
+        self._publish_lock = threading.Lock()
+        self._session = requests.Session()
+        self._token_path = Path(config.tokenPath)
+        # Informer state, owned by the watch thread.
+        self._api_pods: dict[str, PodInfo] = {}
+        self._api_pods_lock = threading.Lock()
+        self._resource_version: str | None = None
+        self._watch_response: Any = None
+        if config.mode == "kubelet" and config.kubeletInsecureTLS and config.kubeletURL.startswith("https:"):
+            # Verification is off on purpose (kubelet serving certs are often
+            # self-signed); the per-request warning would only flood the log.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def index(self) -> PodIndex:
+        return self._index
+
+    @property
+    def synced(self) -> bool:
+        """True once the source has been listed successfully at least once."""
+        return self._synced
+
+    def refresh(self) -> PodIndex:
+        """One synchronous list + resolve. Failures are recorded, not raised:
+        the returned index is then the last good one."""
+        return self._refresh(background=False)
+
+    def _refresh(self, background: bool) -> PodIndex:
+        try:
+            if self.mode == "kubelet":
+                pods = self._fetch_kubelet()
+                self._succeeded()
+                self._publish(self.resolver.resolve(pods), background)
+            elif self.mode == "informer":
+                self._list_api()
+                self._succeeded()
+                self._publish(self.resolver.resolve(self._api_pod_snapshot()), background)
+            else:
+                index = self.resolver.host_index()
+                self._succeeded()
+                self._publish(index, background)
+        except Exception as exc:  # any source failure keeps the last index
+            self._failed(exc)
+        return self._index
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        if self.mode == "informer":
+            self._spawn(self._watch_loop, "kpod-discovery-watch")
+            self._spawn(self._resolve_loop, "kpod-discovery")
+        else:
+            self._spawn(self._poll_loop, "kpod-discovery")
+
+    def stop(self) -> None:
+        """Stop the threads; returns within about a second even mid-request."""
+        self._stop.set()
+        self._wake.set()
+        response = self._watch_response
+        if response is not None:
+            # Interrupts a blocking read of the watch stream from this thread.
+            try:
+                response.shutdown()
+            except Exception:  # already closed, or an urllib3 without shutdown()
+                pass
+        deadline = time.monotonic() + 1.0
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        self._session.close()
+
+    # -- threads -----------------------------------------------------------------
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _poll_loop(self) -> None:
+        """kubelet and none: list, resolve, publish every interval (backoff on failure)."""
+        while not self._stop.is_set():
+            self._refresh(background=True)
+            self._stop.wait(self._next_delay())
+
+    def _resolve_loop(self) -> None:
+        """informer: re-resolve on every pod change and every interval, since
+        cgroup directories appear after the pod is listed."""
+        while not self._stop.is_set():
+            self._wake.wait(self.config.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._synced:
+                try:
+                    self._publish(self.resolver.resolve(self._api_pod_snapshot()), background=True)
+                except Exception as exc:  # a vanished cgroup mount must not kill the thread
+                    self._failed(exc)
+
+    def _watch_loop(self) -> None:
+        need_list = not self._synced
+        while not self._stop.is_set():
+            try:
+                if need_list:
+                    self._list_api()
+                    self._succeeded()
+                    need_list = False
+                    self._wake.set()
+                self._watch_once()
+            except _WatchExpired as exc:
+                if self._stop.is_set():
+                    return
+                # Expiry is routine (etcd compaction): counted, relisted at once.
+                self._failed(exc, level=logging.INFO)
+                need_list = True
+                continue
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self._failed(exc)
+                need_list = True
+                self._stop.wait(self._next_delay())
+
+    # -- sources -------------------------------------------------------------------
+
+    def _fetch_kubelet(self) -> list[PodInfo]:
+        url = self.config.kubeletURL
+        headers = {"Accept": "application/json"}
+        verify: bool | str = True
+        if urlparse(url).scheme == "https":
+            token = self._read_token()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            verify = False if self.config.kubeletInsecureTLS else self.config.caPath
+        response = self._session.get(url, headers=headers, timeout=KUBELET_TIMEOUT, verify=verify)
+        response.raise_for_status()
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise SourceError(f"kubelet answered with invalid JSON: {exc}") from exc
+        return parse_pod_list(payload)
+
+    def _read_token(self) -> str:
+        # Read on every poll: projected tokens are rotated in place by kubelet.
+        try:
+            return self._token_path.read_text().strip()
+        except OSError:
+            return ""
+
+    def _core_api(self) -> Any:
+        import kubernetes.client  # the agent may run without Kubernetes (mode none)
+
+        return kubernetes.client.CoreV1Api(self.api_client)
+
+    def _field_selector(self) -> str:
+        return f"spec.nodeName={self.node_name}"
+
+    def _list_api(self) -> None:
+        response = self._core_api().list_pod_for_all_namespaces(
+            field_selector=self._field_selector(),
+            _preload_content=False,
+            _request_timeout=(KUBELET_TIMEOUT[0], 30),
+        )
+        try:
+            payload = json.loads(response.data)
+        except ValueError as exc:
+            raise SourceError(f"API server answered with invalid JSON: {exc}") from exc
+        pods = parse_pod_list(payload)
+        rv = (payload.get("metadata") or {}).get("resourceVersion")
+        with self._api_pods_lock:
+            self._api_pods = {p.uid: p for p in pods}
+            self._resource_version = rv if isinstance(rv, str) and rv else None
+
+    def _watch_once(self) -> None:
+        """Stream one watch until the server ends it; raises _WatchExpired on 410."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        kwargs: dict[str, Any] = {}
+        if self._resource_version:
+            kwargs["resource_version"] = self._resource_version
+        response = self._core_api().list_pod_for_all_namespaces(
+            field_selector=self._field_selector(),
+            watch=True,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_seconds,
+            _preload_content=False,
+            _request_timeout=(KUBELET_TIMEOUT[0], self.watch_timeout_seconds + 30),
+            **kwargs,
+        )
+        self._watch_response = response
+        try:
+            if self._stop.is_set():
+                return
+            for line in _lines(iter_resp_lines(response)):
+                if self._stop.is_set():
+                    return
+                self._apply_event(line)
+        finally:
+            self._watch_response = None
+            response.close()
+            response.release_conn()
+
+    def _apply_event(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise SourceError(f"invalid watch event: {line[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise SourceError(f"invalid watch event: {line[:200]!r}")
+        kind, obj = event.get("type"), event.get("object")
+        if not isinstance(obj, dict):
+            raise SourceError(f"watch event without object: {line[:200]!r}")
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise _WatchExpired(f"watch expired: {obj.get('message', '410 Gone')}")
+            raise SourceError(f"watch error {obj.get('code')}: {obj.get('message')}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            pod = pod_from_api(obj)
+            uid = pod.uid if pod is not None else _raw_uid(obj)
+            with self._api_pods_lock:
+                if kind != "DELETED" and pod is not None:
+                    self._api_pods[pod.uid] = pod
+                elif uid is not None:
+                    self._api_pods.pop(uid, None)
+            self._wake.set()
+        if isinstance(rv, str) and rv:
+            self._resource_version = rv
+        self.last_success = time.monotonic()
+
+    def _api_pod_snapshot(self) -> list[PodInfo]:
+        with self._api_pods_lock:
+            return list(self._api_pods.values())
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _publish(self, index: PodIndex, background: bool) -> None:
+        with self._publish_lock:
+            if background and self._stop.is_set():
+                return  # a request that outlived stop(): its result is stale
+            if index == self._index:
+                return
+            self._index = index
+            callback = self.on_change
+        if callback is not None:
+            try:
+                callback(index)
+            except Exception:
+                log.exception("discovery on_change callback failed")
+
+    def _succeeded(self) -> None:
+        self._synced = True
+        self.last_success = time.monotonic()
+        self._failures = 0
+        if self._logged_error is not None:
+            log.info("discovery (%s) recovered after: %s", self.mode, self._logged_error)
+            self._logged_error = None
+
+    def _failed(self, exc: BaseException, level: int = logging.WARNING) -> None:
+        message = _describe(exc)
+        self.errors_total += 1
+        self.last_error = message
+        self._failures += 1
+        if message != self._logged_error:
+            # Once per change of error, not once per poll.
+            log.log(level, "discovery (%s) failed, keeping the last %d pods: %s",
+                    self.mode, len(self._index.pods), message)
+            self._logged_error = message
+
+    def _next_delay(self) -> float:
+        if self._failures == 0:
+            return self.config.interval
+        return min(self.config.interval * 2 ** (self._failures - 1), self.max_backoff)
+
+
+def _raw_uid(obj: dict) -> str | None:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    mirror = _str_dict(meta.get("annotations")).get(MIRROR_ANNOTATION)
+    uid = mirror or meta.get("uid")
+    return uid if isinstance(uid, str) else None
+
+
+def _lines(raw: Iterator[Any]) -> Iterator[str]:
+    for line in raw:
+        text = line.decode() if isinstance(line, bytes) else str(line)
+        if text.strip():
+            yield text
