@@ -201,10 +201,11 @@ class SourceError(Exception):
 
 def parse_pod_list(payload: Any) -> list[PodInfo]:
     """A PodList document -> the pods that have a cgroup; SourceError when it is no PodList."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("items", []), list):
+    # Go encodes an empty slice as null: "items": null is an empty list.
+    if not isinstance(payload, dict) or "items" not in payload or not isinstance(payload["items"], (list, type(None))):
         raise SourceError("response is not a PodList (no items list)")
     pods = []
-    for item in payload.get("items") or []:
+    for item in payload["items"] or []:
         pod = pod_from_api(item)
         if pod is not None:
             pods.append(pod)
