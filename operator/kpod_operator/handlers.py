@@ -1,0 +1,287 @@
+"""Thin kopf handlers: read, render (pure), apply, write status.
+
+All writes of one operator process go through ``Operator.lock``, so the
+reconcile (CR events, timer) and the status refresh (pod and DaemonSet events)
+never interleave their read-compute-write of the same CR status.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import pathlib
+import threading
+from typing import Any
+
+import kopf
+
+from kpod_agent import config as agentconfig
+from kpod_operator import kube as kubeapi
+from kpod_operator import model, render, status
+
+log = logging.getLogger("kpod_operator")
+
+CR = (model.GROUP, model.VERSION, model.PLURAL)
+MONITORING = "monitoring.coreos.com/v1"
+
+
+@dataclasses.dataclass
+class OperatorConfig:
+    namespace: str = "kpod-system"
+    """Where the fleet CR, the DaemonSet, ConfigMap and Service live."""
+    resync_seconds: float = 30.0
+    """Timer period: DaemonSet rollout check, drift repair, late Prometheus Operator CRDs."""
+    stuck_after_seconds: float = 600.0
+    """A rollout with no movement for this long is reported as RolloutStuck."""
+    rules_path: pathlib.Path = render.RULES_ASSET
+    cluster_name: str = ""
+
+
+@dataclasses.dataclass
+class Operator:
+    config: OperatorConfig
+    kube: kubeapi.Kube
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    # Override specs already merged, to ignore the echo of our own status writes.
+    seen_overrides: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
+
+
+def _cr_path(namespace: str | None = None, name: str | None = None) -> str:
+    path = kubeapi.collection_path(f"{model.GROUP}/{model.VERSION}", model.KIND, namespace)
+    return f"{path}/{name}" if name else path
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _write_status(op: Operator, cr: dict[str, Any], new: dict[str, Any]) -> bool:
+    if (cr.get("status") or {}) == {**(cr.get("status") or {}), **new}:
+        return False
+    meta = cr["metadata"]
+    op.kube.merge_patch(f"{_cr_path(meta['namespace'], meta['name'])}/status", {"status": new})
+    return True
+
+
+def _fleet_order(cr: dict[str, Any]) -> tuple[str, str]:
+    meta = cr.get("metadata") or {}
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+
+def _active_fleet(op: Operator) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The oldest CR in the operator's namespace is the fleet; others conflict."""
+    fleets = sorted(op.kube.list(_cr_path(op.config.namespace)), key=_fleet_order)
+    fleets = [f for f in fleets if not (f.get("metadata") or {}).get("deletionTimestamp")]
+    return (fleets[0] if fleets else None), fleets[1:]
+
+
+def _agent_reports(op: Operator) -> list[status.AgentReport]:
+    pods = op.kube.list(kubeapi.collection_path("v1", "Pod", op.config.namespace),
+                        label_selector=f"{render.APP_LABEL}={render.AGENT_NAME}")
+    reports = []
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(render.APP_LABEL) != render.AGENT_NAME:
+            continue
+        rep = status.parse_report(pod, render.STATUS_ANNOTATION)
+        if rep is not None:
+            reports.append(rep)
+    return reports
+
+
+def _daemonset(op: Operator) -> dict[str, Any] | None:
+    return op.kube.get(kubeapi.collection_path("apps/v1", "DaemonSet", op.config.namespace)
+                       + f"/{render.AGENT_NAME}")
+
+
+def _gather_overrides(op: Operator, config_generation: int | None) -> dict[str, agentconfig.NamespaceOverride]:
+    """Valid overrides by namespace; each override CR gets its own condition.
+
+    Two CRs in one namespace: the oldest wins, as for the fleet."""
+    overrides: dict[str, agentconfig.NamespaceOverride] = {}
+    crs = sorted(op.kube.list(_cr_path()), key=_fleet_order)
+    for cr in crs:
+        meta = cr.get("metadata") or {}
+        ns = meta.get("namespace")
+        if not ns or ns == op.config.namespace or meta.get("deletionTimestamp"):
+            continue
+        try:
+            parsed = model.parse_override(cr.get("spec"))
+        except model.SpecError as exc:
+            outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
+        else:
+            if ns in overrides:
+                outcome = status.ReconcileOutcome(
+                    False, "Conflict", f"namespace {ns} already has an override; this one is ignored")
+            else:
+                overrides[ns] = parsed
+                outcome = status.ReconcileOutcome(True, "Merged", f"applies to namespace {ns}")
+        try:
+            _write_status(op, cr, status.conflict_status(cr.get("status"), meta.get("generation"),
+                                                         outcome, _now()))
+        except kubeapi.ApiError as exc:
+            log.warning("cannot write status of %s/%s: %s", ns, meta.get("name"), exc)
+    return overrides
+
+
+def reconcile(op: Operator) -> None:
+    """Converge the fleet: node config, agent workload, monitoring objects, status."""
+    with op.lock:
+        fleet, others = _active_fleet(op)
+        for other in others:
+            meta = other["metadata"]
+            outcome = status.ReconcileOutcome(
+                False, "Conflict",
+                f"{op.config.namespace}/{fleet['metadata']['name']} is the fleet profile; "
+                f"only one is allowed in {op.config.namespace}, this one is ignored")
+            _write_status(op, other, status.conflict_status(other.get("status"), meta.get("generation"),
+                                                            outcome, _now()))
+        if fleet is None:
+            # Overrides without a fleet still get told why nothing happens.
+            _gather_overrides(op, None)
+            return
+        previous = fleet.get("status") or {}
+        meta = fleet["metadata"]
+        floor = int(previous.get("configGeneration") or 0)
+        try:
+            spec = model.parse_fleet(fleet.get("spec"))
+        except model.SpecError as exc:
+            # Keep the last good workload running; only say what is wrong.
+            outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
+            _refresh(op, fleet, outcome, floor)
+            raise kopf.PermanentError(str(exc)) from None
+        overrides = _gather_overrides(op, floor)
+        owner = render.owner_reference(fleet)
+        ns = op.config.namespace
+        cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
+        current_cm = op.kube.get(cm_path)
+        current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
+        candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
+        generation = render.next_generation(current_text, candidate, floor)
+        config = candidate.model_copy(update={"generation": generation})
+        objects = render.render_workload(ns, spec, config, owner)
+        wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
+        monitoring_served = wants_monitoring and op.kube.served(MONITORING)
+        if monitoring_served:
+            objects += render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
+        failures = []
+        for obj in objects:
+            try:
+                action = kubeapi.apply(op.kube, obj)
+            except kubeapi.ApiError as exc:
+                failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+                continue
+            if action != "unchanged":
+                log.info("%s %s/%s", action, obj["kind"], obj["metadata"]["name"])
+        if failures:
+            outcome = status.ReconcileOutcome(False, "ApplyFailed", "; ".join(failures))
+        elif wants_monitoring and not monitoring_served:
+            outcome = status.ReconcileOutcome(
+                True, "ServiceMonitorCRDNotInstalled",
+                f"{MONITORING} is not served: ServiceMonitor/PrometheusRule will be created "
+                f"when the Prometheus Operator CRDs appear")
+        else:
+            outcome = status.ReconcileOutcome(True, "Reconciled", f"config generation {generation}")
+        _refresh(op, fleet, outcome, generation if not failures or current_cm else floor)
+        if failures:
+            raise kopf.TemporaryError(outcome.message, delay=op.config.resync_seconds)
+
+
+def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutcome,
+             config_generation: int) -> None:
+    new = status.build_status(
+        fleet.get("status"),
+        observed_generation=(fleet.get("metadata") or {}).get("generation"),
+        reconcile=outcome,
+        config_generation=config_generation,
+        ds=_daemonset(op),
+        reports=_agent_reports(op),
+        now=_now(),
+        stuck_after=op.config.stuck_after_seconds,
+    )
+    _write_status(op, fleet, new)
+
+
+def refresh_status(op: Operator) -> None:
+    """Status only (DaemonSet counts, agent reports); the spec is not re-rendered."""
+    with op.lock:
+        fleet, _ = _active_fleet(op)
+        if fleet is None:
+            return
+        previous = fleet.get("status") or {}
+        outcome = status.outcome_from_status(previous)
+        if outcome is None:  # not reconciled yet: the reconcile will write it all
+            return
+        _refresh(op, fleet, outcome, int(previous.get("configGeneration") or 0))
+
+
+# ---- kopf wiring -------------------------------------------------------------
+
+def _is_fleet(namespace: str | None, memo: Any, **_: Any) -> bool:
+    return namespace == memo.op.config.namespace
+
+
+def _is_override(namespace: str | None, memo: Any, **_: Any) -> bool:
+    return namespace != memo.op.config.namespace
+
+
+def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
+    return namespace == memo.op.config.namespace
+
+
+def on_fleet(memo: Any, **_: Any) -> None:
+    reconcile(memo.op)
+
+
+def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    op: Operator = memo.op
+    body = event.get("object") or {}
+    key = (namespace, name)
+    deleted = event.get("type") == "DELETED" or bool((body.get("metadata") or {}).get("deletionTimestamp"))
+    marker = None if deleted else body.get("spec")
+    if key in op.seen_overrides and op.seen_overrides[key] == marker:
+        return  # our own status write, or nothing new
+    reconcile(op)
+    op.seen_overrides[key] = marker
+    if deleted:
+        op.seen_overrides.pop(key, None)
+
+
+def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
+    # A conflicting fleet CR takes over when the active one goes away.
+    if event.get("type") == "DELETED":
+        reconcile(memo.op)
+
+
+def on_agent_event(memo: Any, **_: Any) -> None:
+    refresh_status(memo.op)
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    # Progress and diff-base in annotations: the status stays ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kpod.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kpod.io", key="last-handled-configuration")
+    # Only the agent's pods and DaemonSet, filtered by the API server.
+    selector = f"{render.APP_LABEL}={render.AGENT_NAME}"
+    for res in ("v1/pods", "apps/v1/daemonsets"):
+        group_version, plural = res.rsplit("/", 1)
+        group = group_version.split("/")[0] if "/" in group_version else ""
+        settings.watching.label_selectors[group, plural] = selector
+        settings.watching.field_selectors[group, plural] = f"metadata.namespace={config.namespace}"
+    settings.posting.level = logging.WARNING
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Attach the handlers to ``registry`` (a fresh one per test, the default in main)."""
+    labels = {render.APP_LABEL: render.AGENT_NAME}
+    for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        decorator(*CR, id="fleet", when=_is_fleet, registry=registry)(on_fleet)
+    kopf.timer(*CR, id="fleet-resync", interval=config.resync_seconds, idle=None,
+               when=_is_fleet, registry=registry)(on_fleet)
+    kopf.on.event(*CR, id="override", when=_is_override, registry=registry)(on_override_event)
+    kopf.on.event(*CR, id="fleet-deleted", when=_is_fleet, registry=registry)(on_fleet_deleted)
+    kopf.on.event("", "v1", "pods", id="agent-pods", labels=labels,
+                  when=_in_operator_namespace, registry=registry)(on_agent_event)
+    kopf.on.event("apps", "v1", "daemonsets", id="agent-daemonset", labels=labels,
+                  when=_in_operator_namespace, registry=registry)(on_agent_event)

@@ -1,0 +1,353 @@
+"""Pure rendering: fleet spec + override specs -> node config and manifests.
+
+No I/O here except reading the packaged PrometheusRule asset. Every function
+returns plain dicts ready to send to the API, so tests check objects, not calls.
+"""
+from __future__ import annotations
+
+import copy
+import pathlib
+from typing import Any
+
+import yaml
+
+from kpod_agent import config as agentconfig
+from kpod_operator import model
+
+AGENT_NAME = "kpod-agent"
+CONFIGMAP_NAME = "kpod-agent-config"
+CONFIG_KEY = "agent.yaml"
+METRICS_PORT = 9090
+APP_LABEL = "app.kubernetes.io/name"
+SELECTOR_LABELS = {APP_LABEL: AGENT_NAME}
+COMMON_LABELS = {
+    APP_LABEL: AGENT_NAME,
+    "app.kubernetes.io/part-of": "kpod-metrics",
+    "app.kubernetes.io/managed-by": "kpod-operator",
+}
+STATUS_ANNOTATION = "kpod.io/agent-status"
+# Capabilities the agent needs for tracepoint programs on kernels >= 5.8.
+AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "NET_ADMIN"]
+RULES_ASSET = pathlib.Path(__file__).parent / "assets" / "prometheus-rules.yaml"
+
+# Used until the rules asset exists: the one alert nobody wants to miss.
+DEFAULT_RULE_GROUPS: list[dict[str, Any]] = [{
+    "name": "kpod-agent.rules",
+    "rules": [{
+        "alert": "KpodCollectorDetached",
+        "expr": "kpod_collector_attached == 0",
+        "for": "10m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "kpod collector {{ $labels.collector }} is not attached on {{ $labels.node }}",
+        },
+    }],
+}]
+
+
+def render_agent_config(
+    fleet: model.FleetSpec,
+    overrides: dict[str, agentconfig.NamespaceOverride],
+    generation: int,
+    cluster_name: str = "",
+) -> agentconfig.AgentConfig:
+    """The node config of contract §2, validated by the agent's own model."""
+    return agentconfig.config_from_dict({
+        "generation": generation,
+        "clusterName": cluster_name,
+        "profile": fleet.profile,
+        "collectors": {k: v.model_dump(mode="json", exclude_none=True) for k, v in fleet.collectors.items()},
+        "syscalls": fleet.syscalls,
+        "namespaces": fleet.namespaces.model_dump(mode="json"),
+        "podSelector": fleet.podSelector.model_dump(mode="json"),
+        "includeLabels": fleet.includeLabels,
+        "namespaceOverrides": {
+            ns: ov.model_dump(mode="json", exclude_none=True) for ns, ov in sorted(overrides.items())
+        },
+        "discovery": {"mode": fleet.agent.discovery.mode},
+        "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
+    })
+
+
+def config_content(config: agentconfig.AgentConfig) -> dict[str, Any]:
+    """What the agents run, without the generation stamp: equal content, same generation."""
+    data = config.model_dump(mode="json")
+    data.pop("generation", None)
+    return data
+
+
+def next_generation(
+    current_text: str | None,
+    desired: agentconfig.AgentConfig,
+    floor: int = 0,
+) -> int:
+    """Generation to stamp on ``desired``: kept when the content is unchanged,
+    else one above both the ConfigMap's and ``floor`` (the CR status), so it
+    never goes backwards even if the ConfigMap was deleted or hand-edited."""
+    current: agentconfig.AgentConfig | None = None
+    if current_text:
+        try:
+            current = agentconfig.parse_config(current_text)
+        except agentconfig.ConfigError:
+            current = None
+    if current is not None and config_content(current) == config_content(desired) \
+            and current.generation >= floor and current.generation > 0:
+        return current.generation
+    return max(current.generation if current else 0, floor) + 1
+
+
+def owner_reference(fleet: dict[str, Any]) -> dict[str, Any]:
+    meta = fleet["metadata"]
+    return {
+        "apiVersion": f"{model.GROUP}/{model.VERSION}",
+        "kind": model.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(name: str, namespace: str | None, owner: dict[str, Any] | None,
+          labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {**COMMON_LABELS, **(labels or {})}}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return meta
+
+
+def render_configmap(namespace: str, config: agentconfig.AgentConfig,
+                     owner: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(CONFIGMAP_NAME, namespace, owner,
+                          {"kpod.io/config-generation": str(config.generation)}),
+        "data": {CONFIG_KEY: config.to_yaml()},
+    }
+
+
+def _host_volume(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": "Directory"}}
+
+
+def render_daemonset(namespace: str, fleet: model.FleetSpec,
+                     owner: dict[str, Any] | None) -> dict[str, Any]:
+    """The agent DaemonSet. Its pod template depends on spec.agent only: node
+    config changes travel through the watched ConfigMap and never restart pods."""
+    agent = fleet.agent
+    caps = AGENT_CAPABILITIES + (["SYS_ADMIN"] if agent.sysAdmin else [])
+    resources: dict[str, Any] = {}
+    if agent.resources.requests:
+        resources["requests"] = {k: str(v) for k, v in agent.resources.requests.items()}
+    if agent.resources.limits:
+        resources["limits"] = {k: str(v) for k, v in agent.resources.limits.items()}
+    probe = {"port": "metrics", "scheme": "HTTP"}
+    container = {
+        "name": "agent",
+        "image": agent.image,
+        "imagePullPolicy": agent.imagePullPolicy,
+        "args": [
+            "--configmap", f"{namespace}/{CONFIGMAP_NAME}",
+            "--node-name", "$(NODE_NAME)",
+            "--listen", f"0.0.0.0:{METRICS_PORT}",
+        ],
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", **probe},
+                          "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe},
+                           "periodSeconds": 5, "failureThreshold": 3},
+        "securityContext": {
+            "privileged": False,
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": caps},
+        },
+        "volumeMounts": [
+            {"name": "cgroup", "mountPath": "/sys/fs/cgroup", "readOnly": True},
+            {"name": "sys-kernel", "mountPath": "/sys/kernel"},
+            {"name": "modules", "mountPath": "/lib/modules", "readOnly": True},
+            {"name": "usr-src", "mountPath": "/usr/src", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": AGENT_NAME,
+        "hostPID": True,
+        "containers": [container],
+        "volumes": [
+            _host_volume("cgroup", "/sys/fs/cgroup"),
+            _host_volume("sys-kernel", "/sys/kernel"),
+            _host_volume("modules", "/lib/modules"),
+            _host_volume("usr-src", "/usr/src"),
+            # bcc unpacks kernel headers under TMPDIR: a private, writable one.
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if agent.nodeSelector:
+        pod_spec["nodeSelector"] = dict(agent.nodeSelector)
+    if agent.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in agent.tolerations]
+    if agent.priorityClassName:
+        pod_spec["priorityClassName"] = agent.priorityClassName
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(AGENT_NAME, namespace, owner),
+        "spec": {
+            "selector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": agent.updateStrategy.maxUnavailable},
+            },
+            "template": {
+                "metadata": {"labels": dict(COMMON_LABELS)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(namespace: str, owner: dict[str, Any] | None) -> dict[str, Any]:
+    # Headless: Prometheus scrapes every agent, not a load-balanced one.
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(AGENT_NAME, namespace, owner),
+        "spec": {
+            "clusterIP": "None",
+            "selector": dict(SELECTOR_LABELS),
+            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics",
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+def render_rbac(namespace: str, fleet: model.FleetSpec,
+                owner: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Least privilege for the agent.
+
+    Cluster-scoped objects cannot have a namespaced owner (the garbage collector
+    refuses such references), so the ClusterRole and its binding carry labels
+    only and are named after the namespace; they hold no secrets."""
+    cluster_name = f"{AGENT_NAME}-{namespace}"
+    pod_rules: list[dict[str, Any]] = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    ]
+    if fleet.agent.discovery.mode == "kubelet":
+        pod_rules.append({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]})
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(AGENT_NAME, namespace, owner)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": _meta(cluster_name, None, None),
+            "rules": pod_rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": _meta(cluster_name, None, None),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(AGENT_NAME, namespace, owner),
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CONFIGMAP_NAME],
+                 "verbs": ["get", "list", "watch"]},
+                # The agent writes its status annotation on its own Pod. RBAC cannot
+                # narrow this to "its own pod" (pod names are generated), so the
+                # grant covers the pods of this namespace only.
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(AGENT_NAME, namespace, owner),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": namespace}],
+        },
+    ]
+
+
+def render_service_monitor(namespace: str, fleet: model.FleetSpec,
+                           owner: dict[str, Any] | None) -> dict[str, Any]:
+    sm = fleet.serviceMonitor
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(AGENT_NAME, namespace, owner, sm.labels),
+        "spec": {
+            "selector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{
+                "port": "metrics",
+                "path": "/metrics",
+                "interval": agentconfig.format_duration(sm.interval),
+                "scrapeTimeout": agentconfig.format_duration(sm.scrapeTimeout),
+                "relabelings": [{
+                    "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                    "targetLabel": "instance",
+                }],
+            }],
+        },
+    }
+
+
+def load_rule_groups(path: pathlib.Path = RULES_ASSET) -> list[dict[str, Any]]:
+    """Groups from the rules asset, or the built-in default while it is
+    missing or unreadable (a broken asset must not stop the reconcile)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return copy.deepcopy(DEFAULT_RULE_GROUPS)
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        return copy.deepcopy(DEFAULT_RULE_GROUPS)
+    return groups
+
+
+def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
+                           groups: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": _meta(AGENT_NAME, namespace, owner, fleet.prometheusRule.labels),
+        "spec": {"groups": copy.deepcopy(groups)},
+    }
+
+
+def render_workload(namespace: str, fleet: model.FleetSpec, config: agentconfig.AgentConfig,
+                    owner: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Everything the fleet needs regardless of the Prometheus Operator."""
+    return [
+        *render_rbac(namespace, fleet, owner),
+        render_configmap(namespace, config, owner),
+        render_daemonset(namespace, fleet, owner),
+        render_service(namespace, owner),
+    ]
+
+
+def render_monitoring(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
+                      groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ServiceMonitor / PrometheusRule as enabled; the caller checks the API is served."""
+    out = []
+    if fleet.serviceMonitor.enabled:
+        out.append(render_service_monitor(namespace, fleet, owner))
+    if fleet.prometheusRule.enabled:
+        out.append(render_prometheus_rule(namespace, fleet, owner, groups))
+    return out
