@@ -345,6 +345,8 @@ class Discovery:
 
     def _poll_loop(self) -> None:
         """kubelet and none: list, resolve, publish every interval (backoff on failure)."""
+        if self._synced:  # the caller has just listed (startup refresh): no second list now
+            self._stop.wait(self.config.interval)
         while not self._stop.is_set():
             self._refresh(background=True)
             self._stop.wait(self._next_delay())
