@@ -204,6 +204,9 @@ class DiscoveryConfig(_Strict):
     # The kubelet's serving certificate is often self-signed and not in the
     # cluster CA: verification is opt-in, as in metrics-server.
     kubeletInsecureTLS: bool = True
+    # kubelet's top cgroups relative to the cgroup2 mount (its --cgroup-root
+    # moves them): systemd-driver names end in .slice.
+    kubepodsRoots: list[str] = Field(default_factory=lambda: ["kubepods.slice", "kubepods"], min_length=1)
 
     @field_validator("kubeletURL")
     @classmethod

@@ -1,0 +1,330 @@
+"""The agent's runtime: applies node configs to collectors, keeps their filter
+maps in step with discovery, and reads them on their own intervals.
+
+Threads: the config source calls `submit`, discovery calls `on_index`, the
+collection loop calls `collect_due`, HTTP scrapes read `snapshots`. Every call
+into a bcc object happens under `kernel_lock` (bcc is not thread-safe);
+scrapes never take it, so a slow detach never stalls /metrics.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kpod_agent import cgroups, filters, reload
+from kpod_agent.collectors import REGISTRY
+from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot
+from kpod_agent.config import AgentConfig, ConfigError, parse_config
+from kpod_agent.discovery import CgroupEntry, Discovery, PodIndex
+
+log = logging.getLogger(__name__)
+
+EMPTY_INDEX = PodIndex(entries={}, pods={})
+
+
+@dataclass
+class CollectorState:
+    collector: Collector | None = None
+    error: str | None = None
+    next_due: float = 0.0
+    duration: float = 0.0
+    errors_total: int = 0
+    skipped_total: int = 0
+
+
+@dataclass
+class ReloadStats:
+    success: int = 0
+    error: int = 0
+    last_error: str | None = None
+    last_error_time: str | None = None
+    applied_at: str | None = None
+
+
+@dataclass
+class Agent:
+    node_name: str
+    collector_classes: dict[str, type[Collector]] = field(default_factory=lambda: dict(REGISTRY))
+    # Made from the applied config: a test passes one pointing at a fake API.
+    discovery_factory: Callable[[AgentConfig, cgroups.CgroupResolver, Callable[[PodIndex], None]], Discovery] | None = None
+
+    def __post_init__(self) -> None:
+        self.kernel_lock = threading.RLock()
+        self.config: AgentConfig | None = None
+        self.states: dict[str, CollectorState] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+        self.index: PodIndex = EMPTY_INDEX
+        self.filters: dict[str, dict[int, int] | None] = {}
+        self.reloads = ReloadStats()
+        self.discovery: Discovery | None = None
+        self.resolver: cgroups.CgroupResolver | None = None
+        self.ctx: CollectorContext | None = None
+        self.cycle_duration = 0.0
+        self.started = time.monotonic()
+        self._apply_lock = threading.Lock()
+        self.on_applied: list[Callable[[dict[str, Any]], None]] = []
+
+    # ---- config -------------------------------------------------------
+
+    def submit(self, text: str | bytes, source: str) -> bool:
+        """Parse and apply a config document; a bad one keeps the last good."""
+        try:
+            config = parse_config(text)
+        except ConfigError as exc:
+            self.reject(f"{source}: {exc}")
+            return False
+        return self.apply(config, source)
+
+    def reject(self, message: str) -> None:
+        self.reloads.error += 1
+        self.reloads.last_error = message
+        self.reloads.last_error_time = _now()
+        log.error("config rejected, keeping generation %s: %s",
+                  self.config.generation if self.config else "none", message)
+
+    def apply(self, config: AgentConfig, source: str = "api") -> bool:
+        with self._apply_lock:
+            old = self.config
+            try:
+                filters.syscall_policies(config)
+                layout_changed = (old is None or old.cgroupRoot != config.cgroupRoot
+                                  or old.discovery.kubepodsRoots != config.discovery.kubepodsRoots)
+                if layout_changed:
+                    layout = cgroups.detect_layout(config.cgroupRoot)
+            except (ValueError, cgroups.CgroupError) as exc:
+                self.reject(f"{source}: {exc}")
+                return False
+            started = time.monotonic()
+            if layout_changed:
+                self.resolver = cgroups.CgroupResolver(layout, kubepods_roots=config.discovery.kubepodsRoots)
+                if self.ctx is None:
+                    self.ctx = CollectorContext(layout=layout, proc_root=config.procRoot)
+                else:
+                    self.ctx.layout = layout
+            assert self.ctx is not None and self.resolver is not None
+            self.ctx.proc_root = config.procRoot
+            plan = reload.plan_reload(old, config)
+            self.config = config
+            with self.kernel_lock:
+                for name in plan.detach:
+                    self._detach(name)
+                for name in plan.reconfigure:
+                    self._reconfigure(name, config)
+                for name in plan.attach:
+                    self._attach(name, config)
+            if layout_changed or plan.restart_discovery:
+                self._restart_discovery(config)
+            self._refresh_filters()
+            self.reloads.success += 1
+            self.reloads.applied_at = _now()
+            log.info("applied config generation %d from %s in %.0f ms (attached: %s; failed: %s)",
+                     config.generation, source, (time.monotonic() - started) * 1000,
+                     ", ".join(self.attached()) or "none",
+                     ", ".join(f"{n} ({s.error})" for n, s in self.states.items() if s.error) or "none")
+        status = self.status()
+        for callback in self.on_applied:
+            try:
+                callback(status)
+            except Exception:  # a status sink must never break reloads
+                log.exception("status callback failed")
+        return True
+
+    def _attach(self, name: str, config: AgentConfig) -> None:
+        assert self.ctx is not None
+        state = self.states.setdefault(name, CollectorState())
+        cls = self.collector_classes.get(name)
+        if cls is None:
+            state.error = "not available in this agent build"
+            return
+        collector = cls(self.ctx)
+        try:
+            collector.attach(config)
+        except Exception as exc:  # a probe that fails degrades its collector only
+            state.collector = None
+            state.error = str(exc) or type(exc).__name__
+            state.errors_total += 1
+            log.error("collector %s not attached: %s", name, state.error)
+            return
+        state.collector = collector
+        state.error = None
+        state.next_due = 0.0
+        log.info("collector %s attached (%.0f ms)", name, self.ctx.load_seconds.get(name, 0.0) * 1000)
+
+    def _detach(self, name: str) -> None:
+        state = self.states.pop(name, None)
+        self.snapshots.pop(name, None)
+        if state and state.collector is not None:
+            state.collector.detach()
+            log.info("collector %s detached", name)
+
+    def _reconfigure(self, name: str, config: AgentConfig) -> None:
+        state = self.states.get(name)
+        if state is None or state.collector is None:
+            # Failed before: a new config is a new chance.
+            self._detach(name)
+            self._attach(name, config)
+            return
+        try:
+            if state.collector.reconfigure(config):
+                state.error = None
+                return
+        except Exception as exc:
+            log.warning("collector %s could not take the new config in place (%s): re-attaching", name, exc)
+        self._detach(name)
+        self._attach(name, config)
+
+    def attached(self) -> list[str]:
+        return [n for n, s in self.states.items() if s.collector is not None]
+
+    # ---- discovery and filters ----------------------------------------
+
+    def _restart_discovery(self, config: AgentConfig) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
+        assert self.resolver is not None
+        if self.discovery_factory is not None:
+            self.discovery = self.discovery_factory(config, self.resolver, self.on_index)
+        else:
+            self.discovery = Discovery(config.discovery, self.node_name, self.resolver, on_change=self.on_index)
+        try:
+            self.on_index(self.discovery.refresh())
+        except Exception as exc:  # the thread retries; first view stays empty
+            log.warning("first discovery failed: %s", exc)
+        self.discovery.start()
+
+    def on_index(self, index: PodIndex) -> None:
+        self.index = index
+        self._refresh_filters()
+
+    def _refresh_filters(self) -> None:
+        config = self.config
+        if config is None:
+            return
+        count_all = config.discovery.mode == "none"
+        new_filters = filters.compute_filters(config, self.index, count_all)
+        with self.kernel_lock:
+            for name, state in self.states.items():
+                if state.collector is not None:
+                    state.collector.set_filter(new_filters.get(name))
+            self.filters = new_filters
+
+    # ---- collection -----------------------------------------------------
+
+    def targets_for(self, name: str) -> list[CgroupTarget]:
+        allowed = self.filters.get(name)
+        entries = self.index.entries
+        if allowed is None:
+            return [CgroupTarget(cgid, e.relpath) for cgid, e in entries.items()]
+        return [CgroupTarget(cgid, entries[cgid].relpath) for cgid in allowed if cgid in entries]
+
+    def collect_due(self, now: float | None = None, force: bool = False) -> None:
+        config = self.config
+        if config is None:
+            return
+        now = time.monotonic() if now is None else now
+        cycle_start = time.monotonic()
+        for name, state in list(self.states.items()):
+            collector = state.collector
+            if collector is None:
+                continue
+            if not force and now < state.next_due:
+                state.skipped_total += 1
+                continue
+            state.next_due = now + config.interval_of(name)
+            started = time.monotonic()
+            try:
+                with self.kernel_lock:
+                    if self.states.get(name) is not state:
+                        continue
+                    snapshot = collector.collect(self.targets_for(name))
+                    self._forget_vanished(collector, snapshot)
+            except Exception as exc:
+                state.errors_total += 1
+                log.warning("collector %s read failed: %s", name, exc)
+                continue
+            finally:
+                state.duration = time.monotonic() - started
+            snapshot.taken_at = time.time()
+            self.snapshots[name] = snapshot
+        self.cycle_duration = time.monotonic() - cycle_start
+
+    def _forget_vanished(self, collector: Collector, snapshot: Snapshot) -> None:
+        """In count-all mode maps fill with cgroups discovery has not listed:
+        resolve them, and drop the state of cgroups that no longer exist."""
+        if self.filters.get(collector.name, {}) is not None or self.resolver is None:
+            return
+        unknown = {cgid for cgid in snapshot.cgroup_ids() if cgid and cgid not in self.index.entries}
+        if not unknown:
+            return
+        gone = {cgid for cgid in unknown if self.resolver.lookup_path(cgid) is None}
+        if gone:
+            collector.forget(gone)
+            for series in snapshot.data.values():
+                for key in [k for k in series if k[0] in gone]:
+                    del series[key]
+
+    def entry_for(self, cgid: int) -> CgroupEntry | None:
+        entry = self.index.lookup(cgid)
+        if entry is not None or self.config is None or self.config.discovery.mode != "none":
+            return entry
+        relpath = self.resolver.lookup_path(cgid) if self.resolver else None
+        if relpath is None:
+            return None
+        return CgroupEntry(cgroup_id=cgid, relpath=relpath, namespace="host", pod=relpath or "/",
+                           container="", pod_uid="")
+
+    # ---- status ---------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.config is not None and (self.discovery is None or self.discovery.synced)
+
+    def status(self) -> dict[str, Any]:
+        config = self.config
+        wanted = list(config.node_collectors()) if config else []
+        collectors: dict[str, dict[str, Any]] = {}
+        for name in wanted:
+            state = self.states.get(name)
+            entry: dict[str, Any] = {"attached": bool(state and state.collector is not None)}
+            if state and state.error:
+                entry["error"] = state.error
+            if state and state.collector is not None:
+                entry["interval"] = config.interval_of(name) if config else None
+                extra = getattr(state.collector, "unavailable", None)
+                if extra:
+                    entry["partial"] = dict(extra)
+            collectors[name] = entry
+        disc = self.discovery
+        return {
+            "node": self.node_name,
+            "generation": config.generation if config else None,
+            "profile": config.profile if config else None,
+            "collectors": collectors,
+            "lastError": self.reloads.last_error,
+            "lastErrorTime": self.reloads.last_error_time,
+            "appliedAt": self.reloads.applied_at,
+            "discovery": {
+                "mode": config.discovery.mode if config else None,
+                "synced": bool(disc and disc.synced),
+                "pods": len(self.index.pods),
+                "cgroups": len(self.index.entries),
+                "errors": disc.errors_total if disc else 0,
+                "lastError": disc.last_error if disc else None,
+            },
+            "time": _now(),
+        }
+
+    def shutdown(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
+        with self.kernel_lock:
+            for name in list(self.states):
+                self._detach(name)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

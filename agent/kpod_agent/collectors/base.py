@@ -1,0 +1,291 @@
+"""What every collector is: metric specs, attach/detach, filters, a snapshot.
+
+A collector reads raw values keyed by cgroup id; the exporter turns them into
+per-pod series with the pod index current at scrape time, so a deleted pod's
+series go as soon as discovery drops it.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from kpod_agent import cgroups
+from kpod_agent.config import AgentConfig
+
+log = logging.getLogger(__name__)
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+# (cgroup id, values of the spec's extra labels); cgroup id 0 for node-level series.
+SampleKey = tuple[int, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Hist:
+    slots: tuple[int, ...]
+    sum: float  # in the spec's unit
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exposed metric: its Prometheus name (with _total for counters),
+    help, kind, the labels after namespace/pod/container/node, and for
+    histograms and durations the unit of the raw values in seconds."""
+
+    name: str
+    help: str
+    kind: MetricKind
+    labels: tuple[str, ...] = ()
+    unit_seconds: float = 1.0
+    per_pod: bool = True
+
+
+@dataclass
+class Snapshot:
+    """Raw values of one read: metric name -> sample key -> value or Hist."""
+
+    data: dict[str, dict[SampleKey, float | Hist]] = field(default_factory=dict)
+    taken_at: float = 0.0
+
+    def add(self, metric: str, cgid: int, value: float | Hist, labels: tuple[str, ...] = ()) -> None:
+        series = self.data.setdefault(metric, {})
+        key = (cgid, labels)
+        old = series.get(key)
+        if old is None:
+            series[key] = value
+        elif isinstance(old, Hist) and isinstance(value, Hist):
+            from kpod_agent.histograms import merge_slots
+
+            series[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
+        else:
+            series[key] = float(old) + float(value)  # type: ignore[arg-type]
+
+    def cgroup_ids(self) -> set[int]:
+        return {cgid for series in self.data.values() for cgid, _ in series}
+
+
+@dataclass(frozen=True)
+class CgroupTarget:
+    """A cgroup the collector reads files of: its id and relative path."""
+
+    cgroup_id: int
+    relpath: str
+
+
+@dataclass
+class CollectorContext:
+    """What a collector needs from its host, injected so tests can point it
+    at fake trees."""
+
+    layout: cgroups.CgroupLayout
+    proc_root: str = "/proc"
+    bpf_dir: Path = field(default_factory=lambda: default_bpf_dir())
+    max_cgroups: int = 10240
+    # Set by the agent: load duration of each BPF program, by collector name.
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class CollectorError(RuntimeError):
+    """A collector that cannot run here; the message says why."""
+
+
+def default_bpf_dir() -> Path:
+    env = os.environ.get("KPOD_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "bpf"
+
+
+class Collector(ABC):
+    name: ClassVar[str]
+    specs: ClassVar[tuple[MetricSpec, ...]]
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        self.ctx = ctx
+        self.attached = False
+        self.cgroup_read_errors = 0
+        # (map name -> entries, capacity, update errors), refreshed by collect()
+        self.map_stats: dict[str, tuple[int, int]] = {}
+        self.map_update_errors: dict[str, int] = {}
+
+    def attach(self, config: AgentConfig) -> None:
+        self.attached = True
+
+    def detach(self) -> None:
+        self.attached = False
+
+    def reconfigure(self, config: AgentConfig) -> bool:
+        """Apply a new config in place; False asks the agent to re-attach."""
+        return True
+
+    def set_filter(self, allowed: Mapping[int, int] | None) -> None:
+        """cgroup id -> policy index of every cgroup to count; None counts all."""
+
+    def forget(self, cgroup_ids: set[int]) -> None:
+        """Drop state of cgroups that are gone or no longer counted."""
+
+    @abstractmethod
+    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        """Read current values. Targets are the counted cgroups, for file reads."""
+
+
+class BpfCollector(Collector):
+    """A collector backed by one BCC program (one BPF() object), from
+    bpf/<source>. Programs with TRACEPOINT_PROBE attach at load."""
+
+    source: ClassVar[str]
+    # Map name -> whether keys start with a u64 cgroup id (read with batch ops).
+    cgroup_maps: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self.bpf: Any = None
+        self._allowed: dict[int, int] = {}
+        self._filter_on: bool | None = None
+
+    def cflags(self, config: AgentConfig) -> list[str]:
+        return [f"-DKPOD_MAX_CGROUPS={self.ctx.max_cgroups}"]
+
+    def bpf_text(self, config: AgentConfig) -> str:
+        return expand_includes(self.ctx.bpf_dir, self.source)
+
+    def attach(self, config: AgentConfig) -> None:
+        from kpod_agent import bpfload
+
+        started = time.monotonic()
+        self.bpf = bpfload.load(
+            text=self.bpf_text(config),
+            include_dir=self.ctx.bpf_dir,
+            cflags=self.cflags(config),
+            what=f"{self.name} ({self.source})",
+        )
+        self.ctx.load_seconds[self.name] = time.monotonic() - started
+        try:
+            self.after_load(config)
+        except Exception:
+            self.detach()
+            raise
+        self._allowed = {}
+        self._filter_on = None
+        self.attached = True
+
+    def after_load(self, config: AgentConfig) -> None:
+        """Attach what TRACEPOINT_PROBE did not; fill config maps."""
+
+    def detach(self) -> None:
+        from kpod_agent import bpfload
+
+        if self.bpf is not None:
+            bpfload.unload(self.bpf)
+        self.bpf = None
+        self.attached = False
+
+    def set_filter(self, allowed: Mapping[int, int] | None) -> None:
+        if self.bpf is None:
+            return
+        want_on = allowed is not None
+        if want_on != self._filter_on:
+            self.bpf["filter_on"][ctypes.c_int(0)] = ctypes.c_uint32(1 if want_on else 0)
+            self._filter_on = want_on
+        table = self.bpf["allowed_cgroups"]
+        target = dict(allowed or {})
+        gone = [cgid for cgid in self._allowed if cgid not in target]
+        for cgid in gone:
+            try:
+                del table[table.Key(cgid)]
+            except KeyError:
+                pass
+        rejected = []
+        for cgid, policy in target.items():
+            if self._allowed.get(cgid) != policy:
+                try:
+                    table[table.Key(cgid)] = table.Leaf(policy)
+                except Exception:  # full map: counted, the cgroup stays uncounted
+                    rejected.append(cgid)
+        for cgid in rejected:
+            del target[cgid]
+        errors = len(rejected)
+        if errors:
+            self.map_update_errors["allowed_cgroups"] = self.map_update_errors.get("allowed_cgroups", 0) + errors
+            log.warning("%s: %d cgroups did not fit in allowed_cgroups", self.name, errors)
+        self._allowed = target
+        if gone:
+            self.forget(set(gone))
+
+    def forget(self, cgroup_ids: set[int]) -> None:
+        if self.bpf is None or not cgroup_ids:
+            return
+        for map_name in self.cgroup_maps:
+            table = self.bpf[map_name]
+            stale = [k for k in table.keys() if _key_cgid(k) in cgroup_ids]
+            delete_keys(table, stale)
+
+    def read_map(self, map_name: str) -> list[tuple[Any, Any]]:
+        """All (key, value) of a map, by batch lookup (10x faster than
+        iteration for big maps), with entry counts kept for self metrics."""
+        table = self.bpf[map_name]
+        try:
+            items = list(table.items_lookup_batch())
+        except Exception:
+            items = list(table.items())
+        self.map_stats[map_name] = (len(items), table.max_entries)
+        return items
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
+
+
+def expand_includes(bpf_dir: Path, source: str) -> str:
+    """Inline our own headers: bcc rewrites map calls (`m.lookup()`) only in
+    the main text, so helpers using maps must not live in an #included file."""
+    text = (bpf_dir / source).read_text()
+    return _LOCAL_INCLUDE.sub(lambda m: (bpf_dir / m.group(1)).read_text(), text)
+
+
+def as_int(value: Any) -> int:
+    """Batch reads give plain ints for scalar keys and values, item reads
+    give ctypes objects: accept both."""
+    return int(getattr(value, "value", value))
+
+
+def _key_cgid(key: Any) -> int:
+    if hasattr(key, "cgid"):
+        return int(key.cgid)
+    return as_int(key)
+
+
+def delete_keys(table: Any, keys: list[Any]) -> None:
+    if not keys:
+        return
+    try:
+        table.items_delete_batch((type(keys[0]) * len(keys))(*keys))
+    except Exception:
+        for key in keys:
+            try:
+                del table[key]
+            except KeyError:
+                pass
+
+
+def hist_from(value: Any) -> Hist:
+    return Hist(tuple(int(x) for x in value.slots), float(value.sum))
+
+
+def read_flat_keyed(path: Path) -> dict[str, int]:
+    """'key value' lines (cpu.stat, memory.stat) -> ints; unknown lines skipped."""
+    result: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                result[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return result

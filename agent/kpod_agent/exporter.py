@@ -1,0 +1,210 @@
+"""Prometheus exposition: collector snapshots + pod index -> metric families.
+
+A custom prometheus_client collector: each scrape builds fresh families from
+the latest snapshots, resolving cgroup ids with the pod index of that moment,
+so series of deleted pods disappear with the index entry. Series whose labels
+collide (several cgroups of one container) are summed.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector as PromCollector
+
+from kpod_agent.collectors.base import Hist, MetricSpec
+from kpod_agent.histograms import log2_to_buckets, merge_slots
+
+if TYPE_CHECKING:
+    from kpod_agent.agent import Agent
+
+POD_LABELS = ("namespace", "pod", "container", "node")
+_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def label_name(pod_label: str) -> str:
+    """Pod label -> metric label, as kube-state-metrics does."""
+    return "label_" + _LABEL_CHARS.sub("_", pod_label)
+
+
+def _family(spec: MetricSpec, labels: list[str]) -> Metric:
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=labels)
+    if spec.kind == "gauge":
+        return GaugeMetricFamily(spec.name, spec.help, labels=labels)
+    return HistogramMetricFamily(spec.name, spec.help, labels=labels)
+
+
+class KpodCollector(PromCollector):
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.pod_metrics()
+        yield from self.restart_metrics()
+        yield from self.self_metrics()
+
+    # ---- per-pod series -------------------------------------------------
+
+    def pod_metrics(self) -> Iterator[Metric]:
+        agent = self.agent
+        config = agent.config
+        if config is None:
+            return
+        node = agent.node_name
+        include = list(config.includeLabels)
+        extra_names = [label_name(n) for n in include]
+        pods = agent.index.pods
+        bucket_min = config.histogramBuckets.min
+        bucket_max = config.histogramBuckets.max
+        identity_cache: dict[int, tuple[str, ...] | None] = {}
+
+        def identity(cgid: int) -> tuple[str, ...] | None:
+            if cgid in identity_cache:
+                return identity_cache[cgid]
+            entry = agent.entry_for(cgid)
+            result: tuple[str, ...] | None = None
+            if entry is not None:
+                pod = pods.get(entry.pod_uid)
+                labels = pod.labels if pod is not None else {}
+                result = (entry.namespace, entry.pod, entry.container, node,
+                          *(labels.get(n, "") for n in include))
+            identity_cache[cgid] = result
+            return result
+
+        for name, snapshot in list(agent.snapshots.items()):
+            state = agent.states.get(name)
+            if state is None or state.collector is None:
+                continue
+            allowed = agent.filters.get(name)
+            for spec in state.collector.specs:
+                series = snapshot.data.get(spec.name)
+                if spec.per_pod:
+                    labels = [*POD_LABELS, *extra_names, *spec.labels]
+                else:
+                    labels = ["node", *spec.labels]
+                family = _family(spec, labels)
+                if not series:
+                    yield family
+                    continue
+                merged: dict[tuple[str, ...], float | Hist] = {}
+                for (cgid, extra), value in series.items():
+                    if spec.per_pod:
+                        if allowed is not None and cgid not in allowed:
+                            continue
+                        who = identity(cgid)
+                        if who is None:
+                            continue
+                        key = (*who, *extra)
+                    else:
+                        key = (node, *extra)
+                    old = merged.get(key)
+                    if old is None:
+                        merged[key] = value
+                    elif isinstance(value, Hist) and isinstance(old, Hist):
+                        merged[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
+                    else:
+                        merged[key] = float(old) + float(value)  # type: ignore[arg-type]
+                for key, value in merged.items():
+                    if isinstance(value, Hist):
+                        buckets = log2_to_buckets(value.slots, spec.unit_seconds, bucket_min, bucket_max)
+                        family.add_metric(list(key), buckets, value.sum * spec.unit_seconds)  # type: ignore[call-arg]
+                    else:
+                        family.add_metric(list(key), value)  # type: ignore[call-arg]
+                yield family
+
+    def restart_metrics(self) -> Iterator[Metric]:
+        agent = self.agent
+        config = agent.config
+        if config is None or config.discovery.mode == "none":
+            return
+        include = list(config.includeLabels)
+        family = GaugeMetricFamily(
+            "kpod_container_restarts", "Container restart count reported by Kubernetes.",
+            labels=[*POD_LABELS, *(label_name(n) for n in include)])
+        for pod in agent.index.pods.values():
+            if not config.namespaces.allows(pod.namespace):
+                continue
+            if not config.pod_selector_for(pod.namespace).matches(dict(pod.labels)):
+                continue
+            for container in pod.containers:
+                family.add_metric(
+                    [pod.namespace, pod.name, container.name, agent.node_name,
+                     *(pod.labels.get(n, "") for n in include)],
+                    float(container.restart_count))
+        yield family
+
+    # ---- self-monitoring ------------------------------------------------
+
+    def self_metrics(self) -> Iterator[Metric]:
+        agent = self.agent
+        config = agent.config
+        generation = GaugeMetricFamily("kpod_agent_config_generation", "Generation of the applied node config.")
+        if config is not None:
+            generation.add_metric([], float(config.generation))
+        yield generation
+
+        reloads = CounterMetricFamily("kpod_config_reloads_total", "Config documents applied or rejected.",
+                                      labels=["result"])
+        reloads.add_metric(["success"], float(agent.reloads.success))
+        reloads.add_metric(["error"], float(agent.reloads.error))
+        yield reloads
+
+        wanted = list(config.node_collectors()) if config else []
+        attached = GaugeMetricFamily("kpod_collector_attached", "1 when the collector runs, 0 when it failed.",
+                                     labels=["collector"])
+        duration = GaugeMetricFamily("kpod_collector_duration_seconds", "Duration of the collector's last read.",
+                                     labels=["collector"])
+        errors = CounterMetricFamily("kpod_collector_errors_total", "Failed loads and reads of the collector.",
+                                     labels=["collector"])
+        skipped = CounterMetricFamily("kpod_collector_skipped_total",
+                                      "Collection cycles in which the collector's interval had not elapsed.",
+                                      labels=["collector"])
+        cgroup_errors = CounterMetricFamily("kpod_cgroup_read_errors_total", "Cgroup files that could not be read.",
+                                            labels=["collector"])
+        load = GaugeMetricFamily("kpod_bpf_program_load_duration_seconds",
+                                 "Compile, load and attach time of the collector's BPF program.", labels=["program"])
+        entries = GaugeMetricFamily("kpod_bpf_map_entries", "Entries in a BPF map at the last read.",
+                                    labels=["map", "collector"])
+        capacity = GaugeMetricFamily("kpod_bpf_map_capacity", "Maximum entries of a BPF map.",
+                                     labels=["map", "collector"])
+        update_errors = CounterMetricFamily("kpod_bpf_map_update_errors_total",
+                                            "BPF map updates refused (map full).", labels=["map", "collector"])
+        for name in wanted:
+            state = agent.states.get(name)
+            collector = state.collector if state else None
+            attached.add_metric([name], 1.0 if collector is not None else 0.0)
+            if state is None:
+                continue
+            duration.add_metric([name], state.duration)
+            errors.add_metric([name], float(state.errors_total))
+            skipped.add_metric([name], float(state.skipped_total))
+            if collector is None:
+                continue
+            cgroup_errors.add_metric([name], float(collector.cgroup_read_errors))
+            if agent.ctx is not None and name in agent.ctx.load_seconds:
+                load.add_metric([name], agent.ctx.load_seconds[name])
+            for map_name, (count, cap) in collector.map_stats.items():
+                entries.add_metric([map_name, name], float(count))
+                capacity.add_metric([map_name, name], float(cap))
+            for map_name, count in collector.map_update_errors.items():
+                update_errors.add_metric([map_name, name], float(count))
+        yield from (attached, duration, errors, skipped, cgroup_errors, load, entries, capacity, update_errors)
+
+        cycle = GaugeMetricFamily("kpod_collection_cycle_duration_seconds", "Duration of the last collection cycle.")
+        cycle.add_metric([], agent.cycle_duration)
+        yield cycle
+        pods = GaugeMetricFamily("kpod_discovery_pods", "Pods known to discovery on this node.")
+        pods.add_metric([], float(len(agent.index.pods)))
+        yield pods
+        disc = agent.discovery
+        derr = CounterMetricFamily("kpod_discovery_errors_total", "Failed discovery lists or watches.")
+        derr.add_metric([], float(disc.errors_total if disc else 0))
+        yield derr

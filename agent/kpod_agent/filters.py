@@ -1,0 +1,76 @@
+"""Which cgroups each collector counts: config + pod index -> BPF filter maps. Pure.
+
+A cgroup is counted by a collector when its pod's namespace passes the
+namespace filter, the pod matches the pod selector of its namespace (the
+override's, else the fleet's), and the collector is enabled for that
+namespace (fleet profile, or the namespace override's). The value stored
+per cgroup is a policy index: for the syscall collector, which allowlist
+applies (0 = the fleet's).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kpod_agent.config import AgentConfig
+from kpod_agent.discovery import PodIndex
+
+MAX_SYSCALL_POLICIES = 64
+
+
+@dataclass(frozen=True)
+class SyscallPolicies:
+    allowlists: list[list[str]]
+    by_namespace: dict[str, int]
+
+
+def syscall_policies(config: AgentConfig) -> SyscallPolicies:
+    """Policy 0 is the fleet allowlist; each distinct override allowlist gets
+    its own index (identical lists share one)."""
+    allowlists: list[list[str]] = [list(config.syscalls)]
+    seen: dict[tuple[str, ...], int] = {tuple(sorted(config.syscalls)): 0}
+    by_namespace: dict[str, int] = {}
+    for namespace in sorted(config.namespaceOverrides):
+        override = config.namespaceOverrides[namespace]
+        if override.syscalls is None:
+            continue
+        key = tuple(sorted(override.syscalls))
+        if key not in seen:
+            if len(allowlists) >= MAX_SYSCALL_POLICIES:
+                raise ValueError(
+                    f"more than {MAX_SYSCALL_POLICIES} distinct syscall allowlists across namespace overrides"
+                )
+            seen[key] = len(allowlists)
+            allowlists.append(list(override.syscalls))
+        by_namespace[namespace] = seen[key]
+    return SyscallPolicies(allowlists, by_namespace)
+
+
+# collector name -> (cgroup id -> policy), or None to count every cgroup.
+Filters = Mapping[str, Mapping[int, int] | None]
+
+
+def compute_filters(config: AgentConfig, index: PodIndex, count_all: bool) -> dict[str, dict[int, int] | None]:
+    names = list(config.node_collectors())
+    if count_all:
+        return {name: None for name in names}
+    policies = syscall_policies(config)
+    result: dict[str, dict[int, int] | None] = {name: {} for name in names}
+    enabled_by_ns: dict[str, set[str]] = {}
+    for cgid, entry in index.entries.items():
+        namespace = entry.namespace
+        if not config.namespaces.allows(namespace):
+            continue
+        pod = index.pods.get(entry.pod_uid)
+        labels = pod.labels if pod is not None else {}
+        if not config.pod_selector_for(namespace).matches(dict(labels)):
+            continue
+        enabled = enabled_by_ns.get(namespace)
+        if enabled is None:
+            enabled = set(config.enabled_collectors(namespace))
+            enabled_by_ns[namespace] = enabled
+        for name in enabled:
+            allowed = result.get(name)
+            if allowed is not None:
+                allowed[cgid] = policies.by_namespace.get(namespace, 0) if name == "syscall" else 0
+    return result

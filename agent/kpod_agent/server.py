@@ -1,0 +1,87 @@
+"""The agent's HTTP endpoints: /metrics, /healthz, /readyz, /config. Nothing else.
+
+A plain ThreadingHTTPServer: four read-only endpoints do not justify a web
+framework, and prometheus_client's own server would not serve the others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:
+    from kpod_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "AgentHTTPServer"
+    protocol_version = "HTTP/1.1"
+    # Slow or silent clients must not pin a thread forever.
+    timeout = 10
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0]
+        agent = self.server.agent
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            body = encoder(self.server.registry)
+            self._send(200, body, content_type)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            if agent.ready():
+                self._send(200, b"ready\n", "text/plain; charset=utf-8")
+            else:
+                reason = "no config applied" if agent.config is None else "discovery not synced"
+                self._send(503, f"not ready: {reason}\n".encode(), "text/plain; charset=utf-8")
+        elif path == "/config":
+            body = json.dumps(agent.status(), indent=2, sort_keys=True).encode() + b"\n"
+            self._send(200, body, "application/json")
+        else:
+            self._send(404, b"not found: /metrics /healthz /readyz /config\n", "text/plain; charset=utf-8")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send(405, b"", "text/plain")
+
+    def _other(self) -> None:
+        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other  # noqa: N815
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if code == 405:
+                self.send_header("Allow", "GET")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("http %s - %s", self.address_string(), format % args)
+
+
+class AgentHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry) -> None:
+        super().__init__(address, _Handler)
+        self.agent = agent
+        self.registry = registry
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,81 @@
+/* Shared by every kpod collector program.
+ *
+ * Attribution: bpf_get_current_cgroup_id() is the inode of the current task's
+ * cgroup2 directory, which the agent maps to namespace/pod/container.
+ *
+ * Filtering: the agent keeps `allowed_cgroups` in step with discovery (pods
+ * that pass the namespace filter, pod selector and this collector's
+ * per-namespace enablement). The value is a policy index used by programs
+ * that filter further (syscall allowlists per namespace override).
+ * `filter_on[0]` == 0 counts every cgroup (standalone mode, no discovery).
+ * Both are maps, so filters change at run time without a recompile.
+ */
+#ifndef KPOD_COMMON_H
+#define KPOD_COMMON_H
+
+#ifndef KPOD_MAX_CGROUPS
+#define KPOD_MAX_CGROUPS 10240
+#endif
+/* log2 slots per histogram: slot s counts values in [2^(s-1), 2^s) of the
+ * histogram's unit; the last slot also takes everything larger. */
+#define KPOD_SLOTS 32
+
+BPF_HASH(allowed_cgroups, u64, u32, KPOD_MAX_CGROUPS);
+BPF_ARRAY(filter_on, u32, 1);
+
+struct kpod_hist {
+    u64 slots[KPOD_SLOTS];
+    u64 sum;    /* exact sum in the histogram's unit (ns or us) */
+};
+
+static __always_inline int kpod_cgroup_policy(u64 cgid, u32 *policy)
+{
+    int zero = 0;
+    u32 *on = filter_on.lookup(&zero);
+    if (!on || *on == 0) {
+        *policy = 0;
+        return 1;
+    }
+    u32 *p = allowed_cgroups.lookup(&cgid);
+    if (!p)
+        return 0;
+    *policy = *p;
+    return 1;
+}
+
+static __always_inline int kpod_cgroup_allowed(u64 cgid)
+{
+    u32 policy;
+    return kpod_cgroup_policy(cgid, &policy);
+}
+
+/* Round up so that a slot is an upper bound (le = 2^slot). */
+static __always_inline u32 kpod_log2_slot(u64 v)
+{
+    u32 slot = 0;
+    if (v <= 1)
+        return 0;
+    v -= 1;
+#pragma unroll
+    for (int i = 0; i < 6; i++) {
+        u32 shift = 32 >> i;
+        if (v >> shift) {
+            v >>= shift;
+            slot += shift;
+        }
+    }
+    slot += 1;
+    if (slot >= KPOD_SLOTS)
+        slot = KPOD_SLOTS - 1;
+    return slot;
+}
+
+static __always_inline void kpod_hist_add(struct kpod_hist *h, u64 value)
+{
+    u32 slot = kpod_log2_slot(value);
+    if (slot < KPOD_SLOTS)
+        __sync_fetch_and_add(&h->slots[slot], 1);
+    __sync_fetch_and_add(&h->sum, value);
+}
+
+#endif

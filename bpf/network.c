@@ -1,0 +1,166 @@
+/* network: TCP bytes, connections, retransmits, RTT and connect latency per cgroup.
+ *
+ * Tracepoints and their context:
+ *  - sock:sock_send_length / sock:sock_recv_length: process context, after
+ *    sendmsg/recvmsg returned; exact byte counts (MSG_PEEK reads skipped).
+ *    They also remember socket -> cgroup for the events below.
+ *  - sock:inet_sock_set_state: CLOSE->SYN_SENT is in the connecting process
+ *    (counts an active connection, starts the connect clock);
+ *    SYN_SENT->ESTABLISHED runs in softirq (charged through the socket map).
+ *    SYN_RECV->ESTABLISHED (a passive open, softirq) marks the new socket;
+ *    the connection is counted for the pod whose process first sends or
+ *    receives on it. No syscall tracepoint is used: attaching one makes every
+ *    syscall on the node take the slow tracing path.
+ *  - tcp:tcp_retransmit_skb, tcp:tcp_probe: softirq or timer context, where
+ *    the current cgroup is not the socket owner's: charged through sock_owner.
+ *
+ * sock_owner is LRU: sockets close without telling us, and a bounded map
+ * forgets the oldest; a socket it forgot is re-learned at its next send/recv.
+ */
+#include "kpod_common.h"
+
+#define KPOD_AF_INET 2
+#define KPOD_AF_INET6 10
+#define KPOD_IPPROTO_TCP 6
+#define KPOD_MSG_PEEK 2
+#define KPOD_TCP_ESTABLISHED 1
+#define KPOD_TCP_SYN_SENT 2
+#define KPOD_TCP_SYN_RECV 3
+#define KPOD_TCP_CLOSE 7
+
+struct tcp_counts {
+    u64 bytes_sent;
+    u64 bytes_received;
+    u64 retransmits;
+    u64 connections;
+};
+
+BPF_TABLE("lru_hash", u64, u64, sock_owner, 65536);
+BPF_TABLE("lru_hash", u64, u64, connect_start, 16384);
+BPF_TABLE("lru_hash", u64, u8, passive_open, 16384);
+BPF_HASH(tcp_counts, u64, struct tcp_counts, KPOD_MAX_CGROUPS);
+BPF_HASH(tcp_rtt, u64, struct kpod_hist, KPOD_MAX_CGROUPS);             /* microseconds */
+BPF_HASH(tcp_connect_latency, u64, struct kpod_hist, KPOD_MAX_CGROUPS); /* nanoseconds */
+
+static __always_inline struct tcp_counts *counts_for(u64 cgid)
+{
+    struct tcp_counts zero = {};
+    return tcp_counts.lookup_or_try_init(&cgid, &zero);
+}
+
+static __always_inline int is_tcp(u16 family, u16 protocol)
+{
+    return protocol == KPOD_IPPROTO_TCP && (family == KPOD_AF_INET || family == KPOD_AF_INET6);
+}
+
+static __always_inline void on_transfer(u64 sk, u16 family, u16 protocol, int ret, int sent)
+{
+    if (!is_tcp(family, protocol))
+        return;
+    u64 cgid = bpf_get_current_cgroup_id();
+    if (!kpod_cgroup_allowed(cgid))
+        return;
+    u64 *owner = sock_owner.lookup(&sk);
+    if (!owner || *owner != cgid)
+        sock_owner.update(&sk, &cgid);
+    struct tcp_counts *c = counts_for(cgid);
+    if (!c)
+        return;
+    if (!owner && passive_open.lookup(&sk)) {
+        passive_open.delete(&sk);
+        __sync_fetch_and_add(&c->connections, 1);
+    }
+    if (ret <= 0)
+        return;
+    if (sent)
+        __sync_fetch_and_add(&c->bytes_sent, (u64)ret);
+    else
+        __sync_fetch_and_add(&c->bytes_received, (u64)ret);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    on_transfer((u64)args->sk, args->family, args->protocol, args->ret, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    if (args->flags & KPOD_MSG_PEEK)
+        return 0;
+    on_transfer((u64)args->sk, args->family, args->protocol, args->ret, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != KPOD_IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->oldstate == KPOD_TCP_CLOSE && args->newstate == KPOD_TCP_SYN_SENT) {
+        u64 cgid = bpf_get_current_cgroup_id();
+        if (!kpod_cgroup_allowed(cgid))
+            return 0;
+        sock_owner.update(&sk, &cgid);
+        u64 now = bpf_ktime_get_ns();
+        connect_start.update(&sk, &now);
+        struct tcp_counts *c = counts_for(cgid);
+        if (c)
+            __sync_fetch_and_add(&c->connections, 1);
+        return 0;
+    }
+    if (args->oldstate == KPOD_TCP_SYN_SENT) {
+        u64 *start = connect_start.lookup(&sk);
+        if (!start)
+            return 0;
+        u64 delta = bpf_ktime_get_ns() - *start;
+        connect_start.delete(&sk);
+        if (args->newstate != KPOD_TCP_ESTABLISHED)
+            return 0;
+        u64 *owner = sock_owner.lookup(&sk);
+        if (!owner)
+            return 0;
+        u64 cgid = *owner;
+        struct kpod_hist empty = {};
+        struct kpod_hist *h = tcp_connect_latency.lookup_or_try_init(&cgid, &empty);
+        if (h)
+            kpod_hist_add(h, delta);
+        return 0;
+    }
+    if (args->oldstate == KPOD_TCP_SYN_RECV && args->newstate == KPOD_TCP_ESTABLISHED) {
+        u8 one = 1;
+        passive_open.update(&sk, &one);
+        return 0;
+    }
+    if (args->newstate == KPOD_TCP_CLOSE) {
+        sock_owner.delete(&sk);
+        passive_open.delete(&sk);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    u64 sk = (u64)args->skaddr;
+    u64 *owner = sock_owner.lookup(&sk);
+    if (!owner)
+        return 0;
+    struct tcp_counts *c = counts_for(*owner);
+    if (c)
+        __sync_fetch_and_add(&c->retransmits, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u64 sk = (u64)args->skaddr;
+    u64 *owner = sock_owner.lookup(&sk);
+    if (!owner || args->srtt == 0)
+        return 0;
+    u64 cgid = *owner;
+    struct kpod_hist empty = {};
+    struct kpod_hist *h = tcp_rtt.lookup_or_try_init(&cgid, &empty);
+    if (h)
+        kpod_hist_add(h, args->srtt);
+    return 0;
+}

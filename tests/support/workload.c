@@ -1,0 +1,127 @@
+/* Test workloads with exactly known kernel activity. Nothing else runs in
+ * the process between start and exit that the tests count.
+ *
+ *   workload getppid N        N getppid() calls
+ *   workload badclose N       N close(-1) calls (EBADF)
+ *   workload sleep N USEC     N nanosleeps (voluntary context switches)
+ *   workload send HOST PORT BYTES   connect and send exactly BYTES
+ *   workload recv PORT BYTES  accept one connection, receive BYTES, print "ready" first
+ *   workload hog MB           touch MB of anonymous memory (OOM in a small memcg)
+ *   workload fault FILE       mmap FILE, drop it from the page cache, touch every page
+ *   workload fork N           N fork()+exit children
+ *   workload exec N           N fork()+execve(/bin/true)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char buf[65536];
+
+static int do_send(const char *host, int port, long total)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &addr.sin_addr);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("connect"); return 1; }
+    memset(buf, 'x', sizeof(buf));
+    long sent = 0;
+    while (sent < total) {
+        long chunk = total - sent < (long)sizeof(buf) ? total - sent : (long)sizeof(buf);
+        ssize_t n = send(fd, buf, chunk, 0);
+        if (n < 0) { perror("send"); return 1; }
+        sent += n;
+    }
+    shutdown(fd, SHUT_WR);
+    while (recv(fd, buf, sizeof(buf), 0) > 0) {}
+    close(fd);
+    return 0;
+}
+
+static int do_recv(int port, long total)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("bind"); return 1; }
+    listen(lfd, 1);
+    printf("ready\n");
+    fflush(stdout);
+    int fd = accept(lfd, NULL, NULL);
+    long got = 0;
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+        got += n;
+    close(fd);
+    close(lfd);
+    printf("%ld\n", got);
+    return got == total ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return 64;
+    const char *mode = argv[1];
+    if (!strcmp(mode, "getppid")) {
+        long n = atol(argv[2]);
+        for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    } else if (!strcmp(mode, "badclose")) {
+        long n = atol(argv[2]);
+        for (long i = 0; i < n; i++) syscall(SYS_close, -1);
+    } else if (!strcmp(mode, "sleep")) {
+        long n = atol(argv[2]), usec = atol(argv[3]);
+        struct timespec ts = {.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
+        for (long i = 0; i < n; i++) nanosleep(&ts, NULL);
+    } else if (!strcmp(mode, "send")) {
+        return do_send(argv[2], atoi(argv[3]), atol(argv[4]));
+    } else if (!strcmp(mode, "recv")) {
+        return do_recv(atoi(argv[2]), atol(argv[3]));
+    } else if (!strcmp(mode, "hog")) {
+        long mb = atol(argv[2]);
+        for (long i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return 3;
+            memset(p, 1, 1 << 20);
+        }
+    } else if (!strcmp(mode, "fault")) {
+        int fd = open(argv[2], O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) { perror("open"); return 1; }
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        char *p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) { perror("mmap"); return 1; }
+        madvise(p, st.st_size, MADV_RANDOM);
+        volatile char sum = 0;
+        for (off_t off = 0; off < st.st_size; off += 4096) sum += p[off];
+        printf("%d\n", (int)sum);
+    } else if (!strcmp(mode, "fork") || !strcmp(mode, "exec")) {
+        long n = atol(argv[2]);
+        int do_exec = !strcmp(mode, "exec");
+        for (long i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                if (do_exec) {
+                    char *args[] = {"/bin/true", NULL};
+                    execv("/bin/true", args);
+                }
+                _exit(0);
+            }
+            waitpid(pid, NULL, 0);
+        }
+    } else {
+        return 64;
+    }
+    return 0;
+}
