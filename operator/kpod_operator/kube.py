@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import kubernetes
+import urllib3
 
 LAST_APPLIED = "kpod.io/last-applied"
 FIELD_MANAGER = "kpod-operator"
@@ -69,19 +70,23 @@ class Kube:
                 content_type: str = "application/json") -> Any:
         if query:
             path = f"{path}?{urlencode(query)}"
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
-            resp = self.api.call_api(
-                path, method, header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"], _preload_content=False,
-                _request_timeout=self.timeout, _return_http_data_only=True,
-            )
+            method, url, headers, body, _ = self.api.param_serialize(
+                method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
+            resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                     _request_timeout=self.timeout)
+            data = resp.read()
         except kubernetes.client.ApiException as exc:
+            raise ApiError(int(exc.status or 0), str(exc.reason)) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
+        if not 200 <= resp.status < 300:
             try:
-                message = json.loads(exc.body or "{}").get("message") or exc.reason
+                message = json.loads(data or b"{}").get("message") or resp.reason
             except ValueError:
-                message = exc.reason
-            raise ApiError(int(exc.status or 0), str(message)) from None
-        data = resp.data
+                message = resp.reason
+            raise ApiError(int(resp.status), str(message))
         return json.loads(data) if data else None
 
     def get(self, path: str) -> dict[str, Any] | None:

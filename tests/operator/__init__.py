@@ -1,0 +1,1 @@
+"""Operator tests: render/status units and kopf against an emulated API server."""

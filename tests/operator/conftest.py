@@ -1,0 +1,140 @@
+"""Fixtures: an emulated API server and the operator running against it."""
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kopf
+import pytest
+
+from kpod_operator import handlers, main
+from kpod_operator import kube as kubeapi
+
+from .emulator import EmulatedCluster
+
+NS = "kpod-system"
+CR_PATH = "/apis/kpod.io/v1alpha1"
+
+
+class RunningOperator:
+    """kopf in-process, in its own thread and loop, against the emulator."""
+
+    def __init__(self, url: str, config: handlers.OperatorConfig) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.errors: list[BaseException] = []
+        registry = kopf.OperatorRegistry()
+
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=url, insecure=True)
+
+        kopf.on.login(registry=registry, id="emulator")(login)
+        self.thread = threading.Thread(
+            target=self._run, args=(config, kubeapi.Kube.for_url(url), registry), daemon=True)
+        self.thread.start()
+        if not self.ready_flag.wait(15):
+            raise RuntimeError(f"operator did not start: {self.errors}")
+
+    def _run(self, config: handlers.OperatorConfig, kube: kubeapi.Kube,
+             registry: kopf.OperatorRegistry) -> None:
+        try:
+            asyncio.run(main.run_async(config, kube, registry,
+                                       stop_flag=self.stop_flag, ready_flag=self.ready_flag))
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            self.errors.append(exc)
+            self.ready_flag.set()
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "operator did not stop"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll until ``check()`` is truthy; its last value or error explains a timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, KeyError, TypeError, IndexError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Harness:
+    def __init__(self, cluster: EmulatedCluster, tmp_path: pathlib.Path) -> None:
+        self.cluster = cluster
+        self.kube = kubeapi.Kube.for_url(cluster.url)
+        self.config = handlers.OperatorConfig(
+            namespace=NS, resync_seconds=0.5, stuck_after_seconds=2.0,
+            rules_path=tmp_path / "missing-rules.yaml")
+        self.operator: RunningOperator | None = None
+
+    def start(self) -> RunningOperator:
+        self.operator = RunningOperator(self.cluster.url, self.config)
+        return self.operator
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    # -- API helpers used by the tests, as kubectl would do --
+    def apply_cr(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        path = f"{CR_PATH}/namespaces/{namespace}/kpodmetricsprofiles/{name}"
+        if self.kube.get(path) is None:
+            return self.kube.create({"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+                                     "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+        return self.kube.merge_patch(path, {"spec": spec})
+
+    def cr(self, namespace: str, name: str) -> dict[str, Any]:
+        found = self.kube.get(f"{CR_PATH}/namespaces/{namespace}/kpodmetricsprofiles/{name}")
+        assert found is not None
+        return found
+
+    def condition(self, namespace: str, name: str, ctype: str) -> dict[str, Any] | None:
+        for cond in (self.cr(namespace, name).get("status") or {}).get("conditions") or []:
+            if cond["type"] == ctype:
+                return cond
+        return None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        return self.kube.get(path)
+
+    def configmap(self) -> dict[str, Any] | None:
+        return self.kube.get(f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config")
+
+    def daemonset(self) -> dict[str, Any] | None:
+        return self.kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent")
+
+
+@pytest.fixture()
+def cluster() -> Iterator[EmulatedCluster]:
+    emulated = EmulatedCluster()
+    try:
+        yield emulated
+    finally:
+        emulated.close()
+
+
+@pytest.fixture()
+def harness(cluster: EmulatedCluster, tmp_path: pathlib.Path) -> Iterator[Harness]:
+    h = Harness(cluster, tmp_path)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture()
+def operator(harness: Harness) -> RunningOperator:
+    running = harness.start()
+    return running

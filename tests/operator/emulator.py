@@ -1,0 +1,280 @@
+"""kmock's KubernetesEmulator plus the API-server behaviour the operator relies on.
+
+kmock 0.8 stores objects as plain JSON and merges patches; a real API server
+also stamps uid/resourceVersion/generation, keeps `status` behind its
+subresource, takes the namespace from the URL, filters lists and watches by
+label/field selectors and resumes a watch from a resourceVersion. Only that
+is added here; everything else (discovery, fetch, delete, buses) is kmock's.
+No garbage collector: owner references are checked, not acted on.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import dicts as kdicts
+from kmock._internal import enums, k8s, rendering
+
+# The resources the operator touches: (group/version/plural, kind, namespaced, subresources).
+RESOURCES = [
+    ("kpod.io/v1alpha1/kpodmetricsprofiles", "KpodMetricsProfile", True, {"status"}),
+    ("v1/namespaces", "Namespace", False, {"status"}),  # kopf waits to discover it
+    ("v1/pods", "Pod", True, {"status"}),
+    ("v1/configmaps", "ConfigMap", True, set()),
+    ("v1/services", "Service", True, {"status"}),
+    ("v1/serviceaccounts", "ServiceAccount", True, set()),
+    ("v1/events", "Event", True, set()),
+    ("apps/v1/daemonsets", "DaemonSet", True, {"status"}),
+    ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
+    ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
+    ("rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", False, set()),
+    ("rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding", False, set()),
+    ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, {"status"}),
+]
+MONITORING_RESOURCES = [
+    ("monitoring.coreos.com/v1/servicemonitors", "ServiceMonitor", True, set()),
+    ("monitoring.coreos.com/v1/prometheusrules", "PrometheusRule", True, set()),
+]
+VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
+
+
+def _selector_matches(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selectors (k=v, k==v, k!=v, k): what clients send here."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _fields_match(obj: dict[str, Any], selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        path, _, value = term.partition("=")
+        node: Any = obj
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if str(node) != value:
+            return False
+    return True
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):
+    _revision: int = attrs.field(default=0, init=False)
+
+    def _has_status(self, resource: Any) -> bool:
+        return resource in self.resources and "status" in self.resources[resource].subresources
+
+    def _matches(self, request: rendering.Request, raw: dict[str, Any]) -> bool:
+        meta = raw.get("metadata") or {}
+        if request.namespace is not None and meta.get("namespace") != request.namespace:
+            return False
+        labels = request.params.get("labelSelector")
+        if labels and not _selector_matches(meta.get("labels") or {}, labels):
+            return False
+        fields = request.params.get("fieldSelector")
+        return not fields or _fields_match(raw, fields)
+
+    def _next_rv(self) -> str:
+        self._revision += 1
+        return str(self._revision)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.action == enums.action.CREATE:
+            return aiohttp.web.json_response(await self._create(request), status=201)
+        if request.resource is not None and request.action == enums.action.UPDATE and request.name:
+            return aiohttp.web.json_response(await self._update(request))
+        if request.resource is not None and request.action == enums.action.DELETE and request.name:
+            return aiohttp.web.json_response(await self._delete(request))
+        return await super()._handle(request)
+
+    async def _create(self, request: rendering.Request) -> dict[str, Any]:
+        obj = copy.deepcopy(request.data or {})
+        meta = obj.setdefault("metadata", {})
+        namespace = request.namespace or meta.get("namespace")
+        if namespace:
+            meta["namespace"] = namespace
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if self._has_status(request.resource):
+            obj.pop("status", None)
+        async with self._lock:
+            key = (request.resource, namespace, meta.get("name"))
+            if key in self.objects and not self.objects[key].deleted:
+                raise k8s.KubernetesObjectConflictError()
+            meta.update({
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": self._next_rv(),
+                "generation": 1,
+                "creationTimestamp": datetime.datetime.now(datetime.timezone.utc)
+                .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            })
+            if key in self.objects:
+                self.objects[key].create(obj)
+            else:
+                self.objects[key] = obj
+            await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+        return obj
+
+    async def _update(self, request: rendering.Request) -> dict[str, Any]:
+        patch = request.data
+        if not isinstance(patch, (dict, list)):
+            raise k8s.KubernetesError(status=400, reason="BadRequest", message="patch body is not JSON")
+        async with self._lock:
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise k8s.KubernetesObjectNotFoundError()
+            old = copy.deepcopy(self.objects[key].raw)
+            new = copy.deepcopy(dict(kdicts.patch_dict(old, patch)))
+            new_meta = new.setdefault("metadata", {})
+            for ident in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion"):
+                if ident in old.get("metadata", {}):
+                    new_meta[ident] = old["metadata"][ident]
+            # The status subresource and the main resource each change only their part.
+            if request.subresource == "status":
+                new = {**old, "status": new.get("status")}
+            elif self._has_status(request.resource):
+                new["status"] = old.get("status")
+                if new["status"] is None:
+                    new.pop("status")
+            if new == old:
+                return old
+            spec_old = {k: v for k, v in old.items() if k not in ("metadata", "status")}
+            spec_new = {k: v for k, v in new.items() if k not in ("metadata", "status")}
+            if spec_old != spec_new:
+                new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self.objects[key].create(new)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+        return new
+
+    async def _delete(self, request: rendering.Request) -> dict[str, Any]:
+        # Deletion is a change too: the event carries a fresh resourceVersion, so
+        # a watch resumed from an older one still sees it. No finalizers here:
+        # the operator adds none (it has no deletion handlers).
+        async with self._lock:
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise k8s.KubernetesObjectNotFoundError()
+            last = copy.deepcopy(self.objects[key].raw)
+            last.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            self.objects[key].delete()
+            await self._buses[request.resource].put({"type": "DELETED", "object": copy.deepcopy(last)})
+        return last
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        if request.resource not in self._get_resources():
+            raise k8s.KubernetesResourceNotFoundError()
+        async with self._lock:
+            items = [copy.deepcopy(obj.raw) for (res, _, _), obj in self.objects.items()
+                     if res == request.resource and not obj.deleted]
+            revision = str(self._revision)
+        return {"metadata": {"resourceVersion": revision},
+                "items": [raw for raw in items if self._matches(request, raw)]}
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        yield b""
+        since_param = request.params.get("resourceVersion") or "0"
+        since = int(since_param) if since_param.isdigit() else 0
+        bus = self._buses[request.resource]
+        async with self._lock:
+            existing = [copy.deepcopy(obj.raw) for (res, _, _), obj in self.objects.items()
+                        if res == request.resource and not obj.deleted]
+            mark = await bus.mark()
+        for raw in existing:
+            if _rv(raw) > since and self._matches(request, raw):
+                yield {"type": "ADDED", "object": raw}
+        async for event in bus.stream(since=mark):
+            raw = event.get("object") or {}
+            if _rv(raw) > since and self._matches(request, raw):
+                yield event
+
+
+class EmulatedCluster:
+    """The emulator served on a local port from its own event-loop thread, so
+    the operator (another thread) and the test (plain sync code) both use it
+    over HTTP, as they would use a real API server."""
+
+    def __init__(self, monitoring: bool = False) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
+        self.thread.start()
+        self.handler: ClusterEmulator | None = None
+        self.server: kmock.Server | None = None
+        self.url = self._call(self._start(monitoring))
+
+    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self, monitoring: bool) -> str:
+        self.handler = ClusterEmulator()
+        for spec in RESOURCES + (MONITORING_RESOURCES if monitoring else []):
+            self._declare(*spec)
+        await self.handler.__aenter__()
+        self.server = kmock.Server(self.handler)
+        await self.server.__aenter__()
+        return str(self.server.url).rstrip("/")
+
+    def _declare(self, key: str, kind: str, namespaced: bool, subresources: set[str]) -> None:
+        assert self.handler is not None
+        plural = key.rsplit("/", 1)[1]
+        self.handler.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, singular=kind.lower(), verbs=VERBS,
+            subresources=subresources, shortnames={"kmp"} if plural == "kpodmetricsprofiles" else set())
+
+    def install_monitoring(self) -> None:
+        """The Prometheus Operator CRDs appear (served from now on)."""
+        async def declare() -> None:
+            for spec in MONITORING_RESOURCES:
+                self._declare(*spec)
+        self._call(declare())
+
+    def objects(self, plural: str) -> list[dict[str, Any]]:
+        async def snapshot() -> list[dict[str, Any]]:
+            assert self.handler is not None
+            return [copy.deepcopy(obj.raw) for (res, _, _), obj in self.handler.objects.items()
+                    if res.plural == plural and not obj.deleted]
+        return self._call(snapshot())
+
+    def history(self, plural: str, namespace: str | None, name: str) -> list[dict[str, Any]]:
+        async def versions() -> list[dict[str, Any]]:
+            assert self.handler is not None
+            for (res, ns, nm), obj in self.handler.objects.items():
+                if res.plural == plural and ns == namespace and nm == name:
+                    return [dict(v.raw) for v in obj.history if v is not None]
+            return []
+        return self._call(versions())
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self.server is not None:
+                await self.server.__aexit__(None, None, None)
+            if self.handler is not None:
+                await self.handler.__aexit__(None, None, None)
+        try:
+            self._call(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
