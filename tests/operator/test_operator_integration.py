@@ -1,0 +1,262 @@
+"""kopf running the operator against the emulated API server, end to end."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kpod_agent import config as agentconfig
+
+from .conftest import NS, Harness, wait_for
+
+DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent"
+
+
+def _config(h: Harness) -> agentconfig.AgentConfig:
+    cm = h.configmap()
+    assert cm is not None
+    return agentconfig.parse_config(cm["data"]["agent.yaml"])
+
+
+def _reason(h: Harness, name: str, ctype: str, namespace: str = NS) -> str | None:
+    cond = h.condition(namespace, name, ctype)
+    return None if cond is None else f"{cond['status']}/{cond['reason']}"
+
+
+def _fleet_ready(h: Harness) -> dict[str, Any]:
+    """Apply the sample-like fleet CR and wait for its first reconcile."""
+    h.apply_cr(NS, "default", {"profile": "standard", "syscalls": ["read", "write"]})
+    wait_for(lambda: h.configmap() and h.daemonset() and
+             (h.cr(NS, "default").get("status") or {}).get("configGeneration") == 1,
+             what="first reconcile")
+    return h.cr(NS, "default")
+
+
+def _write_ds_status(h: Harness, **counts: int) -> None:
+    ds = h.daemonset()
+    assert ds is not None
+    status = {"observedGeneration": ds["metadata"]["generation"], **counts}
+    h.kube.merge_patch(f"{DS_PATH}/status", {"status": status})
+
+
+def test_apply_creates_owned_configmap_daemonset_service_rbac(harness: Harness, operator: Any) -> None:
+    cr = _fleet_ready(harness)
+    uid = cr["metadata"]["uid"]
+    config = _config(harness)
+    assert config.generation == 1
+    assert config.discovery.mode == "informer"
+    assert config.syscalls == ["read", "write"]
+    for path in (f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config", DS_PATH,
+                 f"/api/v1/namespaces/{NS}/services/kpod-agent",
+                 f"/api/v1/namespaces/{NS}/serviceaccounts/kpod-agent",
+                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/kpod-agent",
+                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/kpod-agent"):
+        obj = harness.get(path)
+        assert obj is not None, path
+        owners = obj["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [("KpodMetricsProfile", uid, True)]
+    assert harness.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}") is not None
+    status = cr["status"]
+    assert status["observedGeneration"] == cr["metadata"]["generation"]
+    assert status["configGeneration"] == 1
+    # No Prometheus Operator here: said so, and nothing of it created.
+    assert _reason(harness, "default", "Reconciled") == "True/ServiceMonitorCRDNotInstalled"
+    assert harness.cluster.objects("servicemonitors") == []
+
+
+def test_node_config_edit_raises_generation_without_touching_the_pod_template(
+        harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    ds_before = harness.daemonset()
+    assert ds_before is not None
+    harness.apply_cr(NS, "default", {"syscalls": ["read", "write", "close"],
+                                     "collectors": {"syscall": {"enabled": True, "interval": "30s"}}})
+    wait_for(lambda: _config(harness).generation == 2, what="generation 2")
+    config = _config(harness)
+    assert config.syscalls == ["read", "write", "close"]
+    assert "syscall" in config.node_collectors()
+    wait_for(lambda: harness.cr(NS, "default")["status"]["configGeneration"] == 2, what="status gen 2")
+    ds_after = harness.daemonset()
+    assert ds_after is not None
+    assert ds_after["spec"]["template"] == ds_before["spec"]["template"]
+    assert ds_after["metadata"]["generation"] == ds_before["metadata"]["generation"]
+    assert ds_after["metadata"]["resourceVersion"] == ds_before["metadata"]["resourceVersion"]
+
+
+def test_image_edit_rolls_the_template_and_keeps_the_node_config(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    ds_before = harness.daemonset()
+    assert ds_before is not None
+    harness.apply_cr(NS, "default", {"agent": {"image": "registry.example/kpod-agent:1.2",
+                                               "updateStrategy": {"maxUnavailable": "20%"}}})
+    wait_for(lambda: harness.daemonset()["spec"]["template"]["spec"]["containers"][0]["image"]
+             == "registry.example/kpod-agent:1.2", what="new image")
+    ds_after = harness.daemonset()
+    assert ds_after["metadata"]["generation"] == ds_before["metadata"]["generation"] + 1
+    assert ds_after["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "20%"
+    assert _config(harness).generation == 1
+
+
+def test_namespace_override_is_merged_and_removed(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr("team-a", "metrics", {
+        "profile": "comprehensive", "syscalls": ["futex"],
+        "podSelector": {"matchLabels": {"app": "web"}}})
+    wait_for(lambda: "team-a" in _config(harness).namespaceOverrides, what="override merged")
+    config = _config(harness)
+    override = config.namespaceOverrides["team-a"]
+    assert override.profile == "comprehensive"
+    assert config.syscalls_for("team-a") == ["futex"]
+    assert config.pod_selector_for("team-a").matchLabels == {"app": "web"}
+    assert config.generation == 2
+    wait_for(lambda: _reason(harness, "metrics", "Reconciled", "team-a") == "True/Merged",
+             what="override status")
+    harness.kube.request("DELETE", "/apis/kpod.io/v1alpha1/namespaces/team-a/kpodmetricsprofiles/metrics")
+    wait_for(lambda: "team-a" not in _config(harness).namespaceOverrides, what="override removed")
+    assert _config(harness).generation == 3
+
+
+def test_second_fleet_profile_is_a_conflict_and_ignored(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr(NS, "second", {"profile": "minimal", "agent": {"image": "other:1"}})
+    wait_for(lambda: _reason(harness, "second", "Reconciled") == "False/Conflict", what="conflict")
+    assert "default" in harness.condition(NS, "second", "Reconciled")["message"]
+    time.sleep(3 * harness.config.resync_seconds)
+    assert _config(harness).profile == "standard"
+    assert harness.daemonset()["spec"]["template"]["spec"]["containers"][0]["image"] == "kpod-agent:dev"
+    assert _reason(harness, "default", "Reconciled").startswith("True/")
+
+
+def test_invalid_override_gets_a_condition_and_the_rest_stays(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr("team-b", "ok", {"profile": "minimal"})
+    wait_for(lambda: "team-b" in _config(harness).namespaceOverrides, what="valid override")
+    generation = _config(harness).generation
+    harness.apply_cr("team-c", "bad", {"profile": "minimal", "agent": {"image": "evil:1"}})
+    wait_for(lambda: _reason(harness, "bad", "Reconciled", "team-c") == "False/InvalidSpec",
+             what="invalid override condition")
+    message = harness.condition("team-c", "bad", "Reconciled")["message"]
+    assert "agent" in message and "fleet profile" in message
+    time.sleep(3 * harness.config.resync_seconds)
+    config = _config(harness)
+    assert set(config.namespaceOverrides) == {"team-b"}
+    assert config.generation == generation
+    assert _reason(harness, "default", "Reconciled").startswith("True/")
+
+
+def test_invalid_fleet_spec_keeps_the_last_good_config(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    before = harness.configmap()["data"]["agent.yaml"]
+    harness.apply_cr(NS, "default", {"syscalls": ["read", "no_such_syscall"]})
+    wait_for(lambda: _reason(harness, "default", "Reconciled") == "False/InvalidSpec", what="invalid spec")
+    assert "no_such_syscall" in harness.condition(NS, "default", "Reconciled")["message"]
+    assert _reason(harness, "default", "Degraded") == "True/InvalidSpec"
+    assert harness.configmap()["data"]["agent.yaml"] == before
+    harness.apply_cr(NS, "default", {"syscalls": ["read"]})
+    wait_for(lambda: _reason(harness, "default", "Reconciled", NS).startswith("True/"), what="recovered")
+    assert _config(harness).syscalls == ["read"]
+
+
+def test_daemonset_status_drives_the_conditions(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    _write_ds_status(harness, desiredNumberScheduled=3, updatedNumberScheduled=3,
+                     numberAvailable=3, numberReady=3)
+    wait_for(lambda: _reason(harness, "default", "Available") == "True/AllAvailable", what="available")
+    assert _reason(harness, "default", "Progressing") == "False/RolloutComplete"
+    assert _reason(harness, "default", "Degraded") == "False/AsExpected"
+    status = harness.cr(NS, "default")["status"]
+    assert (status["desiredNumberScheduled"], status["updatedNumberScheduled"], status["numberReady"]) == (3, 3, 3)
+
+    _write_ds_status(harness, desiredNumberScheduled=3, updatedNumberScheduled=1,
+                     numberAvailable=2, numberReady=2)
+    wait_for(lambda: _reason(harness, "default", "Progressing") == "True/RolloutInProgress", what="rolling")
+    assert _reason(harness, "default", "Available") == "True/PartiallyAvailable"
+    # No movement for longer than the (test) timeout: reported, not waited on.
+    wait_for(lambda: _reason(harness, "default", "Progressing") == "False/RolloutStuck",
+             timeout=10, what="stuck")
+    assert _reason(harness, "default", "Degraded") == "True/RolloutStuck"
+    _write_ds_status(harness, desiredNumberScheduled=3, updatedNumberScheduled=3,
+                     numberAvailable=3, numberReady=3)
+    wait_for(lambda: _reason(harness, "default", "Degraded") == "False/AsExpected", what="recovered")
+
+
+def test_servicemonitor_appears_when_the_crd_is_served(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    assert harness.cluster.objects("servicemonitors") == []
+    harness.cluster.install_monitoring()
+    wait_for(lambda: harness.cluster.objects("servicemonitors"), what="servicemonitor")
+    sm = harness.cluster.objects("servicemonitors")[0]
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["spec"]["endpoints"][0]["interval"] == "30s"
+    rules = wait_for(lambda: harness.cluster.objects("prometheusrules"), what="prometheusrule")
+    assert rules[0]["spec"]["groups"]
+    wait_for(lambda: _reason(harness, "default", "Reconciled") == "True/Reconciled", what="reason")
+
+
+def test_operator_restart_creates_no_duplicates_and_changes_nothing(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr("team-a", "metrics", {"profile": "minimal"})
+    wait_for(lambda: "team-a" in _config(harness).namespaceOverrides, what="override")
+    time.sleep(2 * harness.config.resync_seconds)
+    cm_rv = harness.configmap()["metadata"]["resourceVersion"]
+    ds_rv = harness.daemonset()["metadata"]["resourceVersion"]
+    counts = {p: len(harness.cluster.objects(p)) for p in ("configmaps", "daemonsets", "services",
+                                                          "serviceaccounts", "roles", "rolebindings")}
+    harness.stop()
+    harness.start()
+    # Resume + several timer rounds.
+    time.sleep(4 * harness.config.resync_seconds + 1)
+    assert {p: len(harness.cluster.objects(p)) for p in counts} == counts
+    assert counts["configmaps"] == 1 and counts["daemonsets"] == 1
+    assert harness.configmap()["metadata"]["resourceVersion"] == cm_rv
+    assert harness.daemonset()["metadata"]["resourceVersion"] == ds_rv
+    assert _config(harness).generation == 2
+
+
+def _agent_pod(name: str, node: str, generation: int, collectors: dict[str, Any]) -> dict[str, Any]:
+    report = {"node": node, "generation": generation, "collectors": collectors,
+              "lastError": None, "time": "2026-01-01T00:00:00Z"}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"app.kubernetes.io/name": "kpod-agent"},
+                     "annotations": {"kpod.io/agent-status": json.dumps(report)}},
+        "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "kpod-agent:dev"}]},
+    }
+
+
+def test_agent_reports_give_nodes_applied_and_collector_failures(harness: Harness, operator: Any) -> None:
+    # Start from a ConfigMap at generation 6 with other content: the operator's is 7.
+    stale = agentconfig.AgentConfig(generation=6, profile="minimal")
+    harness.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "kpod-agent-config", "namespace": NS},
+                         "data": {"agent.yaml": stale.to_yaml()}})
+    harness.apply_cr(NS, "default", {"profile": "standard"})
+    wait_for(lambda: _config(harness).generation == 7, what="generation 7")
+    _write_ds_status(harness, desiredNumberScheduled=3, updatedNumberScheduled=3,
+                     numberAvailable=3, numberReady=3)
+    ok = {"cpu": {"attached": True}, "syscall": {"attached": True}}
+    failed = {"cpu": {"attached": True},
+              "syscall": {"attached": False, "error": "tracepoint syscalls:sys_enter_getppid: not found"}}
+    harness.kube.create(_agent_pod("kpod-agent-a", "n1", 7, ok))
+    harness.kube.create(_agent_pod("kpod-agent-b", "n2", 7, failed))
+    harness.kube.create(_agent_pod("kpod-agent-c", "n3", 6, ok))
+    # A pod that is not an agent's must not count.
+    other = _agent_pod("web", "n4", 7, ok)
+    other["metadata"]["labels"] = {"app": "web"}
+    harness.kube.create(other)
+    wait_for(lambda: harness.cr(NS, "default")["status"].get("nodesApplied") == "2/3", what="2/3")
+    status = harness.cr(NS, "default")["status"]
+    assert status["collectorFailures"] == [{
+        "node": "n2", "collector": "syscall",
+        "reason": "tracepoint syscalls:sys_enter_getppid: not found"}]
+    assert _reason(harness, "default", "ConfigApplied") == "False/ApplyPending"
+    assert "n3" in harness.condition(NS, "default", "ConfigApplied")["message"]
+    assert _reason(harness, "default", "Degraded") == "True/CollectorsFailed"
+
+    report = {"node": "n3", "generation": 7, "collectors": ok, "lastError": None,
+              "time": "2026-01-01T00:00:05Z"}
+    harness.kube.merge_patch(f"/api/v1/namespaces/{NS}/pods/kpod-agent-c",
+                             {"metadata": {"annotations": {"kpod.io/agent-status": json.dumps(report)}}})
+    wait_for(lambda: _reason(harness, "default", "ConfigApplied") == "True/AllNodesApplied", what="3/3")
+    assert harness.cr(NS, "default")["status"]["nodesApplied"] == "3/3"
