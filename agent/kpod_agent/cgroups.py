@@ -18,9 +18,12 @@ directory is searched, not taken from the pod status, which may lack it.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -214,6 +217,8 @@ class CgroupResolver:
         self.max_host_cgroups = max_host_cgroups
         self._host_paths: dict[int, str] = {}
         self._last_walk = float("-inf")
+        # File handles only mean cgroup ids on a real cgroup2 mount.
+        self._handles_ok = (layout.unified / "cgroup.controllers").exists()
 
     # -- pods and containers -------------------------------------------------
 
@@ -323,11 +328,23 @@ class CgroupResolver:
     def lookup_path(self, cgroup_id: int) -> str | None:
         """Relative path of a cgroup id the last walk did not see (mode none).
 
-        Walks the tree again, at most once per REWALK_INTERVAL, so ids of
-        cgroups that are already gone cost a dictionary lookup."""
+        On a real cgroup2 mount the kernel answers directly: the id is a
+        kernfs file handle (open_by_handle_at, needs CAP_DAC_READ_SEARCH).
+        Otherwise the tree is walked again, at most once per REWALK_INTERVAL,
+        so ids of cgroups that are already gone cost a dictionary lookup."""
         rel = self._host_paths.get(cgroup_id)
         if rel is not None:
             return rel
+        if self._handles_ok:
+            try:
+                found = path_by_id(self.layout.unified, cgroup_id)
+            except OSError as exc:
+                log.info("cgroup id lookup by file handle unavailable (%s): walking the tree instead", exc)
+                self._handles_ok = False
+            else:
+                if found is not None:
+                    self._host_paths[cgroup_id] = found
+                return found
         if time.monotonic() - self._last_walk < REWALK_INTERVAL:
             return None
         return self._walk_host().get(cgroup_id)
@@ -369,6 +386,43 @@ class CgroupResolver:
         self._host_paths = paths
         self._last_walk = time.monotonic()
         return paths
+
+
+# struct file_handle for a kernfs node: 8 bytes of cgroup id (include/linux/exportfs.h).
+FILEID_KERNFS = 0xFE
+_libc: ctypes.CDLL | None = None
+
+
+def path_by_id(unified: Path, cgroup_id: int) -> str | None:
+    """Relative path of the cgroup2 directory with this id, asked from the kernel.
+
+    None when no such cgroup exists (any more); OSError when the lookup
+    itself is not possible here (no privilege, not a cgroup2 mount)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if not 0 < cgroup_id < 2**64:
+        return None
+    handle = ctypes.create_string_buffer(struct.pack("=IiQ", 8, FILEID_KERNFS, cgroup_id))
+    mount_fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _libc.open_by_handle_at(mount_fd, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            if err in (errno.ESTALE, errno.ENOENT):
+                return None
+            raise OSError(err, os.strerror(err))
+        try:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+    finally:
+        os.close(mount_fd)
+    try:
+        rel = target.relative_to(unified.resolve())
+    except ValueError:
+        return None  # outside our view of the mount (another cgroup namespace)
+    return "" if str(rel) == "." else str(rel)
 
 
 def _join(rel: str, name: str) -> str:

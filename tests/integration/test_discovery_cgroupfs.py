@@ -155,7 +155,7 @@ def test_real_cgroup_ids_match_proc(driver: str, qos: str, runtime: str, layout:
 
 
 def test_mode_none_sees_a_new_cgroup(layout: cgroups.CgroupLayout, sleeper: subprocess.Popen[bytes],
-                                     cleanup: list[str]) -> None:
+                                     cleanup: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     top = f"kpodtest-{os.getpid()}-{uuid.uuid4().hex[:6]}.slice"
     cleanup.append(top)
     resolver = cgroups.CgroupResolver(layout)
@@ -165,7 +165,15 @@ def test_mode_none_sees_a_new_cgroup(layout: cgroups.CgroupLayout, sleeper: subp
     (layout.unified / top / "job.scope" / "cgroup.procs").write_text(f"{sleeper.pid}\n")
     task_id = os.stat(layout.unified / _proc_cgroups(sleeper.pid)[""].lstrip("/")).st_ino
     assert disc.index.lookup(task_id) is None  # created after the walk
-    assert resolver.lookup_path(task_id) in (None, f"{top}/job.scope")  # rate-limited re-walk
+    # The kernel resolves the id at once, without waiting for a re-walk.
+    monkeypatch.setattr(cgroups, "REWALK_INTERVAL", 3600.0)
+    assert resolver.lookup_path(task_id) == f"{top}/job.scope"
+    assert cgroups.path_by_id(layout.unified, task_id) == f"{top}/job.scope"
+    assert cgroups.path_by_id(layout.unified, 1) == ""
+    (layout.unified / top / "gone.scope").mkdir()
+    gone_id = cgroups.cgroup_id(layout.unified / top / "gone.scope")
+    (layout.unified / top / "gone.scope").rmdir()
+    assert resolver.lookup_path(gone_id) is None
     index = disc.refresh()
     entry = index.lookup(task_id)
     assert entry is not None
