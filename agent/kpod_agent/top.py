@@ -1,0 +1,566 @@
+"""kpod-agent top: a live per-pod view of a running agent, read from its /metrics.
+
+    kpod-agent top [--url URL] [--interval SECONDS] [--sort COLUMN] [--namespace NS]
+                   [--limit N] [--once] [--no-color]
+
+Only plain HTTP to /metrics is needed, so it works on the node and through
+`kubectl port-forward -n kpod-system ds/kpod-agent 9090:9090`.
+
+How the numbers are made, as Prometheus would make them:
+- a rate is the increase of each series between two scrapes divided by the
+  time between them, then summed per pod (over containers, syscalls, errnos).
+  A counter that went down belongs to a restarted agent: its new value is
+  the increase. A series absent from the previous scrape counts from 0 (the
+  agent creates a series at its first event).
+- RUNQ p99 is histogram_quantile(0.99) over the increases of the cumulative
+  buckets between the two scrapes (over the totals on the first frame),
+  interpolating linearly inside the bucket.
+- OOM is the total of OOM kills the agent has seen (red when it grew).
+- "-" means the collector is not running (its family is absent from the
+  scrape) or, for RUNQ p99, that nothing waited in the run queue.
+
+Keys in the live view: s / S next / previous sort column, 1-9 and 0 pick a
+column, r reverses the order, q quits.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import select
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+DEFAULT_URL = "http://127.0.0.1:9090"
+PodKey = tuple[str, str]  # (namespace, pod)
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+
+
+# ---- what the view shows ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # name for --sort
+    title: str
+    kind: str  # "name" | "rate" | "p99" | "total"
+    family: str = ""  # metric family (as the parser names it) that must be present
+    sample: str = ""  # sample name summed or read
+    unit: str = ""  # "" | "B" | "s"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("namespace", "NAMESPACE", "name"),
+    Column("pod", "POD", "name"),
+    Column("runq", "RUNQ p99", "p99", "kpod_cpu_runqueue_latency_seconds",
+           "kpod_cpu_runqueue_latency_seconds_bucket", "s"),
+    Column("csw", "CSW/s", "rate", "kpod_cpu_context_switches", "kpod_cpu_context_switches_total"),
+    Column("tx", "TCP TX/s", "rate", "kpod_net_tcp_bytes_sent", "kpod_net_tcp_bytes_sent_total", "B"),
+    Column("rx", "TCP RX/s", "rate", "kpod_net_tcp_bytes_received", "kpod_net_tcp_bytes_received_total", "B"),
+    Column("retrans", "RETRANS/s", "rate", "kpod_net_tcp_retransmits", "kpod_net_tcp_retransmits_total"),
+    Column("syscalls", "SYSCALLS/s", "rate", "kpod_syscall_count", "kpod_syscall_count_total"),
+    Column("errors", "ERRORS/s", "rate", "kpod_syscall_errors", "kpod_syscall_errors_total"),
+    Column("oom", "OOM", "total", "kpod_mem_oom_kills", "kpod_mem_oom_kills_total"),
+)
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+# Accepted spellings of --sort: key, title, title without "/s".
+_SORT_ALIASES = {
+    alias.lower(): c.key
+    for c in COLUMNS
+    for alias in (c.key, c.title, c.title.removesuffix("/s"), c.title.replace(" ", ""))
+}
+_WANTED_SAMPLES = frozenset(c.sample for c in COLUMNS if c.sample)
+
+
+# ---- parsing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The parts of one /metrics answer the view needs."""
+
+    at: float  # time.monotonic() when the answer arrived
+    samples: dict[SeriesKey, float]  # per-pod samples of the columns' metrics
+    pods: frozenset[PodKey]  # every pod with at least one series
+    families: frozenset[str]  # metric families present (collector running)
+    nodes: frozenset[str] = frozenset()
+
+
+class ScrapeError(Exception):
+    """The agent could not be read; the message says what to do."""
+
+
+def parse_metrics(text: str, at: float) -> Scrape:
+    """Prometheus text exposition -> Scrape. Raises ValueError on malformed text."""
+    samples: dict[SeriesKey, float] = {}
+    pods: set[PodKey] = set()
+    families: set[str] = set()
+    nodes: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        families.add(family.name)
+        for sample in family.samples:
+            labels = sample.labels
+            namespace, pod = labels.get("namespace"), labels.get("pod")
+            if namespace is None or pod is None:
+                continue  # node-level and self-monitoring series
+            pods.add((namespace, pod))
+            if "node" in labels:
+                nodes.add(labels["node"])
+            if sample.name in _WANTED_SAMPLES:
+                key = (sample.name, tuple(sorted(labels.items())))
+                samples[key] = samples.get(key, 0.0) + float(sample.value)
+    return Scrape(at=at, samples=samples, pods=frozenset(pods), families=frozenset(families),
+                  nodes=frozenset(nodes))
+
+
+# ---- arithmetic -------------------------------------------------------------
+
+
+def increase(previous: float | None, current: float) -> float:
+    """Counter increase between two scrapes; a drop means the agent restarted."""
+    if previous is None or current < previous:
+        return current
+    return current - previous
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Quantile from cumulative (le, count) buckets, as PromQL's histogram_quantile.
+
+    None when there are no observations. Linear interpolation inside the
+    bucket holding the rank; the lowest bucket starts at 0; a rank in the
+    +Inf bucket answers the highest finite bound.
+    """
+    ordered = sorted(buckets)
+    if not ordered or not math.isinf(ordered[-1][0]):
+        return None
+    # Buckets must be monotonic; a torn read could break that, so clamp upwards.
+    counts: list[float] = []
+    for _, count in ordered:
+        counts.append(max(count, counts[-1]) if counts else count)
+    total = counts[-1]
+    if total <= 0 or math.isnan(total):
+        return None
+    rank = q * total
+    index = next(i for i, c in enumerate(counts) if c >= rank)
+    if index == len(ordered) - 1:
+        return ordered[-2][0] if len(ordered) > 1 else None
+    upper = ordered[index][0]
+    if index == 0:
+        lower, below = 0.0, 0.0
+        if upper <= 0:
+            return upper
+    else:
+        lower, below = ordered[index - 1][0], counts[index - 1]
+    in_bucket = counts[index] - below
+    if in_bucket <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket
+
+
+def _le(labels: tuple[tuple[str, str], ...]) -> float:
+    return float(dict(labels)["le"])
+
+
+def _pod_of(labels: tuple[tuple[str, str], ...]) -> PodKey:
+    found = dict(labels)
+    return (found["namespace"], found["pod"])
+
+
+def merge_cumulative(series: Iterable[dict[float, float]]) -> list[tuple[float, float]]:
+    """Sum cumulative histograms whose bounds may differ: a histogram missing a
+    bound contributes its count at the nearest bound below (cumulative counts
+    only grow), or 0 below its first bound."""
+    series = list(series)
+    bounds = sorted({le for hist in series for le in hist})
+    merged = dict.fromkeys(bounds, 0.0)
+    for hist in series:
+        own = sorted(hist.items())
+        i, last = 0, 0.0
+        for le in bounds:
+            while i < len(own) and own[i][0] <= le:
+                last = own[i][1]
+                i += 1
+            merged[le] += last
+    return sorted(merged.items())
+
+
+@dataclass(frozen=True)
+class PodRow:
+    namespace: str
+    pod: str
+    values: dict[str, float | None]  # column key -> value; None = not collected / no data
+    oom_grew: bool = False
+
+
+@dataclass(frozen=True)
+class Frame:
+    rows: list[PodRow]
+    elapsed: float | None  # seconds between the two scrapes; None on the first frame
+    nodes: frozenset[str] = frozenset()
+    missing: tuple[str, ...] = ()  # titles of columns whose collector is not running
+
+
+def compute_rows(previous: Scrape | None, current: Scrape, namespace: str | None = None) -> Frame:
+    """One row per pod of `current`: rates and p99 over the time since `previous`."""
+    elapsed = current.at - previous.at if previous is not None else None
+    if elapsed is not None and elapsed <= 0:
+        previous, elapsed = None, None
+    by_pod: dict[PodKey, dict[str, list[SeriesKey]]] = defaultdict(lambda: defaultdict(list))
+    for key in current.samples:
+        by_pod[_pod_of(key[1])][key[0]].append(key)
+    old = previous.samples if previous is not None else {}
+    rows: list[PodRow] = []
+    for pod_key in sorted(current.pods):
+        if namespace is not None and pod_key[0] != namespace:
+            continue
+        own = by_pod.get(pod_key, {})
+        values: dict[str, float | None] = {"namespace": None, "pod": None}
+        oom_grew = False
+        for column in COLUMNS:
+            if column.kind == "name":
+                continue
+            if column.family not in current.families:
+                values[column.key] = None
+                continue
+            keys = own.get(column.sample, [])
+            if column.kind == "total":
+                values[column.key] = sum(current.samples[k] for k in keys)
+                if previous is not None and column.family in previous.families:
+                    oom_grew = oom_grew or any(current.samples[k] > old.get(k, 0.0) for k in keys)
+            elif column.kind == "rate":
+                if elapsed is None:
+                    values[column.key] = None
+                else:
+                    values[column.key] = sum(increase(old.get(k), current.samples[k]) for k in keys) / elapsed
+            else:
+                values[column.key] = _pod_quantile(keys, current.samples, old if previous else None)
+        rows.append(PodRow(pod_key[0], pod_key[1], values, oom_grew))
+    missing = tuple(c.title for c in COLUMNS if c.family and c.family not in current.families)
+    return Frame(rows=rows, elapsed=elapsed, nodes=current.nodes, missing=missing)
+
+
+def _pod_quantile(keys: list[SeriesKey], current: dict[SeriesKey, float],
+                  previous: dict[SeriesKey, float] | None, q: float = 0.99) -> float | None:
+    # Group bucket samples into histograms (same labels but le), then take each
+    # histogram's increase, falling back to its totals if any bucket went down.
+    hists: dict[tuple[tuple[str, str], ...], dict[float, float]] = defaultdict(dict)
+    olds: dict[tuple[tuple[str, str], ...], dict[float, float | None]] = defaultdict(dict)
+    for key in keys:
+        ident = tuple(kv for kv in key[1] if kv[0] != "le")
+        le = _le(key[1])
+        hists[ident][le] = current[key]
+        olds[ident][le] = previous.get(key) if previous is not None else None
+    deltas: list[dict[float, float]] = []
+    for ident, hist in hists.items():
+        before = olds[ident]
+        if previous is None or any(b is not None and hist[le] < b for le, b in before.items()):
+            deltas.append(hist)
+        else:
+            deltas.append({le: hist[le] - (before[le] or 0.0) for le in hist})
+    return histogram_quantile(q, merge_cumulative(deltas))
+
+
+def sort_rows(rows: list[PodRow], key: str, reverse: bool = False) -> list[PodRow]:
+    """Busiest first for numbers, alphabetical for names; missing values last."""
+    if key in ("namespace", "pod"):
+        primary = (lambda r: (r.namespace, r.pod)) if key == "namespace" else (lambda r: (r.pod, r.namespace))
+        return sorted(rows, key=primary, reverse=reverse)
+    present = [r for r in rows if r.values.get(key) is not None]
+    absent = [r for r in rows if r.values.get(key) is None]
+    present.sort(key=lambda r: (r.namespace, r.pod))
+    present.sort(key=lambda r: r.values[key] or 0.0, reverse=not reverse)
+    absent.sort(key=lambda r: (r.namespace, r.pod))
+    return present + absent
+
+
+def resolve_sort(name: str) -> str:
+    try:
+        return _SORT_ALIASES[name.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown column {name!r}; one of: {', '.join(c.key for c in COLUMNS)}") from None
+
+
+# ---- formatting -------------------------------------------------------------
+
+
+def _scaled(value: float, steps: Sequence[tuple[float, str]]) -> str:
+    """Three significant digits with the largest unit that keeps the number >= 1."""
+    for scale, suffix in steps:
+        x = value / scale
+        if x >= 1 or scale == steps[-1][0]:
+            text = f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+            if float(text) >= 1000 and suffix != steps[0][1]:
+                continue  # 999.96k rounds to 1000k: show it as 1.00M instead
+            return text + suffix
+    raise AssertionError("unreachable")
+
+
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+_TIME = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
+def format_value(value: float | None, column: Column) -> str:
+    if value is None:
+        return "-"
+    if column.kind == "total":
+        return f"{value:.0f}"
+    if column.unit == "s":
+        return "0" if value == 0 else _scaled(value, _TIME)
+    if value == 0:
+        return "0"
+    if value < 1:
+        return f"{value:.2f}"
+    return _scaled(value, _SI) + column.unit
+
+
+def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limit: int | None = None,
+           error: str | None = None, interactive: bool = False) -> RenderableType:
+    """The whole screen: a header line, the pod table, and what is left out."""
+    rows = sort_rows(frame.rows, sort_key, reverse)
+    shown = rows if limit is None else rows[:max(limit, 0)]
+    sort_col = COLUMN_BY_KEY[sort_key]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    for column in COLUMNS:
+        title = column.title + (" ▲" if reverse else " ▼") * (column.key == sort_key)
+        table.add_column(title, justify="left" if column.kind == "name" else "right",
+                         no_wrap=True, overflow="ellipsis" if column.key != "pod" else "fold")
+    for row in shown:
+        cells: list[Text | str] = [row.namespace, row.pod]
+        for column in COLUMNS[2:]:
+            text = format_value(row.values.get(column.key), column)
+            style = "bold red" if column.key == "oom" and row.oom_grew else ""
+            if column.key == "errors" and (row.values.get("errors") or 0) > 0:
+                style = "yellow"
+            cells.append(Text(text, style=style))
+        table.add_row(*cells)
+
+    nodes = ", ".join(sorted(frame.nodes)) or "-"
+    span = f"rates over {frame.elapsed:.3f} s" if frame.elapsed is not None else "first scrape, rates next frame"
+    header = Text.assemble(
+        ("kpod top ", "bold"), (source, "cyan"), f"  node {nodes}  {len(frame.rows)} pods  {span}  ",
+        f"sort {sort_col.title}{' (reversed)' if reverse else ''}",
+    )
+    parts: list[RenderableType] = [header]
+    if error:
+        parts.append(Text(error, style="bold red"))
+    parts.append(table)
+    notes = []
+    if len(shown) < len(rows):
+        notes.append(f"{len(rows) - len(shown)} more pods not shown (--limit, --namespace)")
+    if frame.missing:
+        notes.append(f"'-': collector off for {', '.join(frame.missing)}")
+    if interactive:
+        notes.append("keys: s/S sort  1-9,0 column  r reverse  q quit")
+    if notes:
+        parts.append(Text("  ".join(notes), style="dim"))
+    return Group(*parts)
+
+
+# ---- reading the agent -----------------------------------------------------
+
+
+def metrics_url(url: str) -> str:
+    """Accept host:port, http://host:port or a full URL; default path /metrics."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"--url wants http://HOST:PORT, got {url!r}")
+    path = parts.path if parts.path not in ("", "/") else "/metrics"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def scrape(url: str, timeout: float = 5.0, clock: Callable[[], float] = time.monotonic) -> Scrape:
+    """GET the metrics page and parse it; every failure is a ScrapeError with advice."""
+    request = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            body = answer.read()
+        at = clock()
+    except urllib.error.HTTPError as exc:
+        raise ScrapeError(f"{url} answered HTTP {exc.code} {exc.reason}: is it a kpod-agent?") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ScrapeError(
+            f"cannot reach {url} ({reason}): is kpod-agent running? start it with `sudo make run`, "
+            "or in a cluster: kubectl port-forward -n kpod-system ds/kpod-agent 9090:9090"
+        ) from None
+    try:
+        return parse_metrics(body.decode("utf-8", errors="replace"), at)
+    except ValueError as exc:
+        raise ScrapeError(f"{url} did not answer Prometheus text ({exc}): is it a kpod-agent?") from None
+
+
+# ---- the command -----------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kpod-agent top",
+        description="Live per-pod view of a running kpod-agent, read from its /metrics.",
+        epilog="examples:\n"
+               "  kpod-agent top\n"
+               "  kpod-agent top --sort syscalls --namespace team-a\n"
+               "  kubectl port-forward -n kpod-system ds/kpod-agent 9090:9090 & kpod-agent top\n"
+               "  kpod-agent top --once --no-color      (one frame as text, after two scrapes)\n"
+               "\ncolumns for --sort: " + ", ".join(c.key for c in COLUMNS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", default=os.environ.get("KPOD_URL", DEFAULT_URL),
+                        help=f"agent address or metrics URL (default $KPOD_URL, then {DEFAULT_URL})")
+    parser.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS",
+                        help="time between scrapes (default 2)")
+    parser.add_argument("--sort", type=resolve_sort, default="csw", metavar="COLUMN",
+                        help="column to sort by, busiest first (default csw)")
+    parser.add_argument("--reverse", action="store_true", help="reverse the order")
+    parser.add_argument("--namespace", "-n", metavar="NS", help="only pods of this namespace")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="at most N rows (default: what fits the terminal; all with --once)")
+    parser.add_argument("--once", action="store_true",
+                        help="scrape twice, --interval apart, print one frame as text and exit")
+    parser.add_argument("--no-color", action="store_true", help="no colors (also when $NO_COLOR is set)")
+    return parser
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0 or math.isinf(number):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        url = metrics_url(args.url)
+    except ValueError as exc:
+        print(f"kpod-agent top: {exc}", file=sys.stderr)
+        return 2
+    no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
+    try:
+        if args.once:
+            return run_once(url, args, no_color)
+        return run_live(url, args, no_color)
+    except ScrapeError as exc:
+        print(f"kpod-agent top: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _timeout(interval: float) -> float:
+    return max(2.0, min(interval, 10.0))
+
+
+def run_once(url: str, args: argparse.Namespace, no_color: bool) -> int:
+    first = scrape(url, _timeout(args.interval))
+    time.sleep(args.interval)
+    second = scrape(url, _timeout(args.interval))
+    frame = compute_rows(first, second, args.namespace)
+    # Wide enough for long pod names: this output goes to files and READMEs.
+    width = int(os.environ.get("COLUMNS", "0") or 0) or 200
+    console = Console(no_color=no_color, highlight=False, width=width,
+                      force_terminal=False if no_color else None)
+    console.print(render(frame, url, args.sort, args.reverse, args.limit))
+    return 0
+
+
+@contextmanager
+def _keys() -> Iterator[Callable[[float], str | None]]:
+    """Single keypresses from a terminal stdin; without one, only waiting."""
+    stdin = sys.stdin
+    if not stdin or not stdin.isatty():
+        yield lambda timeout: time.sleep(max(timeout, 0))  # type: ignore[func-returns-value]
+        return
+    import termios
+    import tty
+
+    fd = stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def wait(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], max(timeout, 0))
+        return os.read(fd, 1).decode(errors="ignore") if ready else None
+
+    try:
+        yield wait
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def handle_key(key: str, sort_key: str, reverse: bool) -> tuple[str, bool, bool]:
+    """(sort key, reverse, quit) after one keypress."""
+    keys = [c.key for c in COLUMNS]
+    if key in ("q", "Q", "\x03"):
+        return sort_key, reverse, True
+    if key == "s":
+        return keys[(keys.index(sort_key) + 1) % len(keys)], reverse, False
+    if key == "S":
+        return keys[(keys.index(sort_key) - 1) % len(keys)], reverse, False
+    if key == "r":
+        return sort_key, not reverse, False
+    if key.isdigit():
+        index = (int(key) - 1) % 10
+        if index < len(keys):
+            return keys[index], reverse, False
+    return sort_key, reverse, False
+
+
+def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
+    from rich.live import Live
+
+    console = Console(no_color=no_color, highlight=False)
+    timeout = _timeout(args.interval)
+    previous = scrape(url, timeout)  # unreachable at start: say so and exit
+    frame = compute_rows(None, previous, args.namespace)
+    sort_key, reverse = args.sort, args.reverse
+    error: str | None = None
+
+    def screen() -> RenderableType:
+        limit = args.limit if args.limit is not None else max(console.size.height - 7, 1)
+        return render(frame, url, sort_key, reverse, limit, error, interactive=True)
+
+    with _keys() as wait_key, Live(screen(), console=console, screen=console.is_terminal,
+                                   auto_refresh=False, vertical_overflow="crop") as live:
+        deadline = time.monotonic() + args.interval
+        while True:
+            key = wait_key(deadline - time.monotonic())
+            if key:
+                sort_key, reverse, stop = handle_key(key, sort_key, reverse)
+                if stop:
+                    return 0
+                live.update(screen(), refresh=True)
+                if time.monotonic() < deadline:
+                    continue
+            deadline = time.monotonic() + args.interval
+            try:
+                current = scrape(url, timeout)
+            except ScrapeError as exc:
+                # Keep the last good frame on screen and retry next tick.
+                error = str(exc)
+            else:
+                frame = compute_rows(previous, current, args.namespace)
+                previous, error = current, None
+            live.update(screen(), refresh=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
