@@ -68,6 +68,7 @@ class Agent:
         self.started = time.monotonic()
         self._apply_lock = threading.Lock()
         self.on_applied: list[Callable[[dict[str, Any]], None]] = []
+        self._tops_cache: tuple[PodIndex, set[str]] | None = None
 
     # ---- config -------------------------------------------------------
 
@@ -216,11 +217,24 @@ class Agent:
     # ---- collection -----------------------------------------------------
 
     def targets_for(self, name: str) -> list[CgroupTarget]:
+        """Cgroups whose stat files the collector reads: the pod's and each
+        container's top directory only, since stat files are hierarchical and
+        reading descendants too would count them twice."""
         allowed = self.filters.get(name)
-        entries = self.index.entries
+        index = self.index
         if allowed is None:
-            return [CgroupTarget(cgid, e.relpath) for cgid, e in entries.items()]
-        return [CgroupTarget(cgid, entries[cgid].relpath) for cgid in allowed if cgid in entries]
+            return [CgroupTarget(cgid, e.relpath) for cgid, e in index.entries.items()]
+        tops = self._top_paths(index)
+        return [CgroupTarget(cgid, index.entries[cgid].relpath) for cgid in allowed
+                if cgid in index.entries and index.entries[cgid].relpath in tops]
+
+    def _top_paths(self, index: PodIndex) -> set[str]:
+        cached = self._tops_cache
+        if cached is not None and cached[0] is index:
+            return cached[1]
+        tops = {path for uid in index.pods for path in index.container_paths(uid).values()}
+        self._tops_cache = (index, tops)
+        return tops
 
     def collect_due(self, now: float | None = None, force: bool = False) -> None:
         config = self.config
@@ -275,8 +289,9 @@ class Agent:
         relpath = self.resolver.lookup_path(cgid) if self.resolver else None
         if relpath is None:
             return None
-        return CgroupEntry(cgroup_id=cgid, relpath=relpath, namespace="host", pod=relpath or "/",
-                           container="", pod_uid="")
+        label = cgroups.host_label(relpath)
+        return CgroupEntry(cgroup_id=cgid, relpath=relpath, namespace="host", pod=label,
+                           container="", pod_uid=label)
 
     # ---- status ---------------------------------------------------------
 

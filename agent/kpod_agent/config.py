@@ -133,6 +133,10 @@ class _Strict(BaseModel):
 class CollectorConfig(_Strict):
     enabled: bool = True
     interval: Duration | None = None
+    # syscall only: latency histograms need a second probe per call
+    # (sys_enter) and a start time per thread, about twice the cost of
+    # counting alone, so they are opt-in.
+    latency: bool | None = None
 
 
 class LabelSelectorRequirement(_Strict):
@@ -257,14 +261,34 @@ class AgentConfig(_Strict):
     def node_collectors(self) -> dict[str, CollectorConfig]:
         """Union over the fleet and every override: what this node must attach.
 
-        The interval of a collector is the shortest any scope asks for."""
+        The interval of a collector is the shortest any scope asks for;
+        syscall latency is on when any scope turns it on."""
         merged = dict(self.enabled_collectors())
         for ns in self.namespaceOverrides:
             for name, conf in self.enabled_collectors(ns).items():
                 old = merged.get(name)
-                if old is None or (conf.interval or 1e9) < (old.interval or 1e9):
+                if old is None:
                     merged[name] = conf
+                    continue
+                interval = min((c.interval for c in (old, conf) if c.interval), default=None)
+                latency = bool(old.latency or conf.latency) or None
+                merged[name] = CollectorConfig(enabled=True, interval=interval, latency=latency)
         return {n: merged[n] for n in COLLECTOR_NAMES if n in merged}
+
+    def syscall_latency(self) -> bool:
+        conf = self.node_collectors().get("syscall")
+        return bool(conf and conf.latency)
+
+    @model_validator(mode="after")
+    def _latency_only_for_syscall(self) -> "AgentConfig":
+        scopes = [("collectors", self.collectors)] + [
+            (f"namespaceOverrides.{ns}.collectors", o.collectors) for ns, o in self.namespaceOverrides.items()
+        ]
+        for where, collectors in scopes:
+            for name, conf in collectors.items():
+                if conf.latency is not None and name != "syscall":
+                    raise ValueError(f"{where}.{name}.latency: only the syscall collector has a latency switch")
+        return self
 
     def interval_of(self, name: str) -> float:
         conf = self.node_collectors().get(name)
@@ -291,18 +315,24 @@ def resolve_collectors(
     collectors: dict[str, CollectorConfig],
     override: NamespaceOverride | None = None,
 ) -> dict[str, CollectorConfig]:
-    """Profile set, then explicit entries on top; an override's profile replaces
-    the fleet's and its entries apply last. Returns only enabled collectors."""
-    if override is not None and override.profile is not None:
-        profile = override.profile
+    """Profile set, then explicit entries on top. An override that names a
+    profile starts over from it (the fleet's entries belonged to the fleet's
+    profile); one that does not inherits the fleet's result. The override's
+    entries apply last. Returns only enabled collectors."""
+    layers = [collectors]
+    if override is not None:
+        if override.profile is not None:
+            profile = override.profile
+            layers = []
+        layers.append(override.collectors)
     result: dict[str, CollectorConfig] = {n: CollectorConfig() for n in PROFILES[profile]}
-    layers = [collectors] + ([override.collectors] if override is not None else [])
     for layer in layers:
         for name, conf in layer.items():
             if conf.enabled:
                 base = result.get(name)
                 interval = conf.interval if conf.interval is not None else (base.interval if base else None)
-                result[name] = CollectorConfig(enabled=True, interval=interval)
+                latency = conf.latency if conf.latency is not None else (base.latency if base else None)
+                result[name] = CollectorConfig(enabled=True, interval=interval, latency=latency)
             else:
                 result.pop(name, None)
     return {n: result[n] for n in COLLECTOR_NAMES if n in result}
@@ -347,6 +377,8 @@ def parse_config(text: str | bytes) -> AgentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("config is nested too deeply") from None
     if data is None:
         raise ConfigError("config is empty")
     if not isinstance(data, dict):
@@ -359,6 +391,8 @@ def config_from_dict(data: dict[str, Any]) -> AgentConfig:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except RecursionError:
+        raise ConfigError("config is nested too deeply") from None
 
 
 def load_config_file(path: str) -> AgentConfig:

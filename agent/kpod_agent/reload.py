@@ -33,7 +33,7 @@ def _inputs(name: str, config: AgentConfig) -> Any:
     """What a running collector takes in place besides its filter map."""
     if name == "syscall":
         policies = filters.syscall_policies(config)
-        return [sorted(a) for a in policies.allowlists]
+        return [sorted(a) for a in policies.allowlists], config.syscall_latency()
     return None
 
 

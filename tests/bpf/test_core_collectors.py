@@ -29,7 +29,8 @@ def pods(node: KernelNode) -> dict[str, FakePod]:
 def scraper(node: KernelNode, pods: dict[str, FakePod]) -> Iterator[Scraper]:
     agent = Agent(node_name="node-1")
     config = node.config(
-        collectors={name: {"enabled": True} for name in ("cpu", "network", "memory", "syscall")},
+        collectors={**{name: {"enabled": True} for name in ("cpu", "network", "memory")},
+                    "syscall": {"enabled": True, "latency": True}},
         syscalls=["getppid", "close"],
         includeLabels=["app"],
     )

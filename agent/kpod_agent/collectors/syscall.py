@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import os
+import time
 from collections.abc import Iterable
 
 from kpod_agent import bpfload, filters
@@ -29,6 +31,7 @@ from kpod_agent.config import AgentConfig, syscall_numbers
 log = logging.getLogger(__name__)
 
 RAW_THRESHOLD = 96
+SWEEP_SECONDS = 30.0
 NR_WORDS = 8  # 512 syscall numbers per policy, as in syscall.c
 RAW = "raw_syscalls"
 
@@ -52,6 +55,8 @@ class SyscallCollector(BpfCollector):
         self.attached_syscalls: set[str] = set()
         self.unavailable: dict[str, str] = {}
         self._bits: dict[int, int] = {}
+        self.latency = True
+        self._last_sweep = 0.0
 
     def cflags(self, config: AgentConfig) -> list[str]:
         return super().cflags(config) + [f"-DKPOD_MAX_POLICIES={filters.MAX_SYSCALL_POLICIES}"]
@@ -59,6 +64,7 @@ class SyscallCollector(BpfCollector):
     def after_load(self, config: AgentConfig) -> None:
         self.attached_syscalls = set()
         self._bits = {}
+        self.latency = config.syscall_latency()
         self.reconfigure(config)
 
     def reconfigure(self, config: AgentConfig) -> bool:
@@ -67,6 +73,11 @@ class SyscallCollector(BpfCollector):
         for allowlist in policies:
             wanted.update(n for n in allowlist if n in self.numbers)
         self._write_bits(policies)
+        if config.syscall_latency() != self.latency:
+            # Enter probes come and go with latency: re-attach every syscall.
+            for name in sorted(self.attached_syscalls):
+                self._detach_one(name)
+            self.latency = config.syscall_latency()
         self._attach_tracepoints(wanted)
         return True
 
@@ -110,9 +121,10 @@ class SyscallCollector(BpfCollector):
         if not bpfload.tracepoint_exists(*enter.split(":")) or not bpfload.tracepoint_exists(*leave.split(":")):
             raise CollectorError(f"tracepoint {enter} not found on this kernel")
         try:
-            # Exit first: an enter without its exit would leave an inflight entry.
+            # Exit first: a start time needs its exit to be consumed.
             self.bpf.attach_tracepoint(tp=leave, fn_name="sys_exit")
-            self.bpf.attach_tracepoint(tp=enter, fn_name="sys_enter")
+            if self.latency:
+                self.bpf.attach_tracepoint(tp=enter, fn_name="sys_enter")
         except Exception as exc:
             self._detach_one(name)
             raise CollectorError(f"cannot attach {enter}: {exc}") from None
@@ -120,11 +132,20 @@ class SyscallCollector(BpfCollector):
 
     def _detach_one(self, name: str) -> None:
         for tp in self._tracepoints(name):
-            try:
+            if tp.encode() in self.bpf.tracepoint_fds:
                 self.bpf.detach_tracepoint(tp)
-            except Exception:
-                pass
         self.attached_syscalls.discard(name)
+
+    def _sweep_threads(self) -> None:
+        """Free the start-time slots of threads that exited."""
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_SECONDS:
+            return
+        self._last_sweep = now
+        table = self.bpf["inflight"]
+        proc = self.ctx.proc_root
+        dead = [k for k in table.keys() if not os.path.exists(f"{proc}/{as_int(k)}")]
+        delete_keys(table, dead)
 
     def forget(self, cgroup_ids: set[int]) -> None:
         if self.bpf is None or not cgroup_ids:
@@ -134,6 +155,7 @@ class SyscallCollector(BpfCollector):
             delete_keys(table, [k for k in table.keys() if k.cgid in cgroup_ids])
 
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        self._sweep_threads()
         snap = Snapshot()
         for key, value in self.read_map("syscall_stats"):
             name = self.names.get(key.nr, str(key.nr))

@@ -1,0 +1,25 @@
+# The two commands of the README. Both set up what they need (idempotent).
+#   sudo make run    set up, then run the standalone agent on examples/standalone.yaml
+#   sudo make test   set up, then run every test
+# LISTEN=HOST:PORT and CONFIG=PATH override the defaults of `make run`.
+
+CONFIG ?= examples/standalone.yaml
+LISTEN ?= 127.0.0.1:9090
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-test bench lint
+
+setup:
+	@KPOD_TARGET=run scripts/setup.sh
+
+setup-test:
+	@KPOD_TARGET=test scripts/setup.sh --test
+
+run: setup
+	@.venv/bin/kpod-agent --config $(CONFIG) --listen $(LISTEN)
+
+test: setup-test
+	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+bench: setup-test
+	@.venv/bin/python bench/run_all.py
