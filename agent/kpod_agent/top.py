@@ -298,15 +298,15 @@ def resolve_sort(name: str) -> str:
 
 
 def _scaled(value: float, steps: Sequence[tuple[float, str]]) -> str:
-    """Three significant digits with the largest unit that keeps the number >= 1."""
-    for scale, suffix in steps:
-        x = value / scale
-        if x >= 1 or scale == steps[-1][0]:
-            text = f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
-            if float(text) >= 1000 and suffix != steps[0][1]:
-                continue  # 999.96k rounds to 1000k: show it as 1.00M instead
-            return text + suffix
-    raise AssertionError("unreachable")
+    """Three significant digits with the largest unit that keeps the number >= 1
+    (steps from the largest unit down)."""
+    index = next((i for i, (scale, _) in enumerate(steps) if value / scale >= 1), len(steps) - 1)
+    x = value / steps[index][0]
+    text = f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+    if float(text) >= 1000 and index > 0:  # 999.96k rounds to 1000k: 1.00M instead
+        index -= 1
+        text = f"{value / steps[index][0]:.2f}"
+    return text + steps[index][1]
 
 
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
