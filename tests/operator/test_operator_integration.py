@@ -260,3 +260,56 @@ def test_agent_reports_give_nodes_applied_and_collector_failures(harness: Harnes
                              {"metadata": {"annotations": {"kpod.io/agent-status": json.dumps(report)}}})
     wait_for(lambda: _reason(harness, "default", "ConfigApplied") == "True/AllNodesApplied", what="3/3")
     assert harness.cr(NS, "default")["status"]["nodesApplied"] == "3/3"
+
+
+def test_conflicting_fleet_takes_over_when_the_active_one_is_deleted(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr(NS, "second", {"profile": "minimal"})
+    wait_for(lambda: _reason(harness, "second", "Reconciled") == "False/Conflict", what="conflict")
+    second_uid = harness.cr(NS, "second")["metadata"]["uid"]
+    harness.kube.request("DELETE", "/apis/kpod.io/v1alpha1/namespaces/kpod-system/kpodmetricsprofiles/default")
+    wait_for(lambda: _config(harness).profile == "minimal", what="second fleet rendered")
+    # The emulator has no garbage collector: the survivors are re-owned.
+    owners = harness.configmap()["metadata"]["ownerReferences"]
+    assert [o["uid"] for o in owners] == [second_uid]
+    wait_for(lambda: (_reason(harness, "second", "Reconciled") or "").startswith("True/"), what="active")
+
+
+def test_cli_runs_from_a_kubeconfig_without_prometheus_operator_crds(
+        harness: Harness, tmp_path: Any) -> None:
+    """`kpod-operator` as a process: plain-http kubeconfig, no monitoring.coreos.com."""
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": harness.cluster.url}}],
+        "users": [{"name": "emu", "user": {"token": "test"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
+    }))
+    exe = pathlib.Path(sys.executable).parent / "kpod-operator"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1"}
+    env.pop("KPOD_OPERATOR_NAMESPACE", None)
+    proc = subprocess.Popen([str(exe), "--namespace", NS, "--liveness", ""], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        harness.apply_cr(NS, "default", {"profile": "minimal"})
+        wait_for(lambda: harness.configmap(), timeout=20, what="configmap from the CLI operator")
+        wait_for(lambda: _reason(harness, "default", "Reconciled") == "True/ServiceMonitorCRDNotInstalled",
+                 timeout=10, what="reconciled")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert _config(harness).profile == "minimal"
+    assert "Traceback" not in out, out[-3000:]
