@@ -123,17 +123,7 @@ PY
 # Puts the fleet in the state the expectations assume, whatever the samples say.
 configure_fleet() {
   log "setting the fleet to the suite's profile"
-  k -n "$NS" patch kpodmetricsprofiles "$FLEET" --type merge -p "$(cat <<EOF
-{"spec": {
-  "profile": "standard",
-  "collectors": {"syscall": {"enabled": false}, "execsnoop": {"enabled": false}},
-  "namespaces": {"include": [], "exclude": ["kube-system", "kube-public"]},
-  "podSelector": null,
-  "agent": {"image": "$AGENT_IMAGE", "imagePullPolicy": "IfNotPresent",
-            "tolerations": [{"operator": "Exists"}]}
-}}
-EOF
-)"
+  k -n "$NS" patch kpodmetricsprofiles "$FLEET" --type merge --patch-file "$E2E_DIR/manifests/fleet-patch.yaml"
   wait_until 300 "the agents to be Available" fleet_settled "$(fleet_generation)"
 }
 

@@ -109,3 +109,31 @@ def test_the_operator_wraps_our_rules_into_a_valid_prometheusrule():
     crd = schemas.fixture_crd("monitoring.coreos.com_prometheusrules.yaml")
     errors = [f"{list(e.path)}: {e.message}" for e in schemas.crd_validator(crd).iter_errors(rule)]
     assert not errors
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch, as `kubectl patch --type merge` applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def test_e2e_fleet_patch_yields_a_valid_fleet_in_the_state_the_suite_expects():
+    sample = next(d for p in SAMPLES for d in docs(p) if d["metadata"]["namespace"] == "kpod-system")
+    patched = merge_patch(sample, yaml.safe_load((REPO / "e2e/manifests/fleet-patch.yaml").read_text()))
+    validate(patched)
+    fleet = model.parse_fleet(patched["spec"])
+    assert fleet.agent.image == "kpod-agent:dev"
+    # expectations.yaml wants no syscall series outside the override's namespace.
+    assert patched["spec"]["collectors"]["syscall"]["enabled"] is False
+    for later in ({"spec": {"collectors": {"execsnoop": {"enabled": True}}}},
+                  {"spec": {"agent": {"image": "kpod-agent:e2e-rollout"}}}):
+        patched = merge_patch(patched, later)
+        validate(patched)
+        model.parse_fleet(patched["spec"])
