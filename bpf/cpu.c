@@ -52,12 +52,16 @@ TRACEPOINT_PROBE(sched, sched_switch)
             u64 *count = context_switches.lookup_or_try_init(&cgid, &zero);
             if (count)
                 __sync_fetch_and_add(count, 1);
+            else
+                kpod_map_full(KPOD_ERR_context_switches);
             u64 *wait = pending_wait.lookup(&prev);
             if (wait) {
                 struct kpod_hist empty = {};
                 struct kpod_hist *h = runq_latency.lookup_or_try_init(&cgid, &empty);
                 if (h)
                     kpod_hist_add(h, *wait);
+                else
+                    kpod_map_full(KPOD_ERR_runq_latency);
             }
         }
         pending_wait.delete(&prev);

@@ -7,7 +7,9 @@
  * that pass the namespace filter, pod selector and this collector's
  * per-namespace enablement). The value is a policy index used by programs
  * that filter further (syscall allowlists per namespace override).
- * `filter_on[0]` == 0 counts every cgroup (standalone mode, no discovery).
+ * `count_all[0]` == 1 counts every cgroup (standalone mode, no discovery);
+ * it starts at 0, so a program counts nothing until the agent has written
+ * its filter: no stray entries from the moment between load and filter.
  * Both are maps, so filters change at run time without a recompile.
  */
 #ifndef KPOD_COMMON_H
@@ -21,7 +23,14 @@
 #define KPOD_SLOTS 32
 
 BPF_HASH(allowed_cgroups, u64, u32, KPOD_MAX_CGROUPS);
-BPF_ARRAY(filter_on, u32, 1);
+BPF_ARRAY(count_all, u32, 1);
+
+/* Map updates refused in BPF, one slot per map: a full map (or -EBUSY when
+ * an IRQ interrupts an update of the same map) loses the event, is counted
+ * here and never fails the program. The agent passes -DKPOD_ERR_<map>=<slot>
+ * for each map it reads and reports kpod_bpf_map_update_errors_total{map}. */
+#define KPOD_ERR_SLOTS 16
+BPF_ARRAY(kpod_map_errors, u64, KPOD_ERR_SLOTS);
 
 struct kpod_hist {
     u64 slots[KPOD_SLOTS];
@@ -31,8 +40,8 @@ struct kpod_hist {
 static __always_inline int kpod_cgroup_policy(u64 cgid, u32 *policy)
 {
     int zero = 0;
-    u32 *on = filter_on.lookup(&zero);
-    if (!on || *on == 0) {
+    u32 *all = count_all.lookup(&zero);
+    if (all && *all) {
         *policy = 0;
         return 1;
     }
@@ -41,6 +50,13 @@ static __always_inline int kpod_cgroup_policy(u64 cgid, u32 *policy)
         return 0;
     *policy = *p;
     return 1;
+}
+
+static __always_inline void kpod_map_full(int slot)
+{
+    u64 *count = kpod_map_errors.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, 1);
 }
 
 static __always_inline int kpod_cgroup_allowed(u64 cgid)

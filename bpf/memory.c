@@ -34,5 +34,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u64 *count = oom_kills.lookup_or_try_init(&cgid, &zero);
     if (count)
         __sync_fetch_and_add(count, 1);
+    else
+        kpod_map_full(KPOD_ERR_oom_kills);
     return 0;
 }

@@ -45,7 +45,10 @@ BPF_HASH(tcp_connect_latency, u64, struct kpod_hist, KPOD_MAX_CGROUPS); /* nanos
 static __always_inline struct tcp_counts *counts_for(u64 cgid)
 {
     struct tcp_counts zero = {};
-    return tcp_counts.lookup_or_try_init(&cgid, &zero);
+    struct tcp_counts *c = tcp_counts.lookup_or_try_init(&cgid, &zero);
+    if (!c)
+        kpod_map_full(KPOD_ERR_tcp_counts);
+    return c;
 }
 
 static __always_inline int is_tcp(u16 family, u16 protocol)
@@ -125,6 +128,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         struct kpod_hist *h = tcp_connect_latency.lookup_or_try_init(&cgid, &empty);
         if (h)
             kpod_hist_add(h, delta);
+        else
+            kpod_map_full(KPOD_ERR_tcp_connect_latency);
         return 0;
     }
     if (args->oldstate == KPOD_TCP_SYN_RECV && args->newstate == KPOD_TCP_ESTABLISHED) {
@@ -162,5 +167,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     struct kpod_hist *h = tcp_rtt.lookup_or_try_init(&cgid, &empty);
     if (h)
         kpod_hist_add(h, args->srtt);
+    else
+        kpod_map_full(KPOD_ERR_tcp_rtt);
     return 0;
 }

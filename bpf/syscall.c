@@ -104,6 +104,8 @@ int sys_exit(struct sys_exit_record *args)
             kpod_hist_add(&s->latency, bpf_ktime_get_ns() - *start);
             *start = 0;
         }
+    } else {
+        kpod_map_full(KPOD_ERR_syscall_stats);
     }
     long ret = args->ret;
     if (ret < 0 && ret >= -4095) {
@@ -112,6 +114,8 @@ int sys_exit(struct sys_exit_record *args)
         u64 *e = syscall_errors.lookup_or_try_init(&ekey, &one);
         if (e)
             __sync_fetch_and_add(e, 1);
+        else
+            kpod_map_full(KPOD_ERR_syscall_errors);
     }
     return 0;
 }

@@ -143,6 +143,9 @@ class BpfCollector(Collector):
     source: ClassVar[str]
     # Map name -> whether keys start with a u64 cgroup id (read with batch ops).
     cgroup_maps: ClassVar[tuple[str, ...]] = ()
+    # Maps whose refused updates the BPF side counts (kpod_map_full(KPOD_ERR_<map>))
+    # besides cgroup_maps; each gets a slot of kpod_map_errors.
+    error_maps: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
@@ -151,7 +154,16 @@ class BpfCollector(Collector):
         self._filter_on: bool | None = None
 
     def cflags(self, config: AgentConfig) -> list[str]:
-        return [f"-DKPOD_MAX_CGROUPS={self.ctx.max_cgroups}"]
+        return [f"-DKPOD_MAX_CGROUPS={self.ctx.max_cgroups}",
+                *(f"-DKPOD_ERR_{name}={slot}" for name, slot in self.error_slots().items())]
+
+    @classmethod
+    def error_slots(cls) -> dict[str, int]:
+        """Map name -> its slot in the BPF-side kpod_map_errors array."""
+        names = list(dict.fromkeys((*cls.cgroup_maps, *cls.error_maps)))
+        if len(names) > ERR_SLOTS:
+            raise CollectorError(f"{cls.__name__}: more than {ERR_SLOTS} maps count update errors")
+        return {name: slot for slot, name in enumerate(names)}
 
     def bpf_text(self, config: AgentConfig) -> str:
         return expand_includes(self.ctx.bpf_dir, self.source)
@@ -192,7 +204,7 @@ class BpfCollector(Collector):
             return
         want_on = allowed is not None
         if want_on != self._filter_on:
-            self.bpf["filter_on"][ctypes.c_int(0)] = ctypes.c_uint32(1 if want_on else 0)
+            self.bpf["count_all"][ctypes.c_int(0)] = ctypes.c_uint32(0 if want_on else 1)
             self._filter_on = want_on
         table = self.bpf["allowed_cgroups"]
         target = dict(allowed or {})
@@ -236,8 +248,22 @@ class BpfCollector(Collector):
         except Exception:
             items = list(table.items())
         self.map_stats[map_name] = (len(items), table.max_entries)
+        self._read_map_errors(map_name)
         return items
 
+    def _read_map_errors(self, map_name: str) -> None:
+        slot = self.error_slots().get(map_name)
+        if slot is None:
+            return
+        try:
+            refused = as_int(self.bpf["kpod_map_errors"][ctypes.c_int(slot)])
+        except KeyError:  # a program without kpod_common.h
+            return
+        self.map_update_errors[map_name] = refused
+
+
+# Slots of kpod_map_errors (KPOD_ERR_SLOTS in kpod_common.h).
+ERR_SLOTS = 16
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 

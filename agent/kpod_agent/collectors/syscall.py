@@ -39,6 +39,7 @@ RAW = "raw_syscalls"
 class SyscallCollector(BpfCollector):
     name = "syscall"
     source = "syscall.c"
+    error_maps = ("syscall_stats", "syscall_errors")
     specs = (
         MetricSpec("kpod_syscall_count_total", "Completed calls of an allowlisted syscall.", "counter",
                    labels=("syscall",)),
