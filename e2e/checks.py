@@ -9,6 +9,7 @@ Every subcommand prints what it found and exits 1 with one line per problem.
     checks.py same-pods  --before a.json --after b.json
     checks.py rolled-pods --before a.json --after b.json --image IMAGE
     checks.py rollout    --watch watch.json --generation N
+    checks.py agent-pods < pods.json
 """
 
 from __future__ import annotations
@@ -271,11 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--after", required=True)
         if name == "rolled-pods":
             p.add_argument("--image", required=True)
+    sub.add_parser("agent-pods", help="reads `kubectl get pods -o json` on stdin, prints '<pod> <node>' "
+                                      "of the live kpod-agent pods")
     r = sub.add_parser("rollout")
     r.add_argument("--watch", required=True, type=pathlib.Path)
     r.add_argument("--generation", required=True, type=int)
     args = parser.parse_args(argv)
 
+    if args.cmd == "agent-pods":
+        for state in sorted(pod_states(json.load(sys.stdin)).values(), key=lambda p: p["name"]):
+            print(state["name"], state["node"])
+        return 0
     if args.cmd == "metrics":
         scrapes = read_scrapes(args.scrapes)
         problems = [p for node, samples in scrapes.items() for p in check_pod_labels(node, samples)]

@@ -5,6 +5,10 @@ KUBECTL="${KUBECTL:-kubectl}"
 KIND="${KIND:-kind}"
 DOCKER="${DOCKER:-docker}"
 PYTHON="${PYTHON:-python3}"
+E2E_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CHECKS=("$PYTHON" "$E2E_LIB_DIR/checks.py")
+# "<observedGeneration> <configGeneration> <Available> <Progressing>" of a CR.
+FLEET_STATE_JSONPATH='{.status.observedGeneration} {.status.configGeneration} {.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Progressing")].status}'
 
 log()  { printf '\033[1m[e2e %s]\033[0m %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 fail() { printf '\033[31m[e2e] FAIL:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -36,8 +40,7 @@ k() { "$KUBECTL" "$@"; }
 
 # Lines "<pod> <node>" of the live agent pods (owned by DaemonSet kpod-agent).
 agent_pods() {
-  k -n "$NS" get pods -o jsonpath='{range .items[?(@.metadata.ownerReferences[0].name=="kpod-agent")]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{"\n"}{end}' \
-    | awk 'NF == 2 {print $1, $2}'
+  k -n "$NS" get pods -o json | "${CHECKS[@]}" agent-pods
 }
 
 # scrape_agents DIR: one DIR/<node>.prom per agent, read through the API
@@ -58,9 +61,8 @@ fleet_name() {
   k -n "$NS" get kpodmetricsprofiles -o jsonpath='{.items[0].metadata.name}'
 }
 
-# "<observedGeneration> <configGeneration> <Available> <Progressing>" of the fleet CR.
 fleet_state() {
-  k -n "$NS" get kpodmetricsprofiles "$FLEET" -o jsonpath='{.status.observedGeneration} {.status.configGeneration} {.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Progressing")].status}'
+  k -n "$NS" get kpodmetricsprofiles "$FLEET" -o jsonpath="$FLEET_STATE_JSONPATH"
 }
 
 fleet_generation() {

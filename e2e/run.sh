@@ -37,7 +37,6 @@ AGENT_IMAGE=kpod-agent:dev
 OPERATOR_IMAGE=kpod-operator:dev
 ROLLOUT_IMAGE=kpod-agent:e2e-rollout
 WORK="${KPOD_E2E_WORK:-$(mktemp -d -t kpod-e2e.XXXXXX)}"
-CHECKS=("$PYTHON" "$E2E_DIR/checks.py")
 FLEET=""
 WATCH_PID=""
 

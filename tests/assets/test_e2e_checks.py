@@ -5,6 +5,7 @@ one would."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sys
 
@@ -198,3 +199,10 @@ def test_expectations_file_names_contract_series_of_existing_workloads():
     assert {(e.namespace, e.app) for e in expectations} == apps
     for item in doc["absent"]:
         assert contract.base_name(item["metric"]) in contract.ALL_METRICS
+
+
+def test_agent_pods_lists_live_agent_pods_with_their_node(monkeypatch, capsys):
+    pods = {"items": AGENTS["items"] + [pod("kpod-agent-old", "kpod-system", "n2", deleting=True)]}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(pods)))
+    assert checks.main(["agent-pods"]) == 0
+    assert capsys.readouterr().out == "kpod-agent-a n1\nkpod-agent-b n2\n"

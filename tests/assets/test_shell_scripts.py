@@ -5,8 +5,8 @@ cluster."""
 
 from __future__ import annotations
 
+import json
 import os
-import pathlib
 import re
 
 import pytest
@@ -73,3 +73,40 @@ def test_wait_until_gives_up_and_shows_the_last_output():
     assert "rc=1" in out.stdout
     assert "still-not-ready" in out.stderr
     assert "timed out waiting for something that never happens" in out.stderr
+
+
+def cr_kubectl(tmp_path, status: dict) -> dict[str, str]:
+    """KUBECTL for lib.sh whose `get` answers with one KpodMetricsProfile-shaped
+    object, evaluated by the real kubectl's jsonpath engine offline."""
+    obj = {"apiVersion": "v1", "kind": "ConfigMap",  # a kind kubectl knows without a server
+           "metadata": {"name": "default", "namespace": "kpod-system", "generation": 4}, "status": status}
+    (tmp_path / "cr.json").write_text(json.dumps(obj))
+    wrapper = tmp_path / "kubectl"
+    wrapper.write_text(f'#!/usr/bin/env bash\n# args: -n NS get KIND NAME -o jsonpath=...\n'
+                       f'exec "{tool("kubectl")}" annotate --local -f "{tmp_path / "cr.json"}" e2e=1 "${{@:6}}"\n')
+    wrapper.chmod(0o755)
+    return {"KUBECTL": str(wrapper), "NS": "kpod-system", "FLEET": "default"}
+
+
+def conditions(available: str, progressing: str) -> list[dict]:
+    return [{"type": "Reconciled", "status": "True"}, {"type": "Available", "status": available},
+            {"type": "Progressing", "status": progressing}]
+
+
+@pytest.mark.parametrize("status, generation, settled", [
+    ({"observedGeneration": 4, "configGeneration": 9, "conditions": conditions("True", "False")}, 4, True),
+    ({"observedGeneration": 4, "configGeneration": 9, "conditions": conditions("True", "True")}, 4, False),
+    ({"observedGeneration": 3, "configGeneration": 9, "conditions": conditions("True", "False")}, 4, False),
+    ({"observedGeneration": 4, "configGeneration": 9, "conditions": conditions("False", "False")}, 4, False),
+    ({}, 4, False),
+])
+def test_fleet_settled_reads_the_cr_status(tmp_path, status, generation, settled):
+    env = cr_kubectl(tmp_path, status)
+    out = lib(f"fleet_settled {generation}", **env)
+    assert (out.returncode == 0) is settled, out.stdout + out.stderr
+
+
+def test_config_generation_moved_compares_with_the_old_one(tmp_path):
+    env = cr_kubectl(tmp_path, {"observedGeneration": 4, "configGeneration": 9, "conditions": []})
+    assert lib("config_generation_moved 8", **env).returncode == 0
+    assert lib("config_generation_moved 9", **env).returncode == 1
