@@ -45,6 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 DEFAULT_URL = "http://127.0.0.1:9090"
+DEFAULT_INTERVAL = 2.0
 PodKey = tuple[str, str]  # (namespace, pod)
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 
@@ -327,8 +328,19 @@ def format_value(value: float | None, column: Column) -> str:
     return _scaled(value, _SI) + column.unit
 
 
+NAME_WIDTH = 56
+
+
+def shorten(name: str, width: int) -> str:
+    """Keep both ends of a long name (standalone pods are cgroup paths)."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 3
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
 def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limit: int | None = None,
-           error: str | None = None, interactive: bool = False) -> RenderableType:
+           error: str | None = None, interactive: bool = False, note: str | None = None) -> RenderableType:
     """The whole screen: a header line, the pod table, and what is left out."""
     rows = sort_rows(frame.rows, sort_key, reverse)
     shown = rows if limit is None else rows[:max(limit, 0)]
@@ -336,10 +348,13 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
     for column in COLUMNS:
         title = column.title + (" ▲" if reverse else " ▼") * (column.key == sort_key)
-        table.add_column(title, justify="left" if column.kind == "name" else "right",
-                         no_wrap=True, overflow="ellipsis" if column.key != "pod" else "fold")
+        if column.kind == "name":
+            # Names give way on a narrow terminal, numbers never do.
+            table.add_column(title, no_wrap=True, overflow="ellipsis", min_width=len(title))
+        else:
+            table.add_column(title, justify="right", no_wrap=True, min_width=len(title))
     for row in shown:
-        cells: list[Text | str] = [row.namespace, row.pod]
+        cells: list[Text | str] = [shorten(row.namespace, NAME_WIDTH // 2), shorten(row.pod, NAME_WIDTH)]
         for column in COLUMNS[2:]:
             text = format_value(row.values.get(column.key), column)
             style = "bold red" if column.key == "oom" and row.oom_grew else ""
@@ -361,6 +376,8 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
     notes = []
     if len(shown) < len(rows):
         notes.append(f"{len(rows) - len(shown)} more pods not shown (--limit, --namespace)")
+    if note:
+        notes.append(note)
     if frame.missing:
         notes.append(f"'-': collector off for {', '.join(frame.missing)}")
     if interactive:
@@ -405,6 +422,52 @@ def scrape(url: str, timeout: float = 5.0, clock: Callable[[], float] = time.mon
         raise ScrapeError(f"{url} did not answer Prometheus text ({exc}): is it a kpod-agent?") from None
 
 
+# Collectors behind the columns: their interval is how often the numbers move.
+SHOWN_COLLECTORS = ("cpu", "network", "memory", "syscall")
+
+
+def config_url(metrics: str) -> str:
+    parts = urlsplit(metrics)
+    return urlunsplit((parts.scheme, parts.netloc, "/config", "", ""))
+
+
+def collection_interval(status: object) -> float | None:
+    """Longest collection interval among the attached collectors top shows,
+    from the agent's /config document; None when it does not say."""
+    if not isinstance(status, dict) or not isinstance(status.get("collectors"), dict):
+        return None
+    intervals = [
+        float(entry["interval"])
+        for name, entry in status["collectors"].items()
+        if name in SHOWN_COLLECTORS and isinstance(entry, dict) and entry.get("attached")
+        and isinstance(entry.get("interval"), (int, float)) and entry["interval"] > 0
+    ]
+    return max(intervals) if intervals else None
+
+
+def fetch_collection_interval(url: str, timeout: float = 5.0) -> float | None:
+    """Best effort: an agent behind a proxy that only passes /metrics still works."""
+    import json
+
+    try:
+        with urllib.request.urlopen(config_url(url), timeout=timeout) as answer:
+            return collection_interval(json.loads(answer.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def choose_interval(asked: float | None, collected_every: float | None) -> tuple[float, str | None]:
+    """Scrape interval and a note when it is shorter than the agent's collection:
+    counters move only once per collection, so shorter windows alternate between
+    0 and bursts."""
+    if asked is None:
+        return max(DEFAULT_INTERVAL, collected_every or 0.0), None
+    if collected_every is not None and asked < collected_every:
+        return asked, (f"the agent collects every {collected_every:g} s: rates over {asked:g} s jump "
+                       f"between 0 and bursts (use --interval {collected_every:g})")
+    return asked, None
+
+
 # ---- the command -----------------------------------------------------------
 
 
@@ -422,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", default=os.environ.get("KPOD_URL", DEFAULT_URL),
                         help=f"agent address or metrics URL (default $KPOD_URL, then {DEFAULT_URL})")
-    parser.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS",
-                        help="time between scrapes (default 2)")
+    parser.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+                        help=f"time between scrapes (default {DEFAULT_INTERVAL:g}, or the agent's collection "
+                             "interval when longer: numbers move once per collection)")
     parser.add_argument("--sort", type=resolve_sort, default="csw", metavar="COLUMN",
                         help="column to sort by, busiest first (default csw)")
     parser.add_argument("--reverse", action="store_true", help="reverse the order")
@@ -454,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kpod-agent top: {exc}", file=sys.stderr)
         return 2
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
+    args.interval, args.note = choose_interval(args.interval, fetch_collection_interval(url))
     try:
         if args.once:
             return run_once(url, args, no_color)
@@ -478,7 +543,7 @@ def run_once(url: str, args: argparse.Namespace, no_color: bool) -> int:
     width = int(os.environ.get("COLUMNS", "0") or 0) or 200
     console = Console(no_color=no_color, highlight=False, width=width,
                       force_terminal=False if no_color else None)
-    console.print(render(frame, url, args.sort, args.reverse, args.limit))
+    console.print(render(frame, url, args.sort, args.reverse, args.limit, note=args.note))
     return 0
 
 
@@ -536,7 +601,7 @@ def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
 
     def screen() -> RenderableType:
         limit = args.limit if args.limit is not None else max(console.size.height - 7, 1)
-        return render(frame, url, sort_key, reverse, limit, error, interactive=True)
+        return render(frame, url, sort_key, reverse, limit, error, interactive=True, note=args.note)
 
     with _keys() as wait_key, Live(screen(), console=console, screen=console.is_terminal,
                                    auto_refresh=False, vertical_overflow="crop") as live:

@@ -317,9 +317,12 @@ class Pages(ThreadingHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(handler) -> None:  # noqa: N802, N805
+                if handler.path != "/metrics":
+                    handler.send_error(404)
+                    return
                 body = self.pages[min(self.served, len(self.pages) - 1)].encode()
                 self.served += 1
-                handler.send_response(200 if handler.path == "/metrics" else 404)
+                handler.send_response(200)
                 handler.send_header("Content-Type", "text/plain; version=0.0.4")
                 handler.send_header("Content-Length", str(len(body)))
                 handler.end_headers()
@@ -405,3 +408,22 @@ def test_cli_error_has_no_traceback() -> None:
     assert result.returncode == 1
     assert "kpod-agent top: cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_interval_follows_the_agents_collection() -> None:
+    status = {"collectors": {"cpu": {"attached": True, "interval": 5.0}, "syscall": {"attached": True, "interval": 15},
+                             "diskIO": {"attached": True, "interval": 60.0},  # not a column of top
+                             "network": {"attached": False, "error": "boom"}}}
+    assert top.collection_interval(status) == 15
+    assert top.collection_interval({"collectors": "garbage"}) is None
+    assert top.collection_interval([1, 2]) is None
+    assert top.choose_interval(None, 15.0) == (15.0, None)
+    assert top.choose_interval(None, 0.5) == (top.DEFAULT_INTERVAL, None)
+    assert top.choose_interval(None, None) == (top.DEFAULT_INTERVAL, None)
+    assert top.choose_interval(20.0, 15.0) == (20.0, None)
+    interval, note = top.choose_interval(1.0, 15.0)
+    assert interval == 1.0 and note is not None and "--interval 15" in note
+
+
+def test_config_url_is_beside_metrics() -> None:
+    assert top.config_url("http://h:9090/metrics") == "http://h:9090/config"
