@@ -110,7 +110,6 @@ class Agent:
             assert self.ctx is not None and self.resolver is not None
             self.ctx.proc_root = config.procRoot
             plan = reload.plan_reload(old, config)
-            self.config = config
             with self.kernel_lock:
                 for name in plan.detach:
                     self._detach(name)
@@ -118,6 +117,9 @@ class Agent:
                     self._reconfigure(name, config)
                 for name in plan.attach:
                     self._attach(name, config)
+                # Published only once applied: /config then reports a
+                # generation whose probes are all in place.
+                self.config = config
             if layout_changed or plan.restart_discovery:
                 self._restart_discovery(config)
             self._refresh_filters()

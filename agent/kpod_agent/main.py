@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving http://%s:%d/metrics (node %s)", host, port, args.node_name)
     loop = threading.Thread(target=_collection_loop, args=(agent, stop), name="collect", daemon=True)
     loop.start()
-    stop.wait()
+    # Wake up regularly: signal handlers run on the main thread between waits.
+    while not stop.wait(0.5):
+        pass
     log.info("shutting down: detaching probes")
     source.stop()
     server.shutdown()

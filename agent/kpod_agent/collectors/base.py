@@ -315,3 +315,48 @@ def read_flat_keyed(path: Path) -> dict[str, int]:
             except ValueError:
                 continue
     return result
+
+
+def hierarchy_tops(targets: Iterable[CgroupTarget]) -> tuple[list[CgroupTarget], list[CgroupTarget]]:
+    """(roots, children): targets with no ancestor among the targets (pod
+    cgroups), and targets directly below a root (containers).
+
+    Stat files of cgroups are hierarchical: reading these and nothing deeper
+    counts every task once per series (a container's nested cgroups are in
+    its top one)."""
+    targets = list(targets)
+    paths = {t.relpath for t in targets}
+
+    def has_ancestor(rel: str) -> bool:
+        while rel:
+            rel = rel.rpartition("/")[0]
+            if rel in paths:
+                return True
+        return False
+
+    roots = [t for t in targets if not has_ancestor(t.relpath)]
+    root_paths = {t.relpath for t in roots}
+    children = [t for t in targets if t.relpath and t.relpath not in root_paths
+                and t.relpath.rpartition("/")[0] in root_paths]
+    return roots, children
+
+
+def cgroup_pid(directory: Path, max_dirs: int = 64) -> int | None:
+    """A pid of some task in the cgroup `directory` or below it (cgroup.procs
+    of the cgroup2 tree), searched breadth-first; None if it has none."""
+    queue = [directory]
+    seen = 0
+    while queue and seen < max_dirs:
+        current = queue.pop(0)
+        seen += 1
+        try:
+            with open(current / "cgroup.procs") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if line.isdigit():
+                        return int(line)
+            with os.scandir(current) as it:
+                queue.extend(Path(e.path) for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    return None

@@ -1,0 +1,152 @@
+"""Hot reload against this kernel: collectors attach and detach, filters
+change in the maps, and everything else keeps running with its counters."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kpod_agent.agent import Agent
+from tests.bpf.conftest import Scraper
+from tests.support.kernel_node import FakePod, KernelNode
+
+
+@pytest.fixture(scope="module")
+def pods(node: KernelNode) -> dict[str, FakePod]:
+    return {
+        "a": node.add_pod("reload-a", "ns-a", labels={"app": "web"}),
+        "b": node.add_pod("reload-b", "ns-b", labels={"app": "web"}),
+    }
+
+
+@pytest.fixture
+def scraper(node: KernelNode, pods: dict[str, FakePod]) -> Iterator[Scraper]:
+    agent = Agent(node_name="node-1")
+    scraper = Scraper(agent)
+    yield scraper
+    agent.shutdown()
+
+
+def _apply(scraper: Scraper, config) -> None:  # type: ignore[no-untyped-def]
+    assert scraper.agent.apply(config)
+    scraper.sync()
+
+
+def test_removed_syscall_stops_counting_at_once(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a = pods["a"]
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["getppid", "close"]))
+    collector = scraper.agent.states["syscall"].collector
+    a.workload("getppid", 101)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["close"]))
+    assert scraper.agent.states["syscall"].collector is collector, "allowlist change must not re-attach"
+    a.workload("getppid", 50)
+    a.workload("badclose", 7)
+    scraper.sync()
+    # getppid no longer counted; close keeps counting in the same program
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101
+    # the loader closes files at start-up: the failed closes are the exact figure
+    assert scraper.pod_value("kpod_syscall_errors_total", a, syscall="close", errno="EBADF") == 7
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="close") >= 7
+    assert "getppid" not in collector.attached_syscalls  # type: ignore[union-attr]
+
+
+def test_excluded_namespace_stops_counting_and_its_series_go(
+        scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a, b = pods["a"], pods["b"]
+    base = {"collectors": {"syscall": {}, "cpu": {}}, "syscalls": ["getppid"]}
+    _apply(scraper, node.config(**base))
+    a.workload("getppid", 11)
+    b.workload("getppid", 13)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", b, syscall="getppid") == 13
+    cpu = scraper.agent.states["cpu"].collector
+    _apply(scraper, node.config(**base, namespaces={"include": [], "exclude": ["ns-b"]}))
+    assert scraper.agent.states["cpu"].collector is cpu, "a filter change must not re-attach"
+    assert not [s for s in scraper.series("kpod_syscall_count_total") if s["namespace"] == "ns-b"]
+    assert not [s for s in scraper.series("kpod_cpu_context_switches_total") if s["namespace"] == "ns-b"]
+    b.workload("getppid", 17)
+    a.workload("getppid", 19)
+    scraper.sync()
+    assert not [s for s in scraper.series("kpod_syscall_count_total") if s["namespace"] == "ns-b"]
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 11 + 19
+    # and back: counting resumes from zero for the re-included pods
+    _apply(scraper, node.config(**base))
+    b.workload("getppid", 23)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", b, syscall="getppid") == 23
+
+
+def test_pod_selector_filters_in_kernel(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a = pods["a"]
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["getppid"],
+                                podSelector={"matchLabels": {"app": "db"}}))
+    a.workload("getppid", 29)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 0
+    allowed = scraper.agent.states["syscall"].collector.bpf["allowed_cgroups"]  # type: ignore[union-attr]
+    assert a.cgroup_id() not in {k.value for k in allowed.keys()}
+
+
+def test_namespace_override_comprehensive_over_minimal_fleet(
+        scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a, b = pods["a"], pods["b"]
+    _apply(scraper, node.config(profile="minimal", syscalls=["getppid"],
+                                namespaceOverrides={"ns-a": {"profile": "comprehensive"}}))
+    assert scraper.agent.states["syscall"].collector is not None
+    a.workload("getppid", 31)
+    b.workload("getppid", 37)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 31
+    assert not [s for s in scraper.series("kpod_syscall_count_total") if s["namespace"] == "ns-b"]
+    # cpu is in both profiles: both namespaces count it
+    assert scraper.pod_value("kpod_cpu_context_switches_total", b) > 0
+
+
+def test_override_allowlist_applies_to_its_namespace_only(
+        scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a, b = pods["a"], pods["b"]
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["close"],
+                                namespaceOverrides={"ns-a": {"syscalls": ["getppid"]}}))
+    a.workload("getppid", 41)
+    b.workload("getppid", 43)
+    a.workload("badclose", 3)
+    b.workload("badclose", 5)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 41
+    assert scraper.pod_value("kpod_syscall_count_total", b, syscall="getppid") == 0
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="close") == 0
+    assert scraper.pod_value("kpod_syscall_errors_total", b, syscall="close", errno="EBADF") == 5
+
+
+def test_toggle_collectors_keeps_other_counters(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    a = pods["a"]
+    _apply(scraper, node.config(collectors={"cpu": {}, "syscall": {}}, syscalls=["getppid"]))
+    a.workload("sleep", 50, 100)
+    scraper.sync()
+    switches = scraper.pod_value("kpod_cpu_context_switches_total", a)
+    assert switches >= 50
+    cpu = scraper.agent.states["cpu"].collector
+    _apply(scraper, node.config(collectors={"cpu": {}, "execsnoop": {}}, syscalls=["getppid"]))
+    assert "syscall" not in scraper.agent.states
+    assert scraper.agent.states["cpu"].collector is cpu
+    assert scraper.agent.states["execsnoop"].collector is not None, scraper.agent.states["execsnoop"].error
+    assert scraper.value("kpod_collector_attached", collector="execsnoop") == 1
+    assert not scraper.series("kpod_syscall_count_total")
+    assert scraper.pod_value("kpod_cpu_context_switches_total", a) >= switches
+
+
+def test_bad_config_keeps_last_good(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    agent = scraper.agent
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["getppid"], generation=3))
+    for bad in (b"{{{ not yaml", b"collectors: {warp: {}}", b"collectors: {cpu: {interval: soon}}",
+                b"syscalls: [getppid, frobnicate]", b"", b"x" * (2 << 20)):
+        assert not agent.submit(bad, "test")
+    assert agent.config is not None and agent.config.generation == 3
+    assert agent.reloads.error == 6
+    assert scraper.value("kpod_config_reloads_total", result="error") == 6
+    assert "frobnicate" in (agent.status()["lastError"] or "") or agent.status()["lastError"]
+    pods["a"].workload("getppid", 47)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == 47
