@@ -50,7 +50,9 @@ def test_the_body_is_bare_groups_for_the_operator_to_wrap():
     ("OOM", "kpod_mem_oom_kills_total"),
     ("collector errors", "kpod_collector_errors_total"),
     ("map full", "kpod_bpf_map_update_errors_total"),
-    ("map nearly full", "kpod_bpf_map:utilization"),
+    ("map nearly full", "kpod_bpf_map_entries"),
+    ("collector not attached", "kpod_collector_attached"),
+    ("config rejected", "kpod_config_reloads_total"),
     ("agent down", 'up{job="kpod-agent"}'),
 ])
 def test_each_required_theme_has_an_alert(theme, pattern):
