@@ -136,7 +136,10 @@ def test_agent_image_bcc_headers_bpf_and_tmpdir():
     assert "python3 -m venv --system-site-packages /opt/kpod" in " ".join(stages[0].args("RUN"))
     final = stages[-1]
     env = " ".join(final.args("ENV"))
-    assert "KPOD_BPF_DIR=/usr/share/kpod/bpf" in env and "TMPDIR=/var/lib/kpod/tmp" in env
+    assert "KPOD_BPF_DIR=/usr/share/kpod/bpf" in env and " TMPDIR=/var/lib/kpod/tmp" in env
+    # The entrypoint and the agent (kpod_agent.bpfload) read the same setting.
+    assert "KPOD_TMPDIR=/var/lib/kpod/tmp" in env
+    assert "/var/lib/kpod/tmp" in " ".join(final.args("RUN"))
     assert "PATH=/opt/kpod/bin:$PATH" in env
     copies = final.args("COPY")
     assert "bpf/ /usr/share/kpod/bpf/" in copies
