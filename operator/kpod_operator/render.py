@@ -334,9 +334,11 @@ def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[s
 def render_workload(namespace: str, fleet: model.FleetSpec, config: agentconfig.AgentConfig,
                     owner: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Everything the fleet needs regardless of the Prometheus Operator."""
+    # ConfigMap first: a node-config edit reaches the agents without waiting
+    # for the convergence of the objects that rarely change.
     return [
-        *render_rbac(namespace, fleet, owner),
         render_configmap(namespace, config, owner),
+        *render_rbac(namespace, fleet, owner),
         render_daemonset(namespace, fleet, owner),
         render_service(namespace, owner),
     ]

@@ -102,6 +102,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return str(self._revision)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        # kmock 0.8 matches a request against its reactions by re-filtering the
+        # whole request log (dsl View.__contains__ -> Filter.__iter__), so every
+        # request costs O(requests served so far): 3 ms after 0, 40 ms after 250.
+        # Nothing here asserts on the log, so only the current request is kept.
+        del self._requests[:-1]
         if request.resource is not None and request.action == enums.action.CREATE:
             return aiohttp.web.json_response(await self._create(request), status=201)
         if request.resource is not None and request.action == enums.action.UPDATE and request.name:

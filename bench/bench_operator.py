@@ -1,0 +1,105 @@
+"""CR edit -> ConfigMap written: latency of the operator in the integration setup.
+
+Runs kopf in-process against the kmock-based emulated API server (the one of
+tests/operator), edits the fleet CR's spec N times and times each edit until
+the ConfigMap carries the next generation. The baseline, measured in the same
+run against the same server, is one API write plus one read of the CR (what a
+client pays with no operator in between), so the ratio says how many API
+round trips the operator's reaction costs, independent of the machine.
+
+    .venv/bin/python bench/bench_operator.py [--edits 40]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kpod_agent import config as agentconfig  # noqa: E402
+from kpod_operator import handlers  # noqa: E402
+from kpod_operator import kube as kubeapi  # noqa: E402
+from tests.operator.conftest import RunningOperator  # noqa: E402
+from tests.operator.emulator import EmulatedCluster  # noqa: E402
+
+NS = "kpod-system"
+CR = f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default"
+CM = f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config"
+SYSCALL_SETS = [["read", "write"], ["read", "write", "close"]]
+
+
+def _generation(kube: kubeapi.Kube) -> int:
+    cm = kube.get(CM)
+    if cm is None:
+        return 0
+    return agentconfig.parse_config(cm["data"]["agent.yaml"]).generation
+
+
+def _wait_generation(kube: kubeapi.Kube, target: int, timeout: float = 30.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while _generation(kube) < target:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"ConfigMap did not reach generation {target}")
+        time.sleep(0.002)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edits", type=int, default=40)
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.WARNING, format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO if "--debug" in sys.argv else logging.WARNING)
+    cluster = EmulatedCluster()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = handlers.OperatorConfig(namespace=NS, resync_seconds=300, stuck_after_seconds=3600,
+                                         rules_path=pathlib.Path(tmp) / "none.yaml")
+        kube = kubeapi.Kube.for_url(cluster.url)
+        kube.create({"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+                     "metadata": {"name": "default", "namespace": NS},
+                     "spec": {"syscalls": SYSCALL_SETS[0]}})
+        operator = RunningOperator(cluster.url, config)
+        try:
+            _wait_generation(kube, 1)
+            # Baseline: one spec write and one read of the CR, same client, same server.
+            baseline = []
+            for i in range(args.edits):
+                t0 = time.perf_counter()
+                kube.merge_patch(CR, {"metadata": {"labels": {"bench": str(i)}}})
+                kube.get(CR)
+                baseline.append(time.perf_counter() - t0)
+            latencies = []
+            generation = _generation(kube)
+            for i in range(args.edits):
+                t0 = time.perf_counter()
+                kube.merge_patch(CR, {"spec": {"syscalls": SYSCALL_SETS[(i + 1) % 2]}})
+                generation += 1
+                _wait_generation(kube, generation)
+                latencies.append(time.perf_counter() - t0)
+                if args.debug:
+                    print(f"edit {i}: {latencies[-1] * 1000:.0f} ms", file=sys.stderr)
+        finally:
+            operator.stop()
+            cluster.close()
+    base = statistics.median(baseline)
+    med = statistics.median(latencies)
+    print(f"edits: {args.edits}")
+    print(f"baseline (API write + read):   median {base * 1000:7.2f} ms  p90 {_pct(baseline, 0.9) * 1000:7.2f} ms")
+    print(f"CR edit -> ConfigMap written:  median {med * 1000:7.2f} ms  p90 {_pct(latencies, 0.9) * 1000:7.2f} ms"
+          f"  max {max(latencies) * 1000:7.2f} ms")
+    print(f"ratio (median edit->ConfigMap / median baseline): {med / base:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
