@@ -1,0 +1,31 @@
+"""execsnoop: process execs, forks and exits per pod (bpf/execsnoop.c).
+
+Processes, not threads: a fork is a new task without CLONE_THREAD, an exit
+the end of a process's last thread."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kpod_agent.collectors.base import BpfCollector, CgroupTarget, MetricSpec, Snapshot, as_int
+
+
+class ExecsnoopCollector(BpfCollector):
+    name = "execsnoop"
+    source = "execsnoop.c"
+    cgroup_maps = ("proc_events",)
+    specs = (
+        MetricSpec("kpod_proc_execs_total", "Successful execve calls of the cgroup's tasks.", "counter"),
+        MetricSpec("kpod_proc_forks_total", "Processes created by the cgroup's tasks (threads excluded).",
+                   "counter"),
+        MetricSpec("kpod_proc_exits_total", "Processes of the cgroup that exited (last thread gone).",
+                   "counter"),
+    )
+
+    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        snap = Snapshot()
+        for key, value in self.read_map("proc_events"):
+            cgid = as_int(key)
+            snap.add("kpod_proc_execs_total", cgid, float(value.execs))
+            snap.add("kpod_proc_forks_total", cgid, float(value.forks))
+            snap.add("kpod_proc_exits_total", cgid, float(value.exits))
+        return snap
