@@ -26,7 +26,7 @@ case "$(uname -m)" in
   aarch64) apt_pkgs+=(linux-headers-arm64) ;;
 esac
 if (( want_test )); then
-  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux)
+  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl)
 fi
 
 missing=()

@@ -58,9 +58,10 @@ Submit = Callable[[bytes, str], bool]
 class FileSource:
     """Polls a config file (mtime, size, inode) every `poll` seconds, so an
     edit, an atomic rename or a ConfigMap-style symlink swap all take effect
-    within a second. `trigger()` (SIGHUP) forces a read."""
+    within 50 ms (a stat() 20 times a second costs nothing measurable).
+    `trigger()` (SIGHUP) forces a read."""
 
-    def __init__(self, path: str, submit: Submit, reject: Callable[[str], None], poll: float = 0.2) -> None:
+    def __init__(self, path: str, submit: Submit, reject: Callable[[str], None], poll: float = 0.05) -> None:
         self.path = path
         self.submit = submit
         self.reject = reject
