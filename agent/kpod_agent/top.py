@@ -120,11 +120,23 @@ def parse_metrics(text: str, at: float) -> Scrape:
             pods.add((namespace, pod))
             if "node" in labels:
                 nodes.add(labels["node"])
-            if sample.name in _WANTED_SAMPLES:
+            if sample.name in _WANTED_SAMPLES and _usable(sample.name, labels, sample.value):
                 key = (sample.name, tuple(sorted(labels.items())))
                 samples[key] = samples.get(key, 0.0) + float(sample.value)
     return Scrape(at=at, samples=samples, pods=frozenset(pods), families=frozenset(families),
                   nodes=frozenset(nodes))
+
+
+def _usable(name: str, labels: dict[str, str], value: float) -> bool:
+    """A sample the arithmetic can take: a number, and a bucket with a bound."""
+    if math.isnan(value) or value < 0:
+        return False
+    if name.endswith("_bucket"):
+        try:
+            return not math.isnan(float(labels.get("le", "nan")))
+        except ValueError:
+            return False
+    return True
 
 
 # ---- arithmetic -------------------------------------------------------------

@@ -427,3 +427,19 @@ def test_interval_follows_the_agents_collection() -> None:
 
 def test_config_url_is_beside_metrics() -> None:
     assert top.config_url("http://h:9090/metrics") == "http://h:9090/config"
+
+
+def test_odd_samples_are_dropped_not_fatal() -> None:
+    runq = exposition(runq={("team-a", "pod-a", "app"): [("0.001", 1.0), ("+Inf", 2.0)]})
+    bad_bucket = f'kpod_cpu_runqueue_latency_seconds_bucket{labels(c="side", le="soon")} 3.0\n'
+    text = (runq.replace("# HELP kpod_container_restarts", bad_bucket + "# HELP kpod_container_restarts")
+            + "# HELP kpod_syscall_count_total Calls.\n# TYPE kpod_syscall_count_total counter\n"
+            + f"kpod_syscall_count_total{labels(syscall='read')} NaN\n"
+            + "# HELP kpod_cpu_context_switches_total S.\n# TYPE kpod_cpu_context_switches_total counter\n"
+            + f"kpod_cpu_context_switches_total{labels()} -4\n")
+    scrape = top.parse_metrics(text, 1.0)
+    assert not [k for k in scrape.samples if dict(k[1]).get("le") == "soon"]
+    pod_a = row(top.compute_rows(top.parse_metrics(text, 0.0), scrape), "pod-a")
+    assert pod_a.values["syscalls"] == 0.0 and pod_a.values["csw"] == 0.0
+    # first frame: p99 over the totals of the one good histogram
+    assert row(top.compute_rows(None, scrape), "pod-a").values["runq"] == pytest.approx(0.001)
