@@ -6,6 +6,7 @@ never interleave their read-compute-write of the same CR status.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -257,6 +258,35 @@ def on_agent_event(memo: Any, **_: Any) -> None:
     refresh_status(memo.op)
 
 
+async def _resync_loop(op: Operator) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(op.config.resync_seconds)
+        try:
+            await loop.run_in_executor(None, reconcile, op)
+        except (kopf.PermanentError, kopf.TemporaryError):
+            pass  # already said in the status
+        except Exception:  # a resync failure must not end the loop
+            log.exception("periodic reconcile failed")
+
+
+async def start_resync(memo: Any, **_: Any) -> None:
+    """One operator-wide resync (rollout check, drift, late Prometheus Operator
+    CRDs) instead of a kopf timer: timers make kopf put a finalizer on every
+    CR, and then deleting a CR would hang whenever the operator is down."""
+    memo.resync_task = asyncio.create_task(_resync_loop(memo.op), name="kpod-resync")
+
+
+async def stop_resync(memo: Any, **_: Any) -> None:
+    task = getattr(memo, "resync_task", None)
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # Progress and diff-base in annotations: the status stays ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kpod.io")
@@ -277,8 +307,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     labels = {render.APP_LABEL: render.AGENT_NAME}
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(*CR, id="fleet", when=_is_fleet, registry=registry)(on_fleet)
-    kopf.timer(*CR, id="fleet-resync", interval=config.resync_seconds, idle=None,
-               when=_is_fleet, registry=registry)(on_fleet)
+    kopf.on.startup(id="resync", registry=registry)(start_resync)
+    kopf.on.cleanup(id="resync", registry=registry)(stop_resync)
     kopf.on.event(*CR, id="override", when=_is_override, registry=registry)(on_override_event)
     kopf.on.event(*CR, id="fleet-deleted", when=_is_fleet, registry=registry)(on_fleet_deleted)
     kopf.on.event("", "v1", "pods", id="agent-pods", labels=labels,

@@ -154,7 +154,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             old = copy.deepcopy(self.objects[key].raw)
             new = copy.deepcopy(dict(kdicts.patch_dict(old, patch)))
             new_meta = new.setdefault("metadata", {})
-            for ident in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion"):
+            for ident in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion",
+                          "deletionTimestamp"):
                 if ident in old.get("metadata", {}):
                     new_meta[ident] = old["metadata"][ident]
             # The status subresource and the main resource each change only their part.
@@ -171,20 +172,33 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if spec_old != spec_new:
                 new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
             new["metadata"]["resourceVersion"] = self._next_rv()
+            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+                self.objects[key].create(new)
+                self.objects[key].delete()
+                await self._buses[request.resource].put({"type": "DELETED", "object": copy.deepcopy(new)})
+                return new
             self.objects[key].create(new)
             await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
         return new
 
     async def _delete(self, request: rendering.Request) -> dict[str, Any]:
         # Deletion is a change too: the event carries a fresh resourceVersion, so
-        # a watch resumed from an older one still sees it. No finalizers here:
-        # the operator adds none (it has no deletion handlers).
+        # a watch resumed from an older one still sees it.
         async with self._lock:
             key = (request.resource, request.namespace, request.name)
             if key not in self.objects or self.objects[key].deleted:
                 raise k8s.KubernetesObjectNotFoundError()
             last = copy.deepcopy(self.objects[key].raw)
-            last.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            meta = last.setdefault("metadata", {})
+            meta["resourceVersion"] = self._next_rv()
+            if meta.get("finalizers"):
+                # Soft deletion until the finalizers are removed (see _update).
+                if not meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = datetime.datetime.now(datetime.timezone.utc) \
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    self.objects[key].create(last)
+                    await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(last)})
+                return last
             self.objects[key].delete()
             await self._buses[request.resource].put({"type": "DELETED", "object": copy.deepcopy(last)})
         return last
