@@ -17,7 +17,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector as PromCollector
+from prometheus_client.utils import floatToGoString
 
 from kpod_agent.collectors.base import Hist, MetricSpec
 from kpod_agent.histograms import log2_to_buckets, merge_slots
@@ -32,6 +34,22 @@ _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 def label_name(pod_label: str) -> str:
     """Pod label -> metric label, as kube-state-metrics does."""
     return "label_" + _LABEL_CHARS.sub("_", pod_label)
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class _Families(PromCollector):
+    def __init__(self, produce) -> None:  # type: ignore[no-untyped-def]
+        self.produce = produce
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.produce())
 
 
 def _family(spec: MetricSpec, labels: list[str]) -> Metric:
@@ -53,7 +71,9 @@ class KpodCollector(PromCollector):
 
     # ---- per-pod series -------------------------------------------------
 
-    def pod_metrics(self) -> Iterator[Metric]:
+    def pod_series(self) -> Iterator[tuple[MetricSpec, list[str], dict[tuple[str, ...], float | Hist]]]:
+        """Per metric: its spec, label names, and label values -> value,
+        with cgroups resolved to pods now and colliding series summed."""
         agent = self.agent
         config = agent.config
         if config is None:
@@ -62,8 +82,6 @@ class KpodCollector(PromCollector):
         include = list(config.includeLabels)
         extra_names = [label_name(n) for n in include]
         pods = agent.index.pods
-        bucket_min = config.histogramBuckets.min
-        bucket_max = config.histogramBuckets.max
         identity_cache: dict[int, tuple[str, ...] | None] = {}
 
         def identity(cgid: int) -> tuple[str, ...] | None:
@@ -85,15 +103,11 @@ class KpodCollector(PromCollector):
                 continue
             allowed = agent.filters.get(name)
             for spec in state.collector.specs:
-                series = snapshot.data.get(spec.name)
+                series = snapshot.data.get(spec.name) or {}
                 if spec.per_pod:
                     labels = [*POD_LABELS, *extra_names, *spec.labels]
                 else:
                     labels = ["node", *spec.labels]
-                family = _family(spec, labels)
-                if not series:
-                    yield family
-                    continue
                 merged: dict[tuple[str, ...], float | Hist] = {}
                 for (cgid, extra), value in series.items():
                     if spec.per_pod:
@@ -112,13 +126,62 @@ class KpodCollector(PromCollector):
                         merged[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
                     else:
                         merged[key] = float(old) + float(value)  # type: ignore[arg-type]
-                for key, value in merged.items():
-                    if isinstance(value, Hist):
-                        buckets = log2_to_buckets(value.slots, spec.unit_seconds, bucket_min, bucket_max)
-                        family.add_metric(list(key), buckets, value.sum * spec.unit_seconds)  # type: ignore[call-arg]
-                    else:
-                        family.add_metric(list(key), value)  # type: ignore[call-arg]
-                yield family
+                yield spec, labels, merged
+
+    def pod_metrics(self) -> Iterator[Metric]:
+        config = self.agent.config
+        if config is None:
+            return
+        bucket_min, bucket_max = config.histogramBuckets.min, config.histogramBuckets.max
+        for spec, labels, merged in self.pod_series():
+            family = _family(spec, labels)
+            for key, value in merged.items():
+                if isinstance(value, Hist):
+                    buckets = log2_to_buckets(value.slots, spec.unit_seconds, bucket_min, bucket_max)
+                    family.add_metric(list(key), buckets, value.sum * spec.unit_seconds)  # type: ignore[call-arg]
+                else:
+                    family.add_metric(list(key), value)  # type: ignore[call-arg]
+            yield family
+
+    def render_pod_text(self) -> str:
+        """The per-pod families in Prometheus text format 0.0.4, written
+        directly: the same series as pod_metrics(), at a third of the cost of
+        building sample objects and formatting them one by one, which matters
+        at tens of thousands of lines per scrape. Tests compare both paths."""
+        config = self.agent.config
+        if config is None:
+            return ""
+        bucket_min, bucket_max = config.histogramBuckets.min, config.histogramBuckets.max
+        out: list[str] = []
+        label_cache: dict[tuple[str, ...], str] = {}
+        for spec, labels, merged in self.pod_series():
+            base = spec.name
+            if spec.kind == "counter" and not base.endswith("_total"):
+                base += "_total"
+            out.append(f"# HELP {base} {_escape_help(spec.help)}\n# TYPE {base} {spec.kind}\n")
+            for key, value in merged.items():
+                lbl = label_cache.get(key)
+                if lbl is None:
+                    lbl = ",".join(f'{n}="{_escape_value(v)}"' for n, v in zip(labels, key))
+                    label_cache[key] = lbl
+                if isinstance(value, Hist):
+                    sep = "," if lbl else ""
+                    for le, count in log2_to_buckets(value.slots, spec.unit_seconds, bucket_min, bucket_max):
+                        le_text = le if le == "+Inf" else floatToGoString(float(le))
+                        out.append(f'{base}_bucket{{{lbl}{sep}le="{le_text}"}} {floatToGoString(count)}\n')
+                    total = float(sum(value.slots))
+                    out.append(f"{base}_count{{{lbl}}} {floatToGoString(total)}\n")
+                    out.append(f"{base}_sum{{{lbl}}} {floatToGoString(value.sum * spec.unit_seconds)}\n")
+                else:
+                    out.append(f"{base}{{{lbl}}} {floatToGoString(value)}\n")
+        return "".join(out)
+
+    def render_text(self) -> bytes:
+        """Everything in text format 0.0.4: pod series written directly, the
+        few dozen other series through prometheus_client."""
+        rest = CollectorRegistry(auto_describe=False)
+        rest.register(_Families(lambda: [*self.restart_metrics(), *self.self_metrics()]))
+        return self.render_pod_text().encode() + generate_latest(rest)
 
     def restart_metrics(self) -> Iterator[Metric]:
         agent = self.agent

@@ -100,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
     agent = Agent(node_name=args.node_name, discovery_factory=_discovery_factory(args.node_name))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(KpodCollector(agent))
+    exporter = KpodCollector(agent)
+    registry.register(exporter)
     try:
-        server = AgentHTTPServer(args.listen, agent, registry)
+        server = AgentHTTPServer(args.listen, agent, registry, fast_text=exporter.render_text)
     except OSError as exc:
         print(f"kpod-agent: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -9,9 +9,10 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 if TYPE_CHECKING:
@@ -31,7 +32,10 @@ class _Handler(BaseHTTPRequestHandler):
         agent = self.server.agent
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(self.server.registry)
+            if content_type == CONTENT_TYPE_LATEST and self.server.fast_text is not None:
+                body = self.server.fast_text()
+            else:
+                body = encoder(self.server.registry)
             self._send(200, body, content_type)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
@@ -76,10 +80,13 @@ class AgentHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry) -> None:
+    def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry,
+                 fast_text: Callable[[], bytes] | None = None) -> None:
         super().__init__(address, _Handler)
         self.agent = agent
         self.registry = registry
+        # The text format for Prometheus, rendered without sample objects.
+        self.fast_text = fast_text
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)

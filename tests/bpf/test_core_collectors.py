@@ -219,3 +219,35 @@ def test_failed_probe_degrades_only_its_collector(node: KernelNode, pods: dict[s
         assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == N
     finally:
         agent.shutdown()
+
+
+def _samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if "le" in labels:
+                labels["le"] = repr(float(labels["le"]))
+            found.add((sample.name, tuple(sorted(labels.items())), sample.value))
+    return found
+
+
+def test_fast_text_equals_library_exposition(scraper: Scraper, pods: dict[str, FakePod], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import generate_latest
+
+    from kpod_agent.exporter import KpodCollector
+
+    pods["a"].workload("getppid", 13)
+    scraper.sync()
+    fast = KpodCollector(scraper.agent).render_text().decode()
+    library = generate_latest(scraper.registry).decode()
+    volatile = ("kpod_collector_duration_seconds", "kpod_collection_cycle_duration_seconds")
+    a = {s for s in _samples(fast) if not s[0].startswith(volatile)}
+    b = {s for s in _samples(library) if not s[0].startswith(volatile)}
+    assert a == b and len(a) > 50
+    promtool = shutil.which("promtool")
+    assert promtool
+    result = subprocess.run([promtool, "check", "metrics"], input=fast.encode(), capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
