@@ -1,7 +1,10 @@
 """kpod-agent top: a live per-pod view of a running agent, read from its /metrics.
 
     kpod-agent top [--url URL] [--interval SECONDS] [--sort COLUMN] [--namespace NS]
-                   [--limit N] [--once] [--no-color]
+                   [--limit N] [--count N] [--once] [--no-color]
+
+On a terminal the view redraws in place; piped or redirected, it prints one
+frame after another (with --count, that many).
 
 Only plain HTTP to /metrics is needed, so it works on the node and through
 `kubectl port-forward -n kpod-system ds/kpod-agent 9090:9090`.
@@ -504,12 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="column to sort by, busiest first (default csw)")
     parser.add_argument("--reverse", action="store_true", help="reverse the order")
     parser.add_argument("--namespace", "-n", metavar="NS", help="only pods of this namespace")
-    parser.add_argument("--limit", type=int, metavar="N",
+    parser.add_argument("--limit", type=_positive_int, metavar="N",
                         help="at most N rows (default: what fits the terminal; all with --once)")
     parser.add_argument("--once", action="store_true",
                         help="scrape twice, --interval apart, print one frame as text and exit")
+    parser.add_argument("--count", type=_positive_int, metavar="N",
+                        help="stop after N frames (default: until q or Ctrl-C)")
     parser.add_argument("--no-color", action="store_true", help="no colors (also when $NO_COLOR is set)")
     return parser
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _positive_float(value: str) -> float:
@@ -551,12 +562,15 @@ def run_once(url: str, args: argparse.Namespace, no_color: bool) -> int:
     time.sleep(args.interval)
     second = scrape(url, _timeout(args.interval))
     frame = compute_rows(first, second, args.namespace)
-    # Wide enough for long pod names: this output goes to files and READMEs.
-    width = int(os.environ.get("COLUMNS", "0") or 0) or 200
-    console = Console(no_color=no_color, highlight=False, width=width,
-                      force_terminal=False if no_color else None)
+    console = _text_console(no_color)
     console.print(render(frame, url, args.sort, args.reverse, args.limit, note=args.note))
     return 0
+
+
+def _text_console(no_color: bool) -> Console:
+    # Wide enough for long pod names: this output goes to files, logs and READMEs.
+    width = int(os.environ.get("COLUMNS", "0") or 0) or 200
+    return Console(no_color=no_color, highlight=False, width=width, force_terminal=False if no_color else None)
 
 
 @contextmanager
@@ -601,24 +615,49 @@ def handle_key(key: str, sort_key: str, reverse: bool) -> tuple[str, bool, bool]
     return sort_key, reverse, False
 
 
+class View:
+    """What is on screen: the last good frame, and the last error if the latest
+    scrape failed. A failed scrape never replaces the frame."""
+
+    def __init__(self, url: str, namespace: str | None, timeout: float,
+                 fetch: Callable[[str, float], Scrape] = scrape) -> None:
+        self.url, self.namespace, self.timeout, self.fetch = url, namespace, timeout, fetch
+        self.previous: Scrape | None = None
+        self.frame: Frame | None = None
+        self.error: str | None = None
+
+    def refresh(self) -> None:
+        try:
+            current = self.fetch(self.url, self.timeout)
+        except ScrapeError as exc:
+            if self.frame is None:
+                raise  # nothing to show yet: the caller says so and exits
+            self.error = str(exc)
+            return
+        self.frame = compute_rows(self.previous, current, self.namespace)
+        self.previous, self.error = current, None
+
+
 def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
+    console = Console(no_color=no_color, highlight=False)
+    view = View(url, args.namespace, _timeout(args.interval))
+    view.refresh()  # unreachable at start: say so and exit
+    if not console.is_terminal:
+        return _stream(view, _text_console(no_color), args)
     from rich.live import Live
 
-    console = Console(no_color=no_color, highlight=False)
-    timeout = _timeout(args.interval)
-    previous = scrape(url, timeout)  # unreachable at start: say so and exit
-    frame = compute_rows(None, previous, args.namespace)
     sort_key, reverse = args.sort, args.reverse
-    error: str | None = None
+    frames = 1
 
     def screen() -> RenderableType:
+        assert view.frame is not None
         limit = args.limit if args.limit is not None else max(console.size.height - 7, 1)
-        return render(frame, url, sort_key, reverse, limit, error, interactive=True, note=args.note)
+        return render(view.frame, url, sort_key, reverse, limit, view.error, interactive=True, note=args.note)
 
-    with _keys() as wait_key, Live(screen(), console=console, screen=console.is_terminal,
-                                   auto_refresh=False, vertical_overflow="crop") as live:
+    with _keys() as wait_key, Live(screen(), console=console, screen=True, auto_refresh=False,
+                                   vertical_overflow="crop") as live:
         deadline = time.monotonic() + args.interval
-        while True:
+        while args.count is None or frames < args.count:
             key = wait_key(deadline - time.monotonic())
             if key:
                 sort_key, reverse, stop = handle_key(key, sort_key, reverse)
@@ -628,15 +667,26 @@ def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
                 if time.monotonic() < deadline:
                     continue
             deadline = time.monotonic() + args.interval
-            try:
-                current = scrape(url, timeout)
-            except ScrapeError as exc:
-                # Keep the last good frame on screen and retry next tick.
-                error = str(exc)
-            else:
-                frame = compute_rows(previous, current, args.namespace)
-                previous, error = current, None
+            view.refresh()
+            frames += 1
             live.update(screen(), refresh=True)
+    return 0
+
+
+def _stream(view: View, console: Console, args: argparse.Namespace) -> int:
+    """Not a terminal (a pipe, a log file): one frame after another."""
+    frames = 0
+    while True:
+        assert view.frame is not None
+        console.print(render(view.frame, view.url, args.sort, args.reverse, args.limit, view.error,
+                             note=args.note))
+        console.print()
+        console.file.flush()
+        frames += 1
+        if args.count is not None and frames >= args.count:
+            return 0
+        time.sleep(args.interval)
+        view.refresh()
 
 
 if __name__ == "__main__":

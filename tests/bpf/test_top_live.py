@@ -27,6 +27,7 @@ from kpod_agent.agent import Agent
 from kpod_agent.server import AgentHTTPServer
 from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.unit.test_top import assert_shown, parse_number
 
 N = 1009  # getppid calls: a prime no other activity produces
 TCP_BYTES = 1_000_000
@@ -94,15 +95,6 @@ def top_command(*args: str) -> list[str]:
     return [*base, "top", *args]
 
 
-def parse_number(cell: str) -> tuple[float, float]:
-    """A printed value and half of its last digit: '333kB' -> (333000, 500)."""
-    match = re.fullmatch(r"(\d+)(?:\.(\d+))?([kMGT]?)B?", cell)
-    assert match, f"not a number: {cell!r}"
-    scale = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[match.group(3)]
-    decimals = len(match.group(2) or "")
-    return float(cell.rstrip("B").rstrip("kMGT")) * scale, 0.5 * 10 ** -decimals * scale
-
-
 def rows_of(text: str) -> dict[str, dict[str, str]]:
     keys = [c.key for c in top.COLUMNS]
     found = {}
@@ -148,11 +140,10 @@ def test_once_shows_known_rates_in_the_busy_pod_and_zero_in_the_idle_one(
     assert rows["busy-pod"]["namespace"] == "team-a" and rows["idle-pod"]["namespace"] == "team-b"
 
     def assert_rate(cell: str, count: float) -> None:
-        shown, half_digit = parse_number(cell)
-        expected = count / elapsed
-        # printed elapsed has 3 decimals; the rate 3 significant digits
-        tolerance = half_digit + expected * 0.0005 / elapsed
-        assert abs(shown - expected) <= tolerance, f"{cell} vs {count}/{elapsed}s = {expected}\n{out}"
+        try:
+            assert_shown(cell, count / elapsed, elapsed)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {count} over {elapsed} s\n{out}") from None
 
     busy_row, idle_row = rows["busy-pod"], rows["idle-pod"]
     assert_rate(busy_row["syscalls"], N)

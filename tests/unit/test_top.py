@@ -62,6 +62,21 @@ def exposition(syscalls: dict[tuple[str, str, str, str], float] | None = None,
     return "\n".join(lines) + "\n"
 
 
+def parse_number(cell: str) -> tuple[float, float]:
+    """A printed value and half of its last digit: '333kB' -> (333000, 500)."""
+    match = re.fullmatch(r"(\d+(?:\.(\d+))?)([kMGT]?)B?", cell)
+    assert match, f"not a number: {cell!r}"
+    scale = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[match.group(3)]
+    return float(match.group(1)) * scale, 0.5 * 10 ** -len(match.group(2) or "") * scale
+
+
+def assert_shown(cell: str, expected: float, elapsed: float) -> None:
+    """`cell` shows `expected`, to its printed digits and the 3 decimals of `elapsed`."""
+    shown, half_digit = parse_number(cell)
+    tolerance = half_digit + expected * 0.0005 / elapsed
+    assert abs(shown - expected) <= tolerance, f"{cell} shown, {expected} expected"
+
+
 def row(frame: top.Frame, pod: str) -> top.PodRow:
     found = [r for r in frame.rows if r.pod == pod]
     assert len(found) == 1, [r.pod for r in frame.rows]
@@ -364,7 +379,7 @@ def test_once_prints_rates_over_the_measured_interval(pages, capsys: pytest.Capt
     assert elapsed >= 0.3
     rows = table_rows(out)
     # 300 calls over the measured time, to the precision printed
-    assert float(rows["pod-a"][7]) == pytest.approx(300 / elapsed, rel=0.01)
+    assert_shown(rows["pod-a"][7], 300 / elapsed, elapsed)
     assert rows["pod-b"][7] == "0"
 
 
@@ -443,3 +458,34 @@ def test_odd_samples_are_dropped_not_fatal() -> None:
     assert pod_a.values["syscalls"] == 0.0 and pod_a.values["csw"] == 0.0
     # first frame: p99 over the totals of the one good histogram
     assert row(top.compute_rows(None, scrape), "pod-a").values["runq"] == pytest.approx(0.001)
+
+
+def test_stream_keeps_the_last_good_frame_through_a_bad_scrape(  # type: ignore[no-untyped-def]
+        pages, capsys: pytest.CaptureFixture[str]) -> None:
+    def page(calls: int) -> str:
+        return exposition(syscalls={("team-a", "pod-a", "app", "read"): calls})
+
+    server = pages([page(0), page(100), "garbage {{{\n", page(700)])
+    # stdout is not a terminal here: frames are printed one after another
+    assert top.main(["--count", "4", "--interval", "0.2", "--no-color", "--url", server.url]) == 0
+    frames = capsys.readouterr().out.split("kpod top ")[1:]
+    assert len(frames) == 4
+    assert "first scrape" in frames[0] and table_rows(frames[0])["pod-a"][7] == "-"
+    elapsed = [float(m.group(1)) for f in frames[1:] if (m := re.search(r"rates over (\d+\.\d+) s", f))]
+    assert_shown(table_rows(frames[1])["pod-a"][7], 100 / elapsed[0], elapsed[0])
+    # the failed scrape: its error shown above the previous numbers, unchanged
+    assert "did not answer Prometheus text" in frames[2]
+    assert table_rows(frames[2])["pod-a"] == table_rows(frames[1])["pod-a"]
+    # recovered: the increase since the last good scrape, over the time since it
+    assert "did not answer" not in frames[3]
+    assert elapsed[2] >= 0.4  # two intervals: the bad scrape is skipped
+    assert_shown(table_rows(frames[3])["pod-a"][7], 600 / elapsed[2], elapsed[2])
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--interval", "-1"], ["--interval", "soon"],
+                                  ["--limit", "0"], ["--count", "-2"], ["--sort", "cpu"]])
+def test_bad_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        top.main(args)
+    assert exit_.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
