@@ -45,6 +45,10 @@ class Operator:
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     # Override specs already merged, to ignore the echo of our own status writes.
     seen_overrides: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
+    # Coalescing of status refreshes: a rollout over N nodes sends N pod events.
+    refresh_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    refresh_running: bool = False
+    refresh_dirty: bool = False
 
 
 def _cr_path(namespace: str | None = None, name: str | None = None) -> str:
@@ -254,8 +258,30 @@ def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
         reconcile(memo.op)
 
 
+def request_refresh(op: Operator) -> None:
+    """Refresh the status, coalescing events that arrive meanwhile into one
+    more pass: a burst of N pod events costs about two refreshes, not N."""
+    with op.refresh_guard:
+        if op.refresh_running:
+            op.refresh_dirty = True
+            return
+        op.refresh_running = True
+    try:
+        while True:
+            refresh_status(op)
+            with op.refresh_guard:
+                if not op.refresh_dirty:
+                    op.refresh_running = False
+                    return
+                op.refresh_dirty = False
+    except BaseException:
+        with op.refresh_guard:
+            op.refresh_running = False
+        raise
+
+
 def on_agent_event(memo: Any, **_: Any) -> None:
-    refresh_status(memo.op)
+    request_refresh(memo.op)
 
 
 async def _resync_loop(op: Operator) -> None:
