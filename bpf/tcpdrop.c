@@ -11,7 +11,7 @@
  *  - a SYN to a port nobody listens on dies without rx_sk (reason
  *    NO_SOCKET). When the sender is a local pod, the kernel's reset reply
  *    (tcp:tcp_send_reset, same CPU, just before the drop) gives the SYN's
- *    4-tuple; the connecting socket then leaves SYN_SENT for CLOSE with that
+ *    4-tuple (the reset's destination is the connecting side); the connecting socket then leaves SYN_SENT for CLOSE with that
  *    tuple, and the drop is charged to its owner. Refused connections to
  *    other hosts are dropped there, not here, and are not counted.
  * Drops of packets no pod socket was involved in are not counted.
@@ -132,23 +132,23 @@ int on_send_reset(struct send_reset_args *args)
     struct reset_slot *slot = reset_slot.lookup(&zero);
     if (!slot)
         return 0;
-    /* saddr/daddr: sockaddr_in or sockaddr_in6 of the packet being answered,
-     * whose source is the connecting side. */
-    u16 family = *(u16 *)&args->saddr[0];
+    /* saddr/daddr: sockaddr_in or sockaddr_in6 of the reset being sent; its
+     * destination is the side that connected. */
+    u16 family = *(u16 *)&args->daddr[0];
     __builtin_memset(&slot->key, 0, sizeof(slot->key));
     if (family == KPOD_AF_INET) {
-        __builtin_memcpy(slot->key.laddr, &args->saddr[4], 4);
-        __builtin_memcpy(slot->key.raddr, &args->daddr[4], 4);
+        __builtin_memcpy(slot->key.laddr, &args->daddr[4], 4);
+        __builtin_memcpy(slot->key.raddr, &args->saddr[4], 4);
     } else if (family == KPOD_AF_INET6) {
-        __builtin_memcpy(slot->key.laddr, &args->saddr[8], 16);
-        __builtin_memcpy(slot->key.raddr, &args->daddr[8], 16);
+        __builtin_memcpy(slot->key.laddr, &args->daddr[8], 16);
+        __builtin_memcpy(slot->key.raddr, &args->saddr[8], 16);
     } else {
         slot->skb = 0;
         return 0;
     }
     slot->key.family = family;
-    slot->key.lport = bpf_ntohs(*(u16 *)&args->saddr[2]);
-    slot->key.rport = bpf_ntohs(*(u16 *)&args->daddr[2]);
+    slot->key.lport = bpf_ntohs(*(u16 *)&args->daddr[2]);
+    slot->key.rport = bpf_ntohs(*(u16 *)&args->saddr[2]);
     slot->skb = (u64)args->skbaddr;
     return 0;
 }

@@ -10,6 +10,10 @@
  *   workload fault FILE       mmap FILE, drop it from the page cache, touch every page
  *   workload fork N           N fork()+exit children
  *   workload exec N           N fork()+execve(/bin/true)
+ *   workload write FILE MB SYNC   write MB MiB of data to FILE (new), fsync it when SYNC is 1
+ *   workload read FILE        drop FILE from the page cache, then read it all
+ *   workload hold MB          touch MB MiB of anonymous memory, print "ready", keep it until stdin closes
+ *   workload refused HOST PORT N  N connects to a port nobody listens on (each must be refused)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -70,6 +74,46 @@ static int do_recv(int port, long total)
     return got == total ? 0 : 2;
 }
 
+static int do_write(const char *path, long mb, int sync)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { perror("open"); return 1; }
+    memset(buf, 'w', sizeof(buf));
+    for (long done = 0; done < mb << 20; done += sizeof(buf))
+        if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf)) { perror("write"); return 1; }
+    if (sync && fsync(fd) < 0) { perror("fsync"); return 1; }
+    return close(fd);
+}
+
+static int do_read(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    long total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        total += n;
+    close(fd);
+    printf("%ld\n", total);
+    return n < 0;
+}
+
+static int do_refused(const char *host, int port, long n)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &addr.sin_addr);
+    for (long i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 || errno != ECONNREFUSED) {
+            fprintf(stderr, "connect %ld was not refused\n", i);
+            return 1;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return 64;
@@ -120,6 +164,23 @@ int main(int argc, char **argv)
             }
             waitpid(pid, NULL, 0);
         }
+    } else if (!strcmp(mode, "write")) {
+        return do_write(argv[2], atol(argv[3]), atoi(argv[4]));
+    } else if (!strcmp(mode, "read")) {
+        return do_read(argv[2]);
+    } else if (!strcmp(mode, "hold")) {
+        long mb = atol(argv[2]);
+        /* volatile: the compiler may not drop memory that is never read */
+        volatile char *p = malloc(mb << 20);
+        if (!p) return 3;
+        for (long off = 0; off < mb << 20; off += 4096)
+            p[off] = 1;
+        printf("ready\n");
+        fflush(stdout);
+        while (read(0, buf, sizeof(buf)) > 0) {}
+        free((void *)p);
+    } else if (!strcmp(mode, "refused")) {
+        return do_refused(argv[2], atoi(argv[3]), atol(argv[4]));
     } else {
         return 64;
     }

@@ -9,7 +9,8 @@ mount namespace. Skipped, to keep series meaningful and few:
    tmpfs, ...): tmpfs usage is memory, already in the memory metrics;
  - bind mounts of single files (/etc/hosts, /etc/resolv.conf,
    /dev/termination-log): they show the host disk under the kubelet's dir;
- - tasks in the host's mount namespace (they would list the node's mounts).
+ - tasks in the node's mount namespace, or the agent's (they would list
+   the node's mounts).
 statvfs on a dead network filesystem can block: each call has a deadline,
 and a mount that missed it is skipped for HUNG_RETRY_SECONDS.
 """
@@ -32,6 +33,7 @@ from kpod_agent.collectors.base import (
     cgroup_pid,
     hierarchy_tops,
 )
+from kpod_agent.collectors.iface_network import node_namespaces
 from kpod_agent.config import AgentConfig
 
 PSEUDO_FILESYSTEMS = frozenset({
@@ -146,17 +148,14 @@ class FilesystemCollector(Collector):
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = Snapshot()
         proc = self.ctx.proc_root
-        try:
-            host_mntns = os.stat(f"{proc}/1/ns/mnt").st_ino
-        except OSError:
-            host_mntns = None
+        host_mntns = node_namespaces(proc, "mnt")
         chosen = list(targets) if self.each_cgroup else hierarchy_tops(targets)[1]
         for target in chosen:
             pid = cgroup_pid(self.ctx.layout.unified_dir(target.relpath))
             if pid is None:
                 continue
             try:
-                if os.stat(f"{proc}/{pid}/ns/mnt").st_ino == host_mntns:
+                if os.stat(f"{proc}/{pid}/ns/mnt").st_ino in host_mntns:
                     continue
                 mounts = writable_mounts(parse_mountinfo(Path(f"{proc}/{pid}/mountinfo").read_text()))
             except FileNotFoundError:  # the task exited meanwhile

@@ -52,6 +52,18 @@ def netns_inode(proc_root: str, pid: int | str) -> int:
     return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
 
 
+def node_namespaces(proc_root: str, kind: str) -> set[int]:
+    """Inodes of the node's own `kind` namespace: init's (pid 1), and the
+    agent's (hostNetwork; also where pid 1 cannot be inspected)."""
+    found = set()
+    for pid in ("1", "self"):
+        try:
+            found.add(os.stat(f"{proc_root}/{pid}/ns/{kind}").st_ino)
+        except OSError:
+            continue
+    return found
+
+
 class IfaceNetworkCollector(Collector):
     name = "ifaceNetwork"
     specs = tuple(
@@ -77,10 +89,7 @@ class IfaceNetworkCollector(Collector):
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = Snapshot()
         proc = self.ctx.proc_root
-        try:
-            host_netns = netns_inode(proc, 1)
-        except OSError:
-            host_netns = None
+        host_netns = node_namespaces(proc, "net")
         chosen = list(targets) if self.each_cgroup else hierarchy_tops(targets)[0]
         seen_netns: set[int] = set()
         for target in chosen:
@@ -89,7 +98,7 @@ class IfaceNetworkCollector(Collector):
                 continue  # no task yet (or any more): nothing to read
             try:
                 netns = netns_inode(proc, pid)
-                if netns == host_netns or netns in seen_netns:
+                if netns in host_netns or netns in seen_netns:
                     continue
                 text = Path(f"{proc}/{pid}/net/dev").read_text()
             except FileNotFoundError:  # the task exited meanwhile
