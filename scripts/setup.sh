@@ -81,7 +81,9 @@ extra=""
 (( want_test )) && extra="[test]"
 if [[ ! -f "$stamp$extra" ]] || [[ "$here/pyproject.toml" -nt "$stamp$extra" ]]; then
   say "installing kpod-metrics$extra into the venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here$extra"
+  # pip warns about every unreachable local index mirror: keep real errors only.
+  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here$extra" \
+    2> >(grep -v "^WARNING: Location '" >&2)
   touch "$stamp$extra"
 else
   say "venv up to date"
