@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
 
-from kpod_agent.collectors.base import Hist, MetricSpec
-from kpod_agent.histograms import log2_to_buckets, merge_slots
+from kpod_agent.collectors.base import Hist, MetricSpec, add_into
+from kpod_agent.histograms import log2_to_buckets
 
 if TYPE_CHECKING:
     from kpod_agent.agent import Agent
@@ -119,13 +119,7 @@ class KpodCollector(PromCollector):
                         key = (*who, *extra)
                     else:
                         key = (node, *extra)
-                    old = merged.get(key)
-                    if old is None:
-                        merged[key] = value
-                    elif isinstance(value, Hist) and isinstance(old, Hist):
-                        merged[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
-                    else:
-                        merged[key] = float(old) + float(value)  # type: ignore[arg-type]
+                    add_into(merged, key, value)
                 yield spec, labels, merged
 
     def pod_metrics(self) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from kpod_agent import cgroups
 from kpod_agent.config import AgentConfig
+from kpod_agent.histograms import merge_slots
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,18 @@ SampleKey = tuple[int, tuple[str, ...]]
 class Hist:
     slots: tuple[int, ...]
     sum: float  # in the spec's unit
+
+
+def add_into(series: dict[Any, float | Hist], key: Any, value: float | Hist) -> None:
+    """Sum a value into a series: counters and gauges add, histograms add
+    slot by slot (several cgroups of one container, recycled cgroup ids)."""
+    old = series.get(key)
+    if old is None:
+        series[key] = value
+    elif isinstance(old, Hist) and isinstance(value, Hist):
+        series[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
+    else:
+        series[key] = float(old) + float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -55,17 +68,7 @@ class Snapshot:
     taken_at: float = 0.0
 
     def add(self, metric: str, cgid: int, value: float | Hist, labels: tuple[str, ...] = ()) -> None:
-        series = self.data.setdefault(metric, {})
-        key = (cgid, labels)
-        old = series.get(key)
-        if old is None:
-            series[key] = value
-        elif isinstance(old, Hist) and isinstance(value, Hist):
-            from kpod_agent.histograms import merge_slots
-
-            series[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
-        else:
-            series[key] = float(old) + float(value)  # type: ignore[arg-type]
+        add_into(self.data.setdefault(metric, {}), (cgid, labels), value)
 
     def cgroup_ids(self) -> set[int]:
         return {cgid for series in self.data.values() for cgid, _ in series}
