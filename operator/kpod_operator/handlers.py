@@ -99,7 +99,7 @@ def _daemonset(op: Operator) -> dict[str, Any] | None:
                        + f"/{render.AGENT_NAME}")
 
 
-def _gather_overrides(op: Operator, config_generation: int | None) -> dict[str, agentconfig.NamespaceOverride]:
+def _gather_overrides(op: Operator) -> dict[str, agentconfig.NamespaceOverride]:
     """Valid overrides by namespace; each override CR gets its own condition.
 
     Two CRs in one namespace: the oldest wins, as for the fleet."""
@@ -142,8 +142,15 @@ def reconcile(op: Operator) -> None:
             _write_status(op, other, status.conflict_status(other.get("status"), meta.get("generation"),
                                                             outcome, _now()))
         if fleet is None:
+            # Namespaced objects go with their owner (garbage collector); the
+            # cluster-scoped ones cannot be owned by a namespaced CR.
+            for obj in render.cluster_scoped_objects(op.config.namespace):
+                try:
+                    kubeapi.delete_managed(op.kube, obj)
+                except kubeapi.ApiError as exc:
+                    log.warning("cannot delete %s/%s: %s", obj["kind"], obj["metadata"]["name"], exc)
             # Overrides without a fleet still get told why nothing happens.
-            _gather_overrides(op, None)
+            _gather_overrides(op)
             return
         previous = fleet.get("status") or {}
         meta = fleet["metadata"]
@@ -155,7 +162,7 @@ def reconcile(op: Operator) -> None:
             outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
             _refresh(op, fleet, outcome, floor)
             raise kopf.PermanentError(str(exc)) from None
-        overrides = _gather_overrides(op, floor)
+        overrides = _gather_overrides(op)
         owner = render.owner_reference(fleet)
         ns = op.config.namespace
         cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
@@ -166,18 +173,30 @@ def reconcile(op: Operator) -> None:
         config = candidate.model_copy(update={"generation": generation})
         objects = render.render_workload(ns, spec, config, owner)
         wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
-        monitoring_served = wants_monitoring and op.kube.served(MONITORING)
+        monitoring_served = op.kube.served(MONITORING)
+        unwanted: list[dict[str, Any]] = []
         if monitoring_served:
-            objects += render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
+            monitoring = render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
+            objects += monitoring
+            wanted = {obj["kind"] for obj in monitoring}
+            unwanted = [obj for obj in render.monitoring_objects(ns) if obj["kind"] not in wanted]
         failures = []
+        config_written = True
         for obj in objects:
             try:
                 action = kubeapi.apply(op.kube, obj)
             except kubeapi.ApiError as exc:
                 failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+                config_written = config_written and obj["kind"] != "ConfigMap"
                 continue
             if action != "unchanged":
                 log.info("%s %s/%s", action, obj["kind"], obj["metadata"]["name"])
+        for obj in unwanted:  # switched off in the spec: remove what we made
+            try:
+                if kubeapi.delete_managed(op.kube, obj):
+                    log.info("deleted %s/%s", obj["kind"], obj["metadata"]["name"])
+            except kubeapi.ApiError as exc:
+                failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
         if failures:
             outcome = status.ReconcileOutcome(False, "ApplyFailed", "; ".join(failures))
         elif wants_monitoring and not monitoring_served:
@@ -187,7 +206,8 @@ def reconcile(op: Operator) -> None:
                 f"when the Prometheus Operator CRDs appear")
         else:
             outcome = status.ReconcileOutcome(True, "Reconciled", f"config generation {generation}")
-        _refresh(op, fleet, outcome, generation if not failures or current_cm else floor)
+        # configGeneration is what the agents should run: only once it is written.
+        _refresh(op, fleet, outcome, generation if config_written else floor)
         if failures:
             raise kopf.TemporaryError(outcome.message, delay=op.config.resync_seconds)
 

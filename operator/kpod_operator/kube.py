@@ -110,6 +110,9 @@ class Kube:
         return self.request("PATCH", path, body=patch, query={"fieldManager": FIELD_MANAGER},
                             content_type="application/merge-patch+json")
 
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
     def served(self, group_version: str) -> bool:
         """Is group/version served (the CRDs of it installed)? Discovery, not a guess."""
         try:
@@ -185,3 +188,17 @@ def apply(kube: Kube, desired: dict[str, Any]) -> str:
     patch.pop("kind", None)
     kube.merge_patch(path, patch)
     return "updated"
+
+
+def delete_managed(kube: Kube, obj: dict[str, Any]) -> bool:
+    """Delete ``obj`` if it exists and was applied by us (never someone else's)."""
+    path = object_path(obj)
+    current = kube.get(path)
+    if current is None or LAST_APPLIED not in ((current.get("metadata") or {}).get("annotations") or {}):
+        return False
+    try:
+        kube.delete(path)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    return True

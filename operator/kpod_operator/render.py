@@ -353,3 +353,21 @@ def render_monitoring(namespace: str, fleet: model.FleetSpec, owner: dict[str, A
     if fleet.prometheusRule.enabled:
         out.append(render_prometheus_rule(namespace, fleet, owner, groups))
     return out
+
+
+def _stub(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any]:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta}
+
+
+def monitoring_objects(namespace: str) -> list[dict[str, Any]]:
+    """Identity of every monitoring object the operator may create (for pruning)."""
+    return [_stub("monitoring.coreos.com/v1", "ServiceMonitor", AGENT_NAME, namespace),
+            _stub("monitoring.coreos.com/v1", "PrometheusRule", AGENT_NAME, namespace)]
+
+
+def cluster_scoped_objects(namespace: str) -> list[dict[str, Any]]:
+    """Identity of the cluster-scoped objects of a fleet (no owner reference possible)."""
+    name = f"{AGENT_NAME}-{namespace}"
+    return [_stub("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None),
+            _stub("rbac.authorization.k8s.io/v1", "ClusterRole", name, None)]

@@ -193,6 +193,10 @@ def test_servicemonitor_appears_when_the_crd_is_served(harness: Harness, operato
     rules = wait_for(lambda: harness.cluster.objects("prometheusrules"), what="prometheusrule")
     assert rules[0]["spec"]["groups"]
     wait_for(lambda: _reason(harness, "default", "Reconciled") == "True/Reconciled", what="reason")
+    # Switched off: removed; the rule stays.
+    harness.apply_cr(NS, "default", {"serviceMonitor": {"enabled": False}})
+    wait_for(lambda: harness.cluster.objects("servicemonitors") == [], what="servicemonitor removed")
+    assert len(harness.cluster.objects("prometheusrules")) == 1
 
 
 def test_operator_restart_creates_no_duplicates_and_changes_nothing(harness: Harness, operator: Any) -> None:
@@ -316,3 +320,12 @@ def test_cli_runs_from_a_kubeconfig_without_prometheus_operator_crds(
             out, _ = proc.communicate()
     assert _config(harness).profile == "minimal"
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_deleting_the_fleet_removes_the_cluster_scoped_rbac(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    role = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}"
+    binding = f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kpod-agent-{NS}"
+    assert harness.get(role) is not None and harness.get(binding) is not None
+    harness.kube.request("DELETE", f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default")
+    wait_for(lambda: harness.get(role) is None and harness.get(binding) is None, what="cluster RBAC removed")

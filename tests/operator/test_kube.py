@@ -1,0 +1,74 @@
+"""The generic client's apply/delete against the emulated API server."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import kopf
+import pytest
+
+from kpod_operator import handlers, kube as kubeapi, render
+
+from .emulator import EmulatedCluster
+
+NS = "kpod-system"
+
+
+@pytest.fixture()
+def kube() -> Iterator[kubeapi.Kube]:
+    cluster = EmulatedCluster(monitoring=True)
+    try:
+        yield kubeapi.Kube.for_url(cluster.url)
+    finally:
+        cluster.close()
+
+
+def _cm(data: dict[str, str], labels: dict[str, str] | None = None) -> dict:
+    meta = {"name": "c", "namespace": NS, **({"labels": labels} if labels else {})}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def test_apply_creates_then_changes_only_on_difference(kube: kubeapi.Kube) -> None:
+    assert kubeapi.apply(kube, _cm({"a": "1"})) == "created"
+    assert kubeapi.apply(kube, _cm({"a": "1"})) == "unchanged"
+    assert kubeapi.apply(kube, _cm({"a": "2"})) == "updated"
+    assert kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")["data"] == {"a": "2"}
+
+
+def test_apply_removes_what_the_last_apply_set(kube: kubeapi.Kube) -> None:
+    kubeapi.apply(kube, _cm({"a": "1", "b": "2"}, labels={"x": "y"}))
+    kubeapi.apply(kube, _cm({"a": "1"}))
+    current = kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")
+    assert current["data"] == {"a": "1"}
+    assert "x" not in (current["metadata"].get("labels") or {})
+
+
+def test_apply_repairs_drift(kube: kubeapi.Kube) -> None:
+    kubeapi.apply(kube, _cm({"a": "1"}))
+    kube.merge_patch(f"/api/v1/namespaces/{NS}/configmaps/c", {"data": {"a": "hand-edited"}})
+    assert kubeapi.apply(kube, _cm({"a": "1"})) == "updated"
+    assert kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")["data"] == {"a": "1"}
+
+
+def test_delete_managed_spares_foreign_objects(kube: kubeapi.Kube) -> None:
+    sm = render.monitoring_objects(NS)[0]
+    kube.create({**sm, "spec": {"endpoints": []}})
+    assert kubeapi.delete_managed(kube, sm) is False
+    assert kube.get(kubeapi.object_path(sm)) is not None
+    kubeapi.apply(kube, {**sm, "metadata": {**sm["metadata"], "labels": {"a": "b"}}, "spec": {"endpoints": []}})
+    assert kubeapi.delete_managed(kube, sm) is True
+    assert kube.get(kubeapi.object_path(sm)) is None
+
+
+def test_served_follows_discovery(kube: kubeapi.Kube) -> None:
+    assert kube.served("monitoring.coreos.com/v1") is True
+    assert kube.served("nothing.example.com/v1") is False
+
+
+def test_watches_are_filtered_by_the_api_server() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, handlers.OperatorConfig(namespace="ns1"))
+    for plural in ("pods", "daemonsets"):
+        keys = [k for k in settings.watching.label_selectors if plural in str(k)]
+        assert keys, plural
+        assert settings.watching.label_selectors[keys[0]] == "app.kubernetes.io/name=kpod-agent"
+        assert settings.watching.field_selectors[keys[0]] == "metadata.namespace=ns1"
