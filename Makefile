@@ -16,7 +16,7 @@ setup-test:
 	@KPOD_TARGET=test scripts/setup.sh --test
 
 run: setup
-	@.venv/bin/kpod-agent --config $(CONFIG) --listen $(LISTEN)
+	@KPOD_BANNER=1 .venv/bin/kpod-agent --config $(CONFIG) --listen $(LISTEN)
 
 test: setup-test
 	@scripts/run-tests.sh $(PYTEST_ARGS)

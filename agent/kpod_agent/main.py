@@ -146,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     host, port = server.server_address[:2]
     log.info("serving http://%s:%d/metrics (node %s)", host, port, args.node_name)
+    if sys.stderr.isatty() or os.environ.get("KPOD_BANNER"):
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        attached = ", ".join(agent.attached()) or "none yet"
+        print(f"\nkpod-agent is running on node {args.node_name} (collectors: {attached})\n"
+              f"  metrics:   curl http://{shown}:{port}/metrics\n"
+              f"  status:    curl http://{shown}:{port}/config\n"
+              f"  live view: {sys.argv[0] if sys.argv[0].endswith('kpod-agent') else 'kpod-agent'} top "
+              f"--url http://{shown}:{port}\n"
+              f"  stop:      Ctrl-C (detaches every probe)\n", file=sys.stderr, flush=True)
     loop = threading.Thread(target=_collection_loop, args=(agent, stop), name="collect", daemon=True)
     loop.start()
     # Wake up regularly: signal handlers run on the main thread between waits.
