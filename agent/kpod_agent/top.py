@@ -64,27 +64,30 @@ class Column:
     family: str = ""  # metric family (as the parser names it) that must be present
     sample: str = ""  # sample name summed or read
     unit: str = ""  # "" | "B" | "s"
+    short: str = ""  # title on a narrow terminal
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("namespace", "NAMESPACE", "name"),
-    Column("pod", "POD", "name"),
+    Column("namespace", "NAMESPACE", "name", short="NS"),
+    Column("pod", "POD", "name", short="POD"),
     Column("runq", "RUNQ p99", "p99", "kpod_cpu_runqueue_latency_seconds",
-           "kpod_cpu_runqueue_latency_seconds_bucket", "s"),
-    Column("csw", "CSW/s", "rate", "kpod_cpu_context_switches", "kpod_cpu_context_switches_total"),
-    Column("tx", "TCP TX/s", "rate", "kpod_net_tcp_bytes_sent", "kpod_net_tcp_bytes_sent_total", "B"),
-    Column("rx", "TCP RX/s", "rate", "kpod_net_tcp_bytes_received", "kpod_net_tcp_bytes_received_total", "B"),
-    Column("retrans", "RETRANS/s", "rate", "kpod_net_tcp_retransmits", "kpod_net_tcp_retransmits_total"),
-    Column("syscalls", "SYSCALLS/s", "rate", "kpod_syscall_count", "kpod_syscall_count_total"),
-    Column("errors", "ERRORS/s", "rate", "kpod_syscall_errors", "kpod_syscall_errors_total"),
-    Column("oom", "OOM", "total", "kpod_mem_oom_kills", "kpod_mem_oom_kills_total"),
+           "kpod_cpu_runqueue_latency_seconds_bucket", "s", "RQ99"),
+    Column("csw", "CSW/s", "rate", "kpod_cpu_context_switches", "kpod_cpu_context_switches_total", short="CSW"),
+    Column("tx", "TCP TX/s", "rate", "kpod_net_tcp_bytes_sent", "kpod_net_tcp_bytes_sent_total", "B", "TX"),
+    Column("rx", "TCP RX/s", "rate", "kpod_net_tcp_bytes_received", "kpod_net_tcp_bytes_received_total", "B",
+           "RX"),
+    Column("retrans", "RETRANS/s", "rate", "kpod_net_tcp_retransmits", "kpod_net_tcp_retransmits_total",
+           short="RETR"),
+    Column("syscalls", "SYSCALLS/s", "rate", "kpod_syscall_count", "kpod_syscall_count_total", short="SYSC"),
+    Column("errors", "ERRORS/s", "rate", "kpod_syscall_errors", "kpod_syscall_errors_total", short="ERR"),
+    Column("oom", "OOM", "total", "kpod_mem_oom_kills", "kpod_mem_oom_kills_total", short="OOM"),
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 # Accepted spellings of --sort: key, title, title without "/s".
 _SORT_ALIASES = {
     alias.lower(): c.key
     for c in COLUMNS
-    for alias in (c.key, c.title, c.title.removesuffix("/s"), c.title.replace(" ", ""))
+    for alias in (c.key, c.title, c.short, c.title.removesuffix("/s"), c.title.replace(" ", ""))
 }
 _WANTED_SAMPLES = frozenset(c.sample for c in COLUMNS if c.sample)
 
@@ -355,28 +358,46 @@ def shorten(name: str, width: int) -> str:
 
 
 def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limit: int | None = None,
-           error: str | None = None, interactive: bool = False, note: str | None = None) -> RenderableType:
-    """The whole screen: a header line, the pod table, and what is left out."""
+           error: str | None = None, interactive: bool = False, note: str | None = None,
+           width: int | None = None) -> RenderableType:
+    """The whole screen: a header line, the pod table, and what is left out.
+    With `width`, long pod names are cut in the middle so every number fits."""
     rows = sort_rows(frame.rows, sort_key, reverse)
     shown = rows if limit is None else rows[:max(limit, 0)]
     sort_col = COLUMN_BY_KEY[sort_key]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
-    for column in COLUMNS:
-        title = column.title + (" ▲" if reverse else " ▼") * (column.key == sort_key)
-        if column.kind == "name":
-            # Names give way on a narrow terminal, numbers never do.
-            table.add_column(title, no_wrap=True, overflow="ellipsis", min_width=len(title))
-        else:
-            table.add_column(title, justify="right", no_wrap=True, min_width=len(title))
+    arrow = " ▲" if reverse else " ▼"
+    body: list[list[Text]] = []
     for row in shown:
-        cells: list[Text | str] = [shorten(row.namespace, NAME_WIDTH // 2), shorten(row.pod, NAME_WIDTH)]
+        cells = [Text(row.namespace), Text(row.pod)]
         for column in COLUMNS[2:]:
-            text = format_value(row.values.get(column.key), column)
             style = "bold red" if column.key == "oom" and row.oom_grew else ""
             if column.key == "errors" and (row.values.get("errors") or 0) > 0:
                 style = "yellow"
-            cells.append(Text(text, style=style))
-        table.add_row(*cells)
+            cells.append(Text(format_value(row.values.get(column.key), column), style=style))
+        body.append(cells)
+    # Full titles 3 apart; on a narrow terminal short ones 2 apart. Whatever
+    # the other columns leave is the pod name's, cut in the middle.
+    for compact in (False, True):
+        titles = [(c.short if compact else c.title) + arrow * (c.key == sort_key) for c in COLUMNS]
+        ns_width = 12 if compact else NAME_WIDTH // 2
+        widths = [len(t) for t in titles]
+        for cells in body:
+            widths = [max(w, min(c.cell_len, ns_width) if i == 0 else c.cell_len)
+                      for i, (w, c) in enumerate(zip(widths, cells))]
+        gap = 2 if compact else 3
+        others = sum(widths) - widths[1] + gap * (len(COLUMNS) - 1)
+        if width is None or width - others >= min(widths[1], 12):
+            break
+    pod_width = NAME_WIDTH if width is None else max(8, min(NAME_WIDTH, width - others))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold",
+                  padding=(0, 0, 0, 1) if compact else (0, 1))
+    for title, column in zip(titles, COLUMNS):
+        if column.kind == "name":
+            table.add_column(title, overflow="ellipsis", min_width=len(title))
+        else:
+            table.add_column(title, justify="right", no_wrap=True, min_width=len(title))
+    for cells in body:
+        table.add_row(Text(shorten(cells[0].plain, ns_width)), Text(shorten(cells[1].plain, pod_width)), *cells[2:])
 
     nodes = ", ".join(sorted(frame.nodes)) or "-"
     span = f"rates over {frame.elapsed:.3f} s" if frame.elapsed is not None else "first scrape, rates next frame"
@@ -563,7 +584,7 @@ def run_once(url: str, args: argparse.Namespace, no_color: bool) -> int:
     second = scrape(url, _timeout(args.interval))
     frame = compute_rows(first, second, args.namespace)
     console = _text_console(no_color)
-    console.print(render(frame, url, args.sort, args.reverse, args.limit, note=args.note))
+    console.print(render(frame, url, args.sort, args.reverse, args.limit, note=args.note, width=console.width))
     return 0
 
 
@@ -652,7 +673,8 @@ def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
     def screen() -> RenderableType:
         assert view.frame is not None
         limit = args.limit if args.limit is not None else max(console.size.height - 7, 1)
-        return render(view.frame, url, sort_key, reverse, limit, view.error, interactive=True, note=args.note)
+        return render(view.frame, url, sort_key, reverse, limit, view.error, interactive=True, note=args.note,
+                      width=console.size.width)
 
     with _keys() as wait_key, Live(screen(), console=console, screen=True, auto_refresh=False,
                                    vertical_overflow="crop") as live:
@@ -679,7 +701,7 @@ def _stream(view: View, console: Console, args: argparse.Namespace) -> int:
     while True:
         assert view.frame is not None
         console.print(render(view.frame, view.url, args.sort, args.reverse, args.limit, view.error,
-                             note=args.note))
+                             note=args.note, width=console.width))
         console.print()
         console.file.flush()
         frames += 1

@@ -489,3 +489,26 @@ def test_bad_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFix
         top.main(args)
     assert exit_.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [80, 100, 132, 200])
+def test_every_number_fits_the_terminal(width: int) -> None:
+    long_pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcdef.scope"
+    rows = [top.PodRow("kube-system-with-a-long-name", long_pod,
+                       {c.key: 123456.0 for c in top.COLUMNS[2:]} | {"runq": 0.0123}),
+            top.PodRow("team-a", "web-0", {c.key: 0.0 for c in top.COLUMNS[2:]})]
+    frame = top.Frame(rows=rows, elapsed=2.0, nodes=frozenset({"node-1"}))
+    console = Console(width=width, no_color=True, force_terminal=False)
+    with console.capture() as capture:
+        console.print(top.render(frame, "http://h:9090/metrics", "csw", width=width))
+    lines = capture.get().splitlines()
+    assert all(len(line.rstrip()) <= width for line in lines), "\n".join(lines)
+    header = next(line for line in lines if "POD" in line).split()
+    full = [w for c in top.COLUMNS for w in c.title.split()]
+    short = [c.short for c in top.COLUMNS]
+    shown = [t for t in header if t != "▼"]
+    assert shown == full if width >= 160 else shown in (full, short)
+    assert shown == short if width <= 80 else True
+    busy = next(line for line in lines if "123k" in line).split()
+    assert busy[-8:] == ["12.3ms", "123k", "123kB", "123kB", "123k", "123k", "123k", "123456"]
+    assert busy[1].endswith("f.scope") and "…" in busy[1]  # the distinctive end of the name is kept
