@@ -61,7 +61,8 @@ def _now() -> datetime.datetime:
 
 
 def _write_status(op: Operator, cr: dict[str, Any], new: dict[str, Any]) -> bool:
-    if (cr.get("status") or {}) == {**(cr.get("status") or {}), **new}:
+    old = status.previous_status(cr)
+    if old == {**old, **new}:
         return False
     meta = cr["metadata"]
     op.kube.merge_patch(f"{_cr_path(meta['namespace'], meta['name'])}/status", {"status": new})
@@ -122,7 +123,7 @@ def _gather_overrides(op: Operator) -> dict[str, agentconfig.NamespaceOverride]:
                 overrides[ns] = parsed
                 outcome = status.ReconcileOutcome(True, "Merged", f"applies to namespace {ns}")
         try:
-            _write_status(op, cr, status.conflict_status(cr.get("status"), meta.get("generation"),
+            _write_status(op, cr, status.conflict_status(status.previous_status(cr), meta.get("generation"),
                                                          outcome, _now()))
         except kubeapi.ApiError as exc:
             log.warning("cannot write status of %s/%s: %s", ns, meta.get("name"), exc)
@@ -139,7 +140,7 @@ def reconcile(op: Operator) -> None:
                 False, "Conflict",
                 f"{op.config.namespace}/{fleet['metadata']['name']} is the fleet profile; "
                 f"only one is allowed in {op.config.namespace}, this one is ignored")
-            _write_status(op, other, status.conflict_status(other.get("status"), meta.get("generation"),
+            _write_status(op, other, status.conflict_status(status.previous_status(other), meta.get("generation"),
                                                             outcome, _now()))
         if fleet is None:
             # Namespaced objects go with their owner (garbage collector); the
@@ -152,9 +153,9 @@ def reconcile(op: Operator) -> None:
             # Overrides without a fleet still get told why nothing happens.
             _gather_overrides(op)
             return
-        previous = fleet.get("status") or {}
+        previous = status.previous_status(fleet)
         meta = fleet["metadata"]
-        floor = int(previous.get("configGeneration") or 0)
+        floor = status.as_int(previous.get("configGeneration"))
         try:
             spec = model.parse_fleet(fleet.get("spec"))
         except model.SpecError as exc:
@@ -215,7 +216,7 @@ def reconcile(op: Operator) -> None:
 def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutcome,
              config_generation: int) -> None:
     new = status.build_status(
-        fleet.get("status"),
+        status.previous_status(fleet),
         observed_generation=(fleet.get("metadata") or {}).get("generation"),
         reconcile=outcome,
         config_generation=config_generation,
@@ -233,11 +234,11 @@ def refresh_status(op: Operator) -> None:
         fleet, _ = _active_fleet(op)
         if fleet is None:
             return
-        previous = fleet.get("status") or {}
+        previous = status.previous_status(fleet)
         outcome = status.outcome_from_status(previous)
         if outcome is None:  # not reconciled yet: the reconcile will write it all
             return
-        _refresh(op, fleet, outcome, int(previous.get("configGeneration") or 0))
+        _refresh(op, fleet, outcome, status.as_int(previous.get("configGeneration")))
 
 
 # ---- kopf wiring -------------------------------------------------------------

@@ -43,6 +43,22 @@ class AgentReport:
     time: str
 
 
+def as_int(value: Any, default: int = 0) -> int:
+    """A count or generation read from an object someone may have hand-edited."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return default
+
+
+def previous_status(cr: dict[str, Any]) -> dict[str, Any]:
+    st = cr.get("status")
+    return st if isinstance(st, dict) else {}
+
+
 def now_iso(now: datetime.datetime | None = None) -> str:
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -130,12 +146,12 @@ def rollout_of(ds: dict[str, Any] | None) -> Rollout | None:
     if ds is None:
         return None
     st = ds.get("status") or {}
-    gen = (ds.get("metadata") or {}).get("generation") or 0
-    observed = (st.get("observedGeneration") or 0) >= gen
-    desired = int(st.get("desiredNumberScheduled") or 0)
-    updated = int(st.get("updatedNumberScheduled") or 0)
-    available = int(st.get("numberAvailable") or 0)
-    ready = int(st.get("numberReady") or 0)
+    gen = as_int((ds.get("metadata") or {}).get("generation"))
+    observed = as_int(st.get("observedGeneration")) >= gen
+    desired = as_int(st.get("desiredNumberScheduled"))
+    updated = as_int(st.get("updatedNumberScheduled"))
+    available = as_int(st.get("numberAvailable"))
+    ready = as_int(st.get("numberReady"))
     complete = observed and updated == desired and available == desired
     return Rollout(complete=complete, desired=desired, updated=updated, ready=ready,
                    available=available, observed=observed)
@@ -147,8 +163,8 @@ def track_progress(previous: dict[str, Any] | None, rollout: Rollout | None,
     deadline of its own, so "stuck" is "no movement for longer than the timeout"."""
     marker = None if rollout is None else \
         f"{template_generation}:{rollout.observed}:{rollout.updated}:{rollout.available}:{rollout.desired}"
-    previous = previous or {}
-    if previous.get("marker") == marker and previous.get("since"):
+    previous = previous if isinstance(previous, dict) else {}
+    if previous.get("marker") == marker and isinstance(previous.get("since"), str):
         return {"marker": marker, "since": previous["since"]}
     return {"marker": marker, "since": now_iso(now)}
 
@@ -222,7 +238,8 @@ def compute_conditions(
 def merge_conditions(old: list[dict[str, Any]] | None, new: list[Condition], now: str) -> list[dict[str, Any]]:
     """Every type present, in a fixed order; lastTransitionTime moves only
     when the status flips, so a steady fleet keeps its history readable."""
-    previous = {c.get("type"): c for c in (old or []) if isinstance(c, dict)}
+    old = old if isinstance(old, list) else []
+    previous = {c.get("type"): c for c in old if isinstance(c, dict)}
     out = []
     for cond in new:
         item = cond.as_dict(now)
@@ -235,7 +252,8 @@ def merge_conditions(old: list[dict[str, Any]] | None, new: list[Condition], now
 
 
 def outcome_from_status(status: dict[str, Any] | None) -> ReconcileOutcome | None:
-    for cond in (status or {}).get("conditions") or []:
+    conditions = (status or {}).get("conditions")
+    for cond in conditions if isinstance(conditions, list) else []:
         if isinstance(cond, dict) and cond.get("type") == "Reconciled":
             return ReconcileOutcome(cond.get("status") == "True", str(cond.get("reason") or ""),
                                     str(cond.get("message") or ""))
@@ -254,9 +272,9 @@ def build_status(
     stuck_after: float,
 ) -> dict[str, Any]:
     """The whole status of a fleet CR, from fresh inputs and the previous status."""
-    previous = previous or {}
+    previous = previous if isinstance(previous, dict) else {}
     rollout = rollout_of(ds)
-    template_gen = int(((ds or {}).get("metadata") or {}).get("generation") or 0)
+    template_gen = as_int(((ds or {}).get("metadata") or {}).get("generation"))
     progress = track_progress(previous.get("rollout"), rollout, template_gen, now)
     desired = rollout.desired if rollout is not None else None
     fleet = aggregate_reports(reports, config_generation, desired) if reports is not None else None

@@ -160,3 +160,21 @@ def test_no_reports_yet() -> None:
     st = _build(_ds(), reports=None)
     assert _conds(st)["ConfigApplied"] == "False/NoReports"
     assert st["nodesApplied"] == "0/3"
+
+
+@pytest.mark.parametrize("previous", [
+    {"conditions": "garbage", "rollout": "x", "configGeneration": "abc"},
+    {"conditions": [1, None, {"type": "Available"}], "rollout": {"since": 5}},
+    "not a mapping",
+])
+def test_hand_edited_status_does_not_break_the_next_one(previous: Any) -> None:
+    st = _build(_ds(), previous=previous)  # type: ignore[arg-type]
+    assert [c["type"] for c in st["conditions"]] == list(status.CONDITION_TYPES)
+    assert status.outcome_from_status(st) == OK
+
+
+def test_hand_edited_daemonset_counts_read_as_zero() -> None:
+    ds = {"metadata": {"generation": "x"}, "status": {"desiredNumberScheduled": "3", "numberAvailable": None,
+                                                      "updatedNumberScheduled": True}}
+    rollout = status.rollout_of(ds)
+    assert rollout is not None and rollout.desired == 3 and rollout.available == 0 and rollout.updated == 0
