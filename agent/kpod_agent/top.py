@@ -230,6 +230,7 @@ class Frame:
     elapsed: float | None  # seconds between the two scrapes; None on the first frame
     nodes: frozenset[str] = frozenset()
     missing: tuple[str, ...] = ()  # titles of columns whose collector is not running
+    nodes_switched: bool = False  # the two scrapes came from different agents
 
 
 def compute_rows(previous: Scrape | None, current: Scrape, namespace: str | None = None) -> Frame:
@@ -248,6 +249,10 @@ def compute_rows(previous: Scrape | None, current: Scrape, namespace: str | None
         own = by_pod.get(pod_key, {})
         values: dict[str, float | None] = {"namespace": None, "pod": None}
         oom_grew = False
+        # A pod first seen now has no rate yet: its counters may predate it
+        # (an agent behind a Service answering for another node, a pod that
+        # just passed a filter). A new series of a known pod counts from 0.
+        seen = previous is not None and pod_key in previous.pods
         for column in COLUMNS:
             if column.kind == "name":
                 continue
@@ -257,18 +262,19 @@ def compute_rows(previous: Scrape | None, current: Scrape, namespace: str | None
             keys = own.get(column.sample, [])
             if column.kind == "total":
                 values[column.key] = sum(current.samples[k] for k in keys)
-                if previous is not None and column.family in previous.families:
+                if seen and previous is not None and column.family in previous.families:
                     oom_grew = oom_grew or any(current.samples[k] > old.get(k, 0.0) for k in keys)
             elif column.kind == "rate":
-                if elapsed is None:
+                if elapsed is None or not seen:
                     values[column.key] = None
                 else:
                     values[column.key] = sum(increase(old.get(k), current.samples[k]) for k in keys) / elapsed
             else:
-                values[column.key] = _pod_quantile(keys, current.samples, old if previous else None)
+                values[column.key] = _pod_quantile(keys, current.samples, old if seen else None)
         rows.append(PodRow(pod_key[0], pod_key[1], values, oom_grew))
     missing = tuple(c.title for c in COLUMNS if c.family and c.family not in current.families)
-    return Frame(rows=rows, elapsed=elapsed, nodes=current.nodes, missing=missing)
+    switched = previous is not None and bool(previous.nodes) and previous.nodes != current.nodes
+    return Frame(rows=rows, elapsed=elapsed, nodes=current.nodes, missing=missing, nodes_switched=switched)
 
 
 def _pod_quantile(keys: list[SeriesKey], current: dict[SeriesKey, float],
@@ -414,6 +420,9 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
         notes.append(f"{len(rows) - len(shown)} more pods not shown (--limit, --namespace)")
     if note:
         notes.append(note)
+    if frame.nodes_switched:
+        notes.append("the last two scrapes came from different nodes (a Service?): point --url at one agent, "
+                     "e.g. kubectl port-forward -n kpod-system pod/<agent pod> 9090:9090")
     if frame.missing:
         notes.append(f"'-': collector off for {', '.join(frame.missing)}")
     if interactive:

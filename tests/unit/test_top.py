@@ -1,6 +1,7 @@
 """kpod-agent top: parsing, rates, p99 and rendering on hand-made exposition text."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shutil
@@ -512,3 +513,25 @@ def test_every_number_fits_the_terminal(width: int) -> None:
     busy = next(line for line in lines if "123k" in line).split()
     assert busy[-8:] == ["12.3ms", "123k", "123kB", "123kB", "123k", "123k", "123k", "123456"]
     assert busy[1].endswith("f.scope") and "…" in busy[1]  # the distinctive end of the name is kept
+
+
+def test_a_pod_first_seen_has_no_rate_yet() -> None:
+    before = exposition(syscalls={("team-a", "pod-a", "app", "read"): 10})
+    after = exposition(syscalls={("team-a", "pod-a", "app", "read"): 20, ("team-a", "new", "app", "read"): 9000},
+                       runq={("team-a", "new", "app"): [("0.001", 1.0), ("+Inf", 1.0)]})
+    frame = top.compute_rows(top.parse_metrics(before, 0), top.parse_metrics(after, 1))
+    assert row(frame, "pod-a").values["syscalls"] == 10.0
+    assert row(frame, "new").values["syscalls"] is None
+    assert row(frame, "new").values["runq"] == pytest.approx(0.00099)  # over its totals, as on a first frame
+
+
+def test_scrapes_from_different_agents_are_flagged() -> None:
+    a = top.parse_metrics(exposition(syscalls={("team-a", "pod-a", "app", "read"): 5}), 0)
+    b = top.parse_metrics(exposition(syscalls={("team-b", "pod-b", "app", "read"): 80000})
+                          .replace('node="node-1"', 'node="node-2"'), 1)
+    frame = top.compute_rows(a, b)
+    assert frame.nodes_switched and frame.nodes == {"node-2"}
+    assert row(frame, "pod-b").values["syscalls"] is None  # not 80000/s
+    text = render_text(frame)
+    assert "different nodes" in text and "port-forward" in text
+    assert not top.compute_rows(a, dataclasses.replace(a, at=1)).nodes_switched
