@@ -334,7 +334,7 @@ def test_deleting_the_fleet_removes_the_cluster_scoped_rbac(harness: Harness, op
 def test_garbage_in_the_status_is_overwritten_not_fatal(harness: Harness, operator: Any) -> None:
     _fleet_ready(harness)
     harness.kube.merge_patch(f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default/status",
-                             {"status": {"configGeneration": "abc", "conditions": "x", "rollout": 7}})
+                             {"status": {"configGeneration": "abc", "conditions": "x", "rollout": {"since": 7}}})
     harness.apply_cr(NS, "default", {"profile": "minimal"})
     wait_for(lambda: _config(harness).profile == "minimal", what="still reconciling")
     wait_for(lambda: isinstance(harness.cr(NS, "default")["status"]["conditions"], list)
