@@ -100,7 +100,7 @@ def _daemonset(op: Operator) -> dict[str, Any] | None:
                        + f"/{render.AGENT_NAME}")
 
 
-def _gather_overrides(op: Operator) -> dict[str, agentconfig.NamespaceOverride]:
+def _gather_overrides(op: Operator, fleet_present: bool) -> dict[str, agentconfig.NamespaceOverride]:
     """Valid overrides by namespace; each override CR gets its own condition.
 
     Two CRs in one namespace: the oldest wins, as for the fleet."""
@@ -119,6 +119,11 @@ def _gather_overrides(op: Operator) -> dict[str, agentconfig.NamespaceOverride]:
             if ns in overrides:
                 outcome = status.ReconcileOutcome(
                     False, "Conflict", f"namespace {ns} already has an override; this one is ignored")
+            elif not fleet_present:
+                overrides[ns] = parsed
+                outcome = status.ReconcileOutcome(
+                    False, "NoFleetProfile",
+                    f"no KpodMetricsProfile in {op.config.namespace}: no agents run to apply it")
             else:
                 overrides[ns] = parsed
                 outcome = status.ReconcileOutcome(True, "Merged", f"applies to namespace {ns}")
@@ -130,8 +135,11 @@ def _gather_overrides(op: Operator) -> dict[str, agentconfig.NamespaceOverride]:
     return overrides
 
 
-def reconcile(op: Operator) -> None:
-    """Converge the fleet: node config, agent workload, monitoring objects, status."""
+def reconcile(op: Operator) -> status.ReconcileOutcome | None:
+    """Converge the fleet: node config, agent workload, monitoring objects, status.
+
+    Returns the fleet's outcome (None without a fleet CR); never raises for a
+    bad spec or a failed write: those are in the status."""
     with op.lock:
         fleet, others = _active_fleet(op)
         for other in others:
@@ -151,10 +159,9 @@ def reconcile(op: Operator) -> None:
                 except kubeapi.ApiError as exc:
                     log.warning("cannot delete %s/%s: %s", obj["kind"], obj["metadata"]["name"], exc)
             # Overrides without a fleet still get told why nothing happens.
-            _gather_overrides(op)
-            return
+            _gather_overrides(op, fleet_present=False)
+            return None
         previous = status.previous_status(fleet)
-        meta = fleet["metadata"]
         floor = status.as_int(previous.get("configGeneration"))
         try:
             spec = model.parse_fleet(fleet.get("spec"))
@@ -162,8 +169,8 @@ def reconcile(op: Operator) -> None:
             # Keep the last good workload running; only say what is wrong.
             outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
             _refresh(op, fleet, outcome, floor)
-            raise kopf.PermanentError(str(exc)) from None
-        overrides = _gather_overrides(op)
+            return outcome
+        overrides = _gather_overrides(op, fleet_present=True)
         owner = render.owner_reference(fleet)
         ns = op.config.namespace
         cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
@@ -209,8 +216,7 @@ def reconcile(op: Operator) -> None:
             outcome = status.ReconcileOutcome(True, "Reconciled", f"config generation {generation}")
         # configGeneration is what the agents should run: only once it is written.
         _refresh(op, fleet, outcome, generation if config_written else floor)
-        if failures:
-            raise kopf.TemporaryError(outcome.message, delay=op.config.resync_seconds)
+        return outcome
 
 
 def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutcome,
@@ -256,7 +262,12 @@ def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
 
 
 def on_fleet(memo: Any, **_: Any) -> None:
-    reconcile(memo.op)
+    outcome = reconcile(memo.op)
+    # kopf retries temporary failures and records permanent ones per generation.
+    if outcome is not None and outcome.reason == "InvalidSpec":
+        raise kopf.PermanentError(outcome.message)
+    if outcome is not None and outcome.reason == "ApplyFailed":
+        raise kopf.TemporaryError(outcome.message, delay=memo.op.config.resync_seconds)
 
 
 def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
@@ -311,8 +322,6 @@ async def _resync_loop(op: Operator) -> None:
         await asyncio.sleep(op.config.resync_seconds)
         try:
             await loop.run_in_executor(None, reconcile, op)
-        except (kopf.PermanentError, kopf.TemporaryError):
-            pass  # already said in the status
         except Exception:  # a resync failure must not end the loop
             log.exception("periodic reconcile failed")
 

@@ -339,3 +339,13 @@ def test_garbage_in_the_status_is_overwritten_not_fatal(harness: Harness, operat
     wait_for(lambda: _config(harness).profile == "minimal", what="still reconciling")
     wait_for(lambda: isinstance(harness.cr(NS, "default")["status"]["conditions"], list)
              and harness.cr(NS, "default")["status"]["configGeneration"] == 2, what="status rewritten")
+
+
+def test_override_without_a_fleet_says_so(harness: Harness, operator: Any) -> None:
+    harness.apply_cr("team-a", "metrics", {"profile": "minimal"})
+    wait_for(lambda: _reason(harness, "metrics", "Reconciled", "team-a") == "False/NoFleetProfile",
+             what="no fleet")
+    assert harness.configmap() is None
+    _fleet_ready(harness)
+    wait_for(lambda: _reason(harness, "metrics", "Reconciled", "team-a") == "True/Merged", what="merged")
+    assert "team-a" in _config(harness).namespaceOverrides
