@@ -28,6 +28,7 @@ column, r reverses the order, q quits.
 from __future__ import annotations
 
 import argparse
+import http.client
 import math
 import os
 import select
@@ -455,8 +456,9 @@ def scrape(url: str, timeout: float = 5.0, clock: Callable[[], float] = time.mon
         at = clock()
     except urllib.error.HTTPError as exc:
         raise ScrapeError(f"{url} answered HTTP {exc.code} {exc.reason}: is it a kpod-agent?") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: a connection cut mid-answer (an agent restarting, a dropped port-forward)
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise ScrapeError(
             f"cannot reach {url} ({reason}): is kpod-agent running? start it with `sudo make run`, "
             "or in a cluster: kubectl port-forward -n kpod-system ds/kpod-agent 9090:9090"
@@ -497,7 +499,7 @@ def fetch_collection_interval(url: str, timeout: float = 5.0) -> float | None:
     try:
         with urllib.request.urlopen(config_url(url), timeout=timeout) as answer:
             return collection_interval(json.loads(answer.read()))
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return None
 
 

@@ -535,3 +535,30 @@ def test_scrapes_from_different_agents_are_flagged() -> None:
     text = render_text(frame)
     assert "different nodes" in text and "port-forward" in text
     assert not top.compute_rows(a, dataclasses.replace(a, at=1)).nodes_switched
+
+
+def test_an_answer_cut_short_is_a_scrape_error() -> None:
+    """An agent restarting or a port-forward dropping mid-answer."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nContent-Type: text/plain\r\n\r\n# HELP x")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/metrics"
+    try:
+        with pytest.raises(top.ScrapeError, match="cannot reach .*IncompleteRead"):
+            top.scrape(url, timeout=5)
+        assert top.fetch_collection_interval(url, timeout=5) is None
+    finally:
+        thread.join(timeout=5)
+        listener.close()
