@@ -5,7 +5,9 @@ also stamps uid/resourceVersion/generation, keeps `status` behind its
 subresource, takes the namespace from the URL, filters lists and watches by
 label/field selectors and resumes a watch from a resourceVersion. Only that
 is added here; everything else (discovery, fetch, delete, buses) is kmock's.
-No garbage collector: owner references are checked, not acted on.
+Tests can make writes of one resource fail (as RBAC would), to see failures
+reported and retried. No garbage collector: owner references are checked,
+not acted on.
 """
 from __future__ import annotations
 
@@ -83,6 +85,13 @@ def _rv(obj: dict[str, Any]) -> int:
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
+    # plural -> HTTP status for creates and patches (e.g. 403 as RBAC would answer).
+    fail_writes: dict[str, int] = attrs.field(factory=dict, init=False)
+
+    def _check_write(self, request: rendering.Request) -> None:
+        code = self.fail_writes.get(request.resource.plural if request.resource else "")
+        if code:
+            raise k8s.KubernetesError(status=code, reason="Injected", message=f"injected HTTP {code}")
 
     def _has_status(self, resource: Any) -> bool:
         return resource in self.resources and "status" in self.resources[resource].subresources
@@ -116,6 +125,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
     async def _create(self, request: rendering.Request) -> dict[str, Any]:
+        self._check_write(request)
         obj = copy.deepcopy(request.data or {})
         meta = obj.setdefault("metadata", {})
         namespace = request.namespace or meta.get("namespace")
@@ -144,6 +154,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return obj
 
     async def _update(self, request: rendering.Request) -> dict[str, Any]:
+        self._check_write(request)
         patch = request.data
         if not isinstance(patch, (dict, list)):
             raise k8s.KubernetesError(status=400, reason="BadRequest", message="patch body is not JSON")
@@ -269,6 +280,16 @@ class EmulatedCluster:
             for spec in MONITORING_RESOURCES:
                 self._declare(*spec)
         self._call(declare())
+
+    def fail_writes(self, plural: str, code: int | None) -> None:
+        """Creates and patches of ``plural`` answer ``code`` (None: heal)."""
+        async def set_() -> None:
+            assert self.handler is not None
+            if code is None:
+                self.handler.fail_writes.pop(plural, None)
+            else:
+                self.handler.fail_writes[plural] = code
+        self._call(set_())
 
     def objects(self, plural: str) -> list[dict[str, Any]]:
         async def snapshot() -> list[dict[str, Any]]:

@@ -349,3 +349,17 @@ def test_override_without_a_fleet_says_so(harness: Harness, operator: Any) -> No
     _fleet_ready(harness)
     wait_for(lambda: _reason(harness, "metrics", "Reconciled", "team-a") == "True/Merged", what="merged")
     assert "team-a" in _config(harness).namespaceOverrides
+
+
+def test_a_refused_write_is_reported_and_retried(harness: Harness, operator: Any) -> None:
+    harness.cluster.fail_writes("daemonsets", 403)
+    harness.apply_cr(NS, "default", {"profile": "minimal"})
+    wait_for(lambda: _reason(harness, "default", "Reconciled") == "False/ApplyFailed", what="apply failed")
+    assert "DaemonSet/kpod-agent" in harness.condition(NS, "default", "Reconciled")["message"]
+    assert _reason(harness, "default", "Degraded") == "True/ApplyFailed"
+    # The other objects are in place; the config was written and is announced.
+    assert _config(harness).profile == "minimal"
+    assert harness.cr(NS, "default")["status"]["configGeneration"] == 1
+    harness.cluster.fail_writes("daemonsets", None)
+    wait_for(lambda: harness.daemonset(), what="daemonset after healing")
+    wait_for(lambda: (_reason(harness, "default", "Reconciled") or "").startswith("True/"), what="recovered")
