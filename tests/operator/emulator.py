@@ -3,8 +3,9 @@
 kmock 0.8 stores objects as plain JSON and merges patches; a real API server
 also stamps uid/resourceVersion/generation, keeps `status` behind its
 subresource, takes the namespace from the URL, filters lists and watches by
-label/field selectors and resumes a watch from a resourceVersion. Only that
-is added here; everything else (discovery, fetch, delete, buses) is kmock's.
+label/field selectors, resumes a watch from a resourceVersion and holds a
+deletion until the finalizers are gone. Only that is added here; discovery,
+fetch, watch streaming and the event buses are kmock's.
 Tests can make writes of one resource fail (as RBAC would), to see failures
 reported and retried. No garbage collector: owner references are checked,
 not acted on.
