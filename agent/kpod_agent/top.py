@@ -366,7 +366,7 @@ def shorten(name: str, width: int) -> str:
 
 def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limit: int | None = None,
            error: str | None = None, interactive: bool = False, note: str | None = None,
-           width: int | None = None) -> RenderableType:
+           width: int | None = None, interval: float | None = None) -> RenderableType:
     """The whole screen: a header line, the pod table, and what is left out.
     With `width`, long pod names are cut in the middle so every number fits."""
     rows = sort_rows(frame.rows, sort_key, reverse)
@@ -407,7 +407,10 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
         table.add_row(Text(shorten(cells[0].plain, ns_width)), Text(shorten(cells[1].plain, pod_width)), *cells[2:])
 
     nodes = ", ".join(sorted(frame.nodes)) or "-"
-    span = f"rates over {frame.elapsed:.3f} s" if frame.elapsed is not None else "first scrape, rates next frame"
+    if frame.elapsed is not None:
+        span = f"rates over {frame.elapsed:.3f} s"
+    else:
+        span = f"first scrape, rates in {interval:g} s" if interval else "first scrape, rates next frame"
     header = Text.assemble(
         ("kpod top ", "bold"), (source, "cyan"), f"  node {nodes}  {len(frame.rows)} pods  {span}  ",
         f"sort {sort_col.title}{' (reversed)' if reverse else ''}",
@@ -685,7 +688,7 @@ def run_live(url: str, args: argparse.Namespace, no_color: bool) -> int:
         assert view.frame is not None
         limit = args.limit if args.limit is not None else max(console.size.height - 7, 1)
         return render(view.frame, url, sort_key, reverse, limit, view.error, interactive=True, note=args.note,
-                      width=console.size.width)
+                      width=console.size.width, interval=args.interval)
 
     with _keys() as wait_key, Live(screen(), console=console, screen=True, auto_refresh=False,
                                    vertical_overflow="crop") as live:
@@ -712,7 +715,7 @@ def _stream(view: View, console: Console, args: argparse.Namespace) -> int:
     while True:
         assert view.frame is not None
         console.print(render(view.frame, view.url, args.sort, args.reverse, args.limit, view.error,
-                             note=args.note, width=console.width))
+                             note=args.note, width=console.width, interval=args.interval))
         console.print()
         console.file.flush()
         frames += 1

@@ -471,7 +471,7 @@ def test_stream_keeps_the_last_good_frame_through_a_bad_scrape(  # type: ignore[
     assert top.main(["--count", "4", "--interval", "0.2", "--no-color", "--url", server.url]) == 0
     frames = capsys.readouterr().out.split("kpod top ")[1:]
     assert len(frames) == 4
-    assert "first scrape" in frames[0] and table_rows(frames[0])["pod-a"][7] == "-"
+    assert "first scrape, rates in 0.2 s" in frames[0] and table_rows(frames[0])["pod-a"][7] == "-"
     elapsed = [float(m.group(1)) for f in frames[1:] if (m := re.search(r"rates over (\d+\.\d+) s", f))]
     assert_shown(table_rows(frames[1])["pod-a"][7], 100 / elapsed[0], elapsed[0])
     # the failed scrape: its error shown above the previous numbers, unchanged
