@@ -7,7 +7,7 @@ CONFIG ?= examples/standalone.yaml
 LISTEN ?= 127.0.0.1:9090
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test bench lint
+.PHONY: run test top setup setup-test bench
 
 setup:
 	@KPOD_TARGET=run scripts/setup.sh
@@ -17,6 +17,9 @@ setup-test:
 
 run: setup
 	@KPOD_BANNER=1 .venv/bin/kpod-agent --config $(CONFIG) --listen $(LISTEN)
+
+top:
+	@.venv/bin/kpod-agent top --url http://$(LISTEN)
 
 test: setup-test
 	@scripts/run-tests.sh $(PYTEST_ARGS)

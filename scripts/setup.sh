@@ -89,4 +89,6 @@ else
   say "venv up to date"
 fi
 "$venv/bin/python" -c 'import bcc' 2>/dev/null || fail "bcc does not import in the venv: check python3-bpfcc."
+# The agent's own start-up checks, in the words the agent would use.
+"$venv/bin/python" -m kpod_agent.preflight >/dev/null || fail "the agent's checks failed (above)."
 say "ready"

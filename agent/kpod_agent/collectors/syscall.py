@@ -161,7 +161,8 @@ class SyscallCollector(BpfCollector):
         for key, value in self.read_map("syscall_stats"):
             name = self.names.get(key.nr, str(key.nr))
             snap.add("kpod_syscall_count_total", key.cgid, float(value.count), (name,))
-            snap.add("kpod_syscall_latency_seconds", key.cgid, hist_from(value.latency), (name,))
+            if self.latency:  # without sys_enter the histogram would claim zero observations
+                snap.add("kpod_syscall_latency_seconds", key.cgid, hist_from(value.latency), (name,))
         for key, value in self.read_map("syscall_errors"):
             name = self.names.get(key.nr, str(key.nr))
             errname = errno.errorcode.get(key.err, f"E{key.err}")
