@@ -167,12 +167,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_REPORT_SECONDS = 15.0
+
+
 def _collection_loop(agent: Any, stop: threading.Event) -> None:
+    last_report = time.monotonic()
     while not stop.is_set():
         try:
             agent.collect_due()
         except Exception:
             log.exception("collection cycle failed")
+        if agent.on_applied and time.monotonic() - last_report >= STATUS_REPORT_SECONDS:
+            # Collector and discovery state also change between applies; the
+            # publisher writes only when the report differs.
+            last_report = time.monotonic()
+            status = agent.status()
+            for report in agent.on_applied:
+                try:
+                    report(status)
+                except Exception:
+                    log.exception("status report failed")
         config = agent.config
         tick = 1.0
         if config is not None:
@@ -207,9 +221,11 @@ def _attach_status_publisher(agent: Any) -> None:
     if not pod or not namespace:
         log.info("POD_NAME/POD_NAMESPACE not set: not publishing the agent status on the pod")
         return
+    import kubernetes
+
     from kpod_agent.kube import api_client
 
-    publisher = PodStatusPublisher(api_client(), namespace, pod)
+    publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(api_client()), pod, namespace)
     agent.on_applied.append(publisher.publish)
 
 
