@@ -150,3 +150,21 @@ def test_bad_config_keeps_last_good(scraper: Scraper, node: KernelNode, pods: di
     pods["a"].workload("getppid", 47)
     scraper.sync()
     assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == 47
+
+
+def test_collectors_read_on_their_own_intervals(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    agent = scraper.agent
+    _apply(scraper, node.config(collectors={"cpu": {"interval": "1m"}, "syscall": {"interval": "500ms"}},
+                                syscalls=["getppid"]))
+    start = 1_000_000.0  # a clock of our own: collect_due takes `now`
+    agent.collect_due(now=start, force=True)
+    cpu_snapshot = agent.snapshots["cpu"]
+    pods["a"].workload("getppid", 53)
+    for step in range(1, 5):  # 4 cycles, 0.6 s apart: syscall due each time, cpu never
+        agent.collect_due(now=start + 0.6 * step)
+    assert agent.snapshots["cpu"] is cpu_snapshot
+    assert scraper.value("kpod_collector_skipped_total", collector="cpu") == 4
+    assert scraper.value("kpod_collector_skipped_total", collector="syscall") == 0
+    assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == 53
+    agent.collect_due(now=start + 61)
+    assert agent.snapshots["cpu"] is not cpu_snapshot
