@@ -398,6 +398,26 @@ def test_irq_counts_between_kernel_counts(scraper: Scraper, pods: dict[str, Fake
     assert all(set(s) == {"node", "irq"} for s in scraper.series("kpod_irq_hw_count_total"))
 
 
+def test_deleted_pod_leaves_no_series_nor_map_entries(scraper: Scraper, node: KernelNode,
+                                                      disk: tuple[Path, str]) -> None:
+    gone = node.add_pod("cat-gone", "team-a")
+    scraper.sync()
+    gone.workload("exec", 2)
+    gone.workload("write", disk[0] / "gone.bin", 1, 1)
+    scraper.sync()
+    assert scraper.pod_value("kpod_proc_execs_total", gone) == 4  # 2 + each workload's own exec
+    assert scraper.pod_value("kpod_mem_cgroup_peak_bytes", gone) > 0
+    cgid = gone.cgroup_id()
+    node.remove_pod(gone)
+    scraper.sync()
+    for family in ("kpod_proc_execs_total", "kpod_mem_cache_additions_total", "kpod_disk_written_bytes_total",
+                   "kpod_mem_cgroup_usage_bytes", "kpod_disk_io_latency_seconds_count"):
+        assert not [s for s in scraper.series(family) if s.get("pod") == "cat-gone"], family
+    for name, map_name in (("execsnoop", "proc_events"), ("cachestat", "cache_stats")):
+        table = scraper.agent.states[name].collector.bpf[map_name]  # type: ignore[union-attr]
+        assert not [k for k in table.keys() if k.value == cgid], name
+
+
 # ---- map health ------------------------------------------------------------
 
 def test_full_map_counted_not_fatal(node: KernelNode, pods: dict[str, FakePod]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from kpod_agent.collectors.base import CgroupTarget, Collector, MetricSpec, Snapshot, hierarchy_tops
+from kpod_agent.collectors.base import CollectorContext, CgroupTarget, Collector, MetricSpec, Snapshot, hierarchy_tops
 from kpod_agent.config import AgentConfig
 
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -76,7 +76,7 @@ class DiskIOCollector(Collector):
                    labels=("device",)),
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.each_cgroup = False
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
+    CollectorContext,
     CgroupTarget,
     Collector,
     MetricSpec,
@@ -108,7 +109,7 @@ class FilesystemCollector(Collector):
                    "gauge", labels=("mountpoint",)),
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.each_cgroup = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
+    CollectorContext,
     CgroupTarget,
     Collector,
     MetricSpec,
@@ -74,7 +75,7 @@ class IfaceNetworkCollector(Collector):
         for direction in ("rx", "tx") for figure in ("bytes", "packets", "errors", "drops")
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.each_cgroup = False
 

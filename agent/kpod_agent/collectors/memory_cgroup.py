@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
+    CollectorContext,
     CgroupTarget,
     Collector,
     MetricSpec,
@@ -68,7 +69,7 @@ class MemoryCgroupCollector(Collector):
         MetricSpec("kpod_mem_cgroup_swap_bytes", "Swap used by the cgroup (memory.swap.current / memsw).", "gauge"),
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.each_cgroup = False
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from kpod_agent.collectors.base import BpfCollector, CgroupTarget, MetricSpec, Snapshot, as_int, hist_from
+from kpod_agent.collectors.base import CollectorContext, BpfCollector, CgroupTarget, MetricSpec, Snapshot, as_int, hist_from
 
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 # include/linux/interrupt.h, for kernels whose format file cannot be read.
@@ -39,7 +39,7 @@ class SoftirqsCollector(BpfCollector):
                    "histogram", labels=("vec",), unit_seconds=1e-9, per_pod=False),
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.vectors = read_vector_names()
 
