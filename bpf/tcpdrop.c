@@ -74,6 +74,17 @@ static __always_inline void learn_owner(u64 sk)
         sock_owner.update(&sk, &cgid);
 }
 
+/* ::ffff:a.b.c.d: a dual-stack socket talking IPv4, whose packets (and the
+ * reset's addresses) are plain IPv4; the record's v4 fields hold a.b.c.d. */
+static __always_inline int is_v4_mapped(const u8 *addr)
+{
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        if (addr[i])
+            return 0;
+    return addr[10] == 0xff && addr[11] == 0xff;
+}
+
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
     if (args->protocol == KPOD_IPPROTO_TCP)
@@ -101,14 +112,19 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (args->newstate != KPOD_TCP_CLOSE)
         return 0;
     if (args->oldstate == KPOD_TCP_SYN_SENT) {
+        /* Copied with a helper: clang would otherwise read these record
+         * fields through a moved context pointer, which the verifier refuses. */
         struct conn_key key = {};
-        if (args->family == KPOD_AF_INET) {
-            __builtin_memcpy(key.laddr, args->saddr, 4);
-            __builtin_memcpy(key.raddr, args->daddr, 4);
+        u8 saddr_v6[16], daddr_v6[16];
+        bpf_probe_read_kernel(saddr_v6, sizeof(saddr_v6), args->saddr_v6);
+        bpf_probe_read_kernel(daddr_v6, sizeof(daddr_v6), args->daddr_v6);
+        if (args->family == KPOD_AF_INET || is_v4_mapped(daddr_v6)) {
+            bpf_probe_read_kernel(key.laddr, 4, args->saddr);
+            bpf_probe_read_kernel(key.raddr, 4, args->daddr);
             key.family = KPOD_AF_INET;
         } else {
-            __builtin_memcpy(key.laddr, args->saddr_v6, 16);
-            __builtin_memcpy(key.raddr, args->daddr_v6, 16);
+            __builtin_memcpy(key.laddr, saddr_v6, 16);
+            __builtin_memcpy(key.raddr, daddr_v6, 16);
             key.family = KPOD_AF_INET6;
         }
         key.lport = args->sport;

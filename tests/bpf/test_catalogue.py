@@ -78,7 +78,7 @@ def test_execs_counted_exactly(scraper: Scraper, pods: dict[str, FakePod]) -> No
 def test_threads_are_not_forks(scraper: Scraper, pods: dict[str, FakePod]) -> None:
     python = sys.executable  # not a wrapper script that forks (pyenv shims do)
     code = "import threading\nfor _ in range(20):\n t = threading.Thread(target=int); t.start(); t.join()"
-    d = deltas(scraper, pods, PROC, lambda: pods["a"].run([python, "-S", "-c", code]))
+    d = deltas(scraper, pods, PROC, lambda: pods["a"].run([python, "-S", "-c", code]).check_returncode())
     assert d[("a", "kpod_proc_forks_total")] == 0
     assert d[("a", "kpod_proc_exits_total")] == 1
 
@@ -96,6 +96,32 @@ def test_refused_connections_are_drops_of_the_connecting_pod(scraper: Scraper, p
     d = deltas(scraper, pods, names, lambda: pods["a"].workload("refused", "127.0.0.1", _closed_port(), N))
     assert d[("a", "kpod_net_tcp_drops_total")] == N
     assert d[("b", "kpod_net_tcp_drops_total")] == 0
+
+
+DUAL_STACK_CONNECTS = """
+import errno, socket, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET6)
+    assert s.connect_ex((sys.argv[3], int(sys.argv[1]))) == errno.ECONNREFUSED
+    s.close()
+"""
+
+
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "::1"])
+def test_refused_connections_of_ipv6_sockets(scraper: Scraper, pods: dict[str, FakePod], host: str) -> None:
+    """IPv6 sockets, to an IPv4-mapped address (IPv4 SYNs: dual-stack
+    servers and JVMs connect this way) and over IPv6."""
+    if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
+        pytest.skip("IPv6 is off on this host")
+    names = ("kpod_net_tcp_drops_total",)
+    count = 13
+    def connect() -> None:
+        result = pods["b"].run([sys.executable, "-S", "-c", DUAL_STACK_CONNECTS, str(_closed_port()), str(count), host])
+        assert result.returncode == 0, result.stderr.decode()
+
+    d = deltas(scraper, pods, names, connect)
+    assert d[("b", "kpod_net_tcp_drops_total")] == count
+    assert d[("a", "kpod_net_tcp_drops_total")] == 0
 
 
 LISTENER = """
