@@ -6,8 +6,11 @@
  *  - task:task_newtask: the parent, for each new task; clone_flags tell a
  *    new process from a new thread (CLONE_THREAD), and only processes count.
  *    (sched_process_fork fires for threads too and carries no flags.)
- *  - sched:sched_process_exit with group_dead: the last thread of a process,
- *    so a process exit counts once however many threads it had.
+ *  - sched:sched_process_exit with group_dead (kernel >= 6.16): the last
+ *    thread of a process, so a process exit counts once however many threads
+ *    it had. Older kernels lack the field: the exit of the thread-group
+ *    leader counts instead (KPOD_HAVE_GROUP_DEAD unset), which is the same
+ *    unless the leader ends before its other threads.
  *
  * proc_events holds one entry per tracked cgroup.
  */
@@ -55,8 +58,14 @@ TRACEPOINT_PROBE(task, task_newtask)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
+#ifdef KPOD_HAVE_GROUP_DEAD
     if (!args->group_dead)
         return 0;
+#else
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if ((u32)pid_tgid != (u32)(pid_tgid >> 32))
+        return 0;
+#endif
     struct proc_counts *c = counts_here();
     if (c)
         __sync_fetch_and_add(&c->exits, 1);

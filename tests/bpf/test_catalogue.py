@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,8 +44,8 @@ def scraper(node: KernelNode, pods: dict[str, FakePod]) -> Iterator[Scraper]:
     agent.shutdown()
 
 
-def deltas(scraper: Scraper, pods: dict[str, FakePod], names: tuple[str, ...], action, **labels: str
-           ) -> dict[tuple[str, str], float]:  # type: ignore[no-untyped-def]
+def deltas(scraper: Scraper, pods: dict[str, FakePod], names: tuple[str, ...], action: Callable[[], object],
+           **labels: str) -> dict[tuple[str, str], float]:
     """Run `action`, return (pod key, metric) -> change of the app container's series."""
     before = {(p, n): scraper.pod_value(n, pods[p], **labels) for p in pods for n in names}
     action()
@@ -81,6 +81,29 @@ def test_threads_are_not_forks(scraper: Scraper, pods: dict[str, FakePod]) -> No
     d = deltas(scraper, pods, PROC, lambda: pods["a"].run([python, "-S", "-c", code]).check_returncode())
     assert d[("a", "kpod_proc_forks_total")] == 0
     assert d[("a", "kpod_proc_exits_total")] == 1
+
+
+def test_exits_without_group_dead_field(node: KernelNode, pods: dict[str, FakePod],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variant for kernels before 6.16 (no group_dead): the leader's exit
+    counts, once per process however many threads ran."""
+    from kpod_agent.collectors import execsnoop
+
+    monkeypatch.setattr(execsnoop, "exit_has_group_dead", lambda *a: False)
+    collector = ExecsnoopCollector(CollectorContext(layout=node.layout))
+    collector.attach(node.config(collectors={"execsnoop": {"enabled": True}}))
+    try:
+        a = pods["a"]
+        collector.set_filter({a.cgroup_id(): 0})
+        a.workload("fork", 5)
+        code = "import threading\nfor _ in range(5):\n t = threading.Thread(target=int); t.start(); t.join()"
+        a.run([sys.executable, "-S", "-c", code]).check_returncode()
+        snap = collector.collect([])
+        key = (a.cgroup_id(), ())
+        assert snap.data["kpod_proc_forks_total"][key] == 5
+        assert snap.data["kpod_proc_exits_total"][key] == 5 + 1 + 1
+    finally:
+        collector.detach()
 
 
 # ---- tcpdrop --------------------------------------------------------------
