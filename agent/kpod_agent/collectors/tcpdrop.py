@@ -91,8 +91,13 @@ class TcpdropCollector(BpfCollector):
     )
 
     def bpf_text(self, config: AgentConfig) -> str:
-        records = "".join(record_struct(struct, read_format(event), fields)
-                          for event, (struct, fields) in RECORDS.items())
+        try:
+            records = "".join(record_struct(struct, read_format(event), fields)
+                              for event, (struct, fields) in RECORDS.items())
+        except CollectorError as exc:
+            # rx_sk arrived in 6.12, tcp_send_reset's skbaddr in 6.10: without
+            # them no drop can be tied to a pod.
+            raise CollectorError(f"tcpdrop needs Linux >= 6.12: {exc}") from None
         return records + super().bpf_text(config)
 
     def after_load(self, config: AgentConfig) -> None:
