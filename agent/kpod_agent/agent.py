@@ -52,6 +52,8 @@ class Agent:
     collector_classes: dict[str, type[Collector]] = field(default_factory=lambda: dict(REGISTRY))
     # Made from the applied config: a test passes one pointing at a fake API.
     discovery_factory: Callable[[AgentConfig, cgroups.CgroupResolver, Callable[[PodIndex], None]], Discovery] | None = None
+    # Capacity of every per-cgroup BPF map; small in tests that fill them.
+    max_cgroups: int = 10240
 
     def __post_init__(self) -> None:
         self.kernel_lock = threading.RLock()
@@ -104,7 +106,8 @@ class Agent:
             if layout_changed:
                 self.resolver = cgroups.CgroupResolver(layout, kubepods_roots=config.discovery.kubepodsRoots)
                 if self.ctx is None:
-                    self.ctx = CollectorContext(layout=layout, proc_root=config.procRoot)
+                    self.ctx = CollectorContext(layout=layout, proc_root=config.procRoot,
+                                                max_cgroups=self.max_cgroups)
                 else:
                     self.ctx.layout = layout
             assert self.ctx is not None and self.resolver is not None
