@@ -236,12 +236,14 @@ def test_fsynced_write_in_disk_io_and_biolatency(scraper: Scraper, pods: dict[st
     lat_before = {p: scraper.pod_value(lat, pods[p]) for p in pods}
     d = deltas(scraper, pods, names, lambda: pods["a"].workload("write", directory / "a.bin", size_mb, 1),
                device=device)
-    assert d[("a", "kpod_disk_written_bytes_total")] >= size_mb * MB
+    # the data, plus a little metadata the writer itself submits
+    assert size_mb * MB <= d[("a", "kpod_disk_written_bytes_total")] <= (size_mb + 1) * MB
     assert d[("a", "kpod_disk_writes_total")] >= 1
     assert d[("b", "kpod_disk_written_bytes_total")] == 0
     # the pod-level series covers its containers
     assert scraper.pod_value("kpod_disk_written_bytes_total", pods["a"], container="", device=device) >= size_mb * MB
-    assert scraper.pod_value(lat, pods["a"]) - lat_before["a"] >= 1
+    # at least one request, at most one per 4 KiB block written
+    assert 1 <= scraper.pod_value(lat, pods["a"]) - lat_before["a"] <= (size_mb + 1) * MB // 4096
     assert scraper.pod_value(lat, pods["b"]) == lat_before["b"]
     assert scraper.pod_value("kpod_disk_io_latency_seconds_sum", pods["a"]) > 0
 
@@ -255,13 +257,16 @@ def test_page_cache_writes_and_reads(scraper: Scraper, pods: dict[str, FakePod],
     pages = size_mb * MB // 4096
     path = directory / "cache.bin"
     d = deltas(scraper, pods, CACHE, lambda: pods["b"].workload("write", path, size_mb, 1))
-    assert d[("b", "kpod_mem_cache_additions_total")] >= pages
-    assert d[("b", "kpod_mem_cache_dirtied_total")] >= 1
+    # every new page once, give or take a page of the workload's own files
+    assert pages <= d[("b", "kpod_mem_cache_additions_total")] <= pages + 16
+    # folios, not pages: large folios make fewer events (16-page ones on ext4 here)
+    assert 1 <= d[("b", "kpod_mem_cache_dirtied_total")] <= pages
     assert all(d[("a", n)] == 0 for n in CACHE)
-    # read back after dropping it from the cache: every page is asked for and added again
+    # read back after dropping it from the cache: every page is asked for and
+    # added again; the extra accesses are the workload binary's file faults
     d = deltas(scraper, pods, CACHE, lambda: pods["b"].workload("read", path))
-    assert d[("b", "kpod_mem_cache_accesses_total")] >= pages
-    assert d[("b", "kpod_mem_cache_additions_total")] >= pages
+    assert pages <= d[("b", "kpod_mem_cache_accesses_total")] <= pages + 64
+    assert pages <= d[("b", "kpod_mem_cache_additions_total")] <= pages + 16
     assert d[("b", "kpod_mem_cache_dirtied_total")] == 0
     assert all(d[("a", n)] == 0 for n in CACHE)
 
