@@ -3,6 +3,7 @@ selection, and the cgroup collectors over fake cgroup and proc trees."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,85 @@ def test_parse_mountinfo_and_writable_mounts() -> None:
 def test_df_figures() -> None:
     st = os.statvfs_result((4096, 4096, 1000, 300, 250, 0, 0, 0, 0, 255))
     assert df_figures(st) == {"capacity": 4096000, "usage": 700 * 4096, "available": 250 * 4096}
+
+
+# ---- per-pod readers over a fake /proc ------------------------------------------------
+
+def _fake_node(tmp_path: Path) -> tuple[CollectorContext, Path]:
+    """cgroup2 tree with pod X (no tasks) and its container c1 (task 42),
+    and a /proc where 42 is in its own network and mount namespaces."""
+    unified = tmp_path / "cg"
+    (unified / "podX" / "c1").mkdir(parents=True)
+    (unified / "podX" / "cgroup.procs").write_text("")
+    (unified / "podX" / "c1" / "cgroup.procs").write_text("42\n")
+    proc = tmp_path / "proc"
+    for pid in ("1", "self", "42"):
+        (proc / pid / "ns").mkdir(parents=True)
+        for kind in ("net", "mnt"):
+            (proc / pid / "ns" / kind).write_text(pid)  # a file of its own: its own inode
+    ctx = CollectorContext(layout=CgroupLayout(unified=unified), proc_root=str(proc))
+    return ctx, proc
+
+
+TARGETS = [CgroupTarget(1, "podX"), CgroupTarget(2, "podX/c1")]
+
+
+def test_iface_collector_reads_pod_netns_once_and_skips_host(tmp_path: Path) -> None:
+    from kpod_agent.collectors.iface_network import IfaceNetworkCollector
+
+    ctx, proc = _fake_node(tmp_path)
+    (proc / "42" / "net").mkdir()
+    (proc / "42" / "net" / "dev").write_text(NET_DEV)
+    collector = IfaceNetworkCollector(ctx)
+    collector.attach(config_from_dict({"discovery": {"mode": "kubelet"}}))
+    snap = collector.collect(TARGETS)
+    assert snap.data["kpod_net_iface_rx_packets_total"] == {(1, ("eth0",)): 101.0}
+    assert snap.data["kpod_net_iface_tx_drops_total"] == {(1, ("eth0",)): 5.0}
+    # task 42 moves to the node's network namespace (hostNetwork): no series
+    (proc / "42" / "ns" / "net").unlink()
+    os.link(proc / "self" / "ns" / "net", proc / "42" / "ns" / "net")
+    assert collector.collect(TARGETS).data == {}
+    assert collector.cgroup_read_errors == 0
+
+
+def test_filesystem_collector_over_fake_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpod_agent.collectors import filesystem
+
+    ctx, proc = _fake_node(tmp_path)
+    root = proc / "42" / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "hosts").write_text("")
+    (root / "secret").mkdir()
+    (proc / "42" / "mountinfo").write_text(
+        "1 0 0:1 / / rw - overlay overlay rw\n"
+        "2 1 254:0 /x /data rw,relatime - ext4 /dev/vda rw\n"
+        "3 1 254:0 /h /etc/hosts rw,relatime - ext4 /dev/vda rw\n"
+        "4 1 0:5 / /secret ro,relatime - tmpfs tmpfs rw\n"
+        "garbage line\n")
+    collector = filesystem.FilesystemCollector(ctx)
+    collector.attach(config_from_dict({"discovery": {"mode": "kubelet"}}))
+    try:
+        snap = collector.collect(TARGETS)
+        st = os.statvfs(root / "data")
+        assert snap.data["kpod_fs_capacity_bytes"][(2, ("/data",))] == st.f_blocks * st.f_frsize
+        assert {labels for (_, labels) in snap.data["kpod_fs_capacity_bytes"]} == {("/",), ("/data",)}
+        assert {cgid for (cgid, _) in snap.data["kpod_fs_usage_bytes"]} == {2}  # containers only
+
+        # a mount whose statvfs hangs is given up after the deadline, then skipped for a while
+        calls: list[str] = []
+
+        def hang(path: str) -> None:
+            calls.append(path)
+            time.sleep(0.5)
+
+        monkeypatch.setattr(filesystem, "dir_statvfs", hang)
+        monkeypatch.setattr(filesystem, "STATVFS_TIMEOUT", 0.05)
+        started = time.monotonic()
+        assert collector.collect(TARGETS).data == {}
+        assert time.monotonic() - started < 0.4
+        assert collector.cgroup_read_errors == 2  # "/" and "/data"
+        collector.collect(TARGETS)
+        assert len(calls) == 2 and collector.cgroup_read_errors == 2
+    finally:
+        collector.detach()
