@@ -95,8 +95,8 @@ class TcpdropCollector(BpfCollector):
             records = "".join(record_struct(struct, read_format(event), fields)
                               for event, (struct, fields) in RECORDS.items())
         except CollectorError as exc:
-            # rx_sk arrived in 6.12, tcp_send_reset's skbaddr in 6.10: without
-            # them no drop can be tied to a pod.
+            # Without kfree_skb's rx_sk (6.12) and tcp_send_reset's skbaddr
+            # no drop can be tied to a pod.
             raise CollectorError(f"tcpdrop needs Linux >= 6.12: {exc}") from None
         return records + super().bpf_text(config)
 
