@@ -26,6 +26,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Slow or silent clients must not pin a thread forever.
     timeout = 10
+    # The error answer to an unparsable request line then has a status line
+    # (the default, HTTP/0.9, sends a bare HTML body that clients cannot read).
+    default_request_version = "HTTP/1.0"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
@@ -57,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _other(self) -> None:
         self._send(405, b"method not allowed\n", "text/plain; charset=utf-8")
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _other  # noqa: N815
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         try:
