@@ -53,10 +53,15 @@ def load(text: str, include_dir: Path, cflags: list[str], what: str) -> Any:
             "--system-site-packages"
         ) from exc
     flags = [f"-I{include_dir}", "-Wno-unused-function", *cflags]
+    # Made in two steps to keep a reference when __init__ fails half-way: by
+    # then it has loaded and attached the probes before the failing one, and
+    # registered an atexit hook that would keep them running until exit.
+    bpf = BPF.__new__(BPF)
     try:
         # Clang's diagnostics go to stderr, where the agent's log is.
-        bpf = BPF(text=text, cflags=flags)
+        bpf.__init__(text=text, cflags=flags)
     except Exception as exc:
+        _discard(bpf)
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise LoadError(f"{what}: {message}") from None
     finally:
@@ -64,6 +69,15 @@ def load(text: str, include_dir: Path, cflags: list[str], what: str) -> Any:
     # We detach ourselves; bcc's exit hook would keep every object alive.
     atexit.unregister(bpf.cleanup)
     return bpf
+
+
+def _discard(bpf: Any) -> None:
+    """Detach and close what a failed BPF() constructor had already set up."""
+    try:
+        atexit.unregister(bpf.cleanup)
+        bpf.cleanup()
+    except Exception as exc:  # failed before its attributes existed: nothing loaded
+        log.debug("cleanup of a half-loaded BPF object: %s", exc)
 
 
 def unload(bpf: Any) -> None:
