@@ -113,10 +113,14 @@ class Agent:
             assert self.ctx is not None and self.resolver is not None
             self.ctx.proc_root = config.procRoot
             plan = reload.plan_reload(old, config)
+            # Collectors that failed to attach are kept ones whose inputs may
+            # not have changed: every new config is still a new chance.
+            planned = {*plan.detach, *plan.attach, *plan.reconfigure}
+            retry = sorted(n for n, s in self.states.items() if s.collector is None and n not in planned)
             with self.kernel_lock:
                 for name in plan.detach:
                     self._detach(name)
-                for name in plan.reconfigure:
+                for name in (*plan.reconfigure, *retry):
                     self._reconfigure(name, config)
                 for name in plan.attach:
                     self._attach(name, config)
@@ -171,8 +175,7 @@ class Agent:
     def _reconfigure(self, name: str, config: AgentConfig) -> None:
         state = self.states.get(name)
         if state is None or state.collector is None:
-            # Failed before: a new config is a new chance.
-            self._detach(name)
+            # Failed before: a new config is a new chance (its error count goes on).
             self._attach(name, config)
             return
         try:
