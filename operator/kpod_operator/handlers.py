@@ -176,7 +176,13 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
         cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
-        candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
+        try:
+            candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
+        except agentconfig.ConfigError as exc:
+            # Whatever the merge of valid CRs still gets wrong: reported, last good kept.
+            outcome = status.ReconcileOutcome(False, "InvalidSpec", f"node config: {exc}")
+            _refresh(op, fleet, outcome, floor)
+            return outcome
         generation = render.next_generation(current_text, candidate, floor)
         config = candidate.model_copy(update={"generation": generation})
         objects = render.render_workload(ns, spec, config, owner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kpod_agent import config as agentconfig
 
@@ -129,6 +129,15 @@ class ProfileSpec(_Strict):
     @classmethod
     def _known_syscalls(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else agentconfig._check_syscalls(value)
+
+    @model_validator(mode="after")
+    def _latency_only_for_syscall(self) -> "ProfileSpec":
+        # The node config refuses this too, but only once all CRs are merged:
+        # checked here, the CR that carries it is the one reported.
+        for name, conf in self.collectors.items():
+            if conf.latency is not None and name != "syscall":
+                raise ValueError(f"collectors.{name}.latency: only the syscall collector has a latency switch")
+        return self
 
 
 class SpecError(ValueError):
