@@ -100,11 +100,26 @@ def _daemonset(op: Operator) -> dict[str, Any] | None:
                        + f"/{render.AGENT_NAME}")
 
 
-def _gather_overrides(op: Operator, fleet_present: bool) -> dict[str, agentconfig.NamespaceOverride]:
+def _running_overrides(config_text: str | None) -> dict[str, agentconfig.NamespaceOverride]:
+    """The overrides the agents run now (from the ConfigMap), {} if unreadable."""
+    if not config_text:
+        return {}
+    try:
+        return dict(agentconfig.parse_config(config_text).namespaceOverrides)
+    except agentconfig.ConfigError:
+        return {}
+
+
+def _gather_overrides(op: Operator, fleet_present: bool,
+                      running: dict[str, agentconfig.NamespaceOverride] | None = None,
+                      ) -> dict[str, agentconfig.NamespaceOverride]:
     """Valid overrides by namespace; each override CR gets its own condition.
 
-    Two CRs in one namespace: the oldest wins, as for the fleet."""
+    Two CRs in one namespace: the oldest wins, as for the fleet. An override
+    edited into an invalid one keeps its version in ``running`` (what the
+    agents run): a bad edit must not reset its namespace to the fleet's defaults."""
     overrides: dict[str, agentconfig.NamespaceOverride] = {}
+    running = running or {}
     crs = sorted(op.kube.list(_cr_path()), key=_fleet_order)
     for cr in crs:
         meta = cr.get("metadata") or {}
@@ -114,7 +129,11 @@ def _gather_overrides(op: Operator, fleet_present: bool) -> dict[str, agentconfi
         try:
             parsed = model.parse_override(cr.get("spec"))
         except model.SpecError as exc:
-            outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
+            message = str(exc)
+            if ns in running and ns not in overrides:
+                overrides[ns] = running[ns]
+                message += "; its last valid version stays in effect"
+            outcome = status.ReconcileOutcome(False, "InvalidSpec", message)
         else:
             if ns in overrides:
                 outcome = status.ReconcileOutcome(
@@ -170,12 +189,12 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
             outcome = status.ReconcileOutcome(False, "InvalidSpec", str(exc))
             _refresh(op, fleet, outcome, floor)
             return outcome
-        overrides = _gather_overrides(op, fleet_present=True)
-        owner = render.owner_reference(fleet)
         ns = op.config.namespace
         cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
+        overrides = _gather_overrides(op, fleet_present=True, running=_running_overrides(current_text))
+        owner = render.owner_reference(fleet)
         try:
             candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
         except agentconfig.ConfigError as exc:
