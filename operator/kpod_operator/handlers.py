@@ -128,6 +128,10 @@ def _gather_overrides(op: Operator, fleet_present: bool,
             continue
         try:
             parsed = model.parse_override(cr.get("spec"))
+            too_big = render.size_error(parsed.model_dump(mode="json", exclude_none=True),
+                                        render.MAX_OVERRIDE_BYTES, "this override")
+            if too_big:
+                raise model.SpecError(too_big)
         except model.SpecError as exc:
             message = str(exc)
             if ns in running and ns not in overrides:
@@ -204,6 +208,14 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
             return outcome
         generation = render.next_generation(current_text, candidate, floor)
         config = candidate.model_copy(update={"generation": generation})
+        too_big = render.size_error(config.model_dump(mode="json", exclude_none=True),
+                                    agentconfig.MAX_DOCUMENT_BYTES, "the node config")
+        if too_big:
+            # The agent refuses a document this large (and so would the API
+            # server, over 1 MiB): keep the running one.
+            outcome = status.ReconcileOutcome(False, "InvalidSpec", too_big)
+            _refresh(op, fleet, outcome, floor)
+            return outcome
         objects = render.render_workload(ns, spec, config, owner)
         wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
         monitoring_served = op.kube.served(MONITORING)

@@ -69,6 +69,34 @@ def render_agent_config(
     })
 
 
+# One override's share of the node config. All 512 syscalls plus a big pod
+# selector stay under 16 KiB; this bounds what one namespace can take of the
+# agent's 1 MiB document (agentconfig.MAX_DOCUMENT_BYTES).
+MAX_OVERRIDE_BYTES = 64 * 1024
+
+
+def _yaml_size(value: Any) -> int:
+    # libyaml when present: sizing a refused 1 MiB list takes 0.3 s, not 1 s.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return len(yaml.dump(value, Dumper=dumper, sort_keys=False).encode())
+
+
+def size_error(data: dict[str, Any], limit: int, what: str) -> str | None:
+    """None if ``data`` as YAML fits in ``limit`` bytes, else a message naming
+    its largest fields (two levels deep), so the CR's author knows what to cut."""
+    total = _yaml_size(data)
+    if total <= limit:
+        return None
+    parts: list[tuple[int, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            parts += [(_yaml_size(v), f"{key}.{sub}") for sub, v in value.items()]
+        else:
+            parts.append((_yaml_size(value), str(key)))
+    largest = ", ".join(f"{name} ({size} bytes)" for size, name in sorted(parts, reverse=True)[:3])
+    return f"{what} would be {total} bytes, more than the {limit} allowed; largest: {largest}"
+
+
 def config_content(config: agentconfig.AgentConfig) -> dict[str, Any]:
     """What the agents run, without the generation stamp: equal content, same generation."""
     data = config.model_dump(mode="json")
