@@ -1,0 +1,282 @@
+"""Shared pieces of the operator reliability tests.
+
+The operator suite's emulator and harness (tests/operator), plus what the
+reliability cases need on top: API faults injected per request (an HTTP error
+code, a slow answer that the server still commits after the client gave up),
+a log of every request the operator made, the CRD schema as the API server
+applies it, and an RBAC evaluator. Fixtures are imported by the test modules
+(this folder's conftest.py belongs to the agent-side cases).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import pathlib
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import kmock
+import pytest
+import yaml
+from kmock._internal import k8s, rendering
+
+from kpod_agent import config as agentconfig
+from kpod_operator import handlers
+from kpod_operator import kube as kubeapi
+from tests.operator import conftest as opconf
+from tests.operator import emulator as opemu
+from tests.operator import schemas
+
+NS = opconf.NS
+CR_PATH = opconf.CR_PATH
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "kpodmetricsprofiles.yaml"
+DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent"
+wait_for = opconf.wait_for
+
+# The operator's own client gives up after this long (production: 30 s), so a
+# "slow" answer of the emulator is a client timeout within a test's time.
+CLIENT_TIMEOUT = 0.4
+
+
+@dataclasses.dataclass
+class Fault:
+    """The next ``times`` requests matching plural/methods/subresource are
+    delayed by ``delay`` seconds and then answered ``status`` (None: served
+    normally, i.e. committed after the client timed out)."""
+    plural: str
+    methods: frozenset[str]
+    status: int | None
+    times: int
+    delay: float = 0.0
+    subresource: str | None = None
+    hits: int = 0
+
+    def matches(self, request: rendering.Request) -> bool:
+        return (self.hits < self.times and request.resource is not None
+                and request.resource.plural == self.plural
+                and str(request.method.value).upper() in self.methods
+                and request.subresource == self.subresource)
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    method: str
+    path: str
+    query: dict[str, str]
+
+
+_REASONS = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}
+
+
+@attrs.define(kw_only=True)
+class FaultyEmulator(opemu.ClusterEmulator):
+    faults: list[Fault] = attrs.field(factory=list, init=False)
+    log: list[Logged] = attrs.field(factory=list, init=False)
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        url = request.url
+        self.log.append(Logged(str(request.method.value).upper(), url.path,
+                               {k: v for k, v in url.query.items()}))
+        fault = next((f for f in self.faults if f.matches(request)), None)
+        if fault is not None:
+            fault.hits += 1
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status is not None:
+                raise k8s.KubernetesError(status=fault.status, reason=_REASONS.get(fault.status, "Injected"),
+                                          message=f"injected HTTP {fault.status}")
+        return await super()._handle(request)
+
+
+class FaultyCluster(opemu.EmulatedCluster):
+    """The operator suite's emulated cluster, served by FaultyEmulator."""
+
+    async def _start(self, monitoring: bool) -> str:
+        self.handler = FaultyEmulator()
+        for spec in opemu.RESOURCES + (opemu.MONITORING_RESOURCES if monitoring else []):
+            self._declare(*spec)
+        await self.handler.__aenter__()
+        self.server = kmock.Server(self.handler)
+        await self.server.__aenter__()
+        return str(self.server.url).rstrip("/")
+
+    def inject(self, plural: str, methods: set[str], status: int | None, times: int,
+               delay: float = 0.0, subresource: str | None = None) -> Fault:
+        fault = Fault(plural, frozenset(m.upper() for m in methods), status, times, delay, subresource)
+
+        async def add() -> None:
+            assert isinstance(self.handler, FaultyEmulator)
+            self.handler.faults.append(fault)
+        self._call(add())
+        return fault
+
+    def requests(self) -> list[Logged]:
+        async def copy_() -> list[Logged]:
+            assert isinstance(self.handler, FaultyEmulator)
+            return list(self.handler.log)
+        return self._call(copy_())
+
+
+class ShortTimeoutOperator(opconf.RunningOperator):
+    """kopf in-process as in the operator suite, with a client that gives up soon."""
+
+    def _run(self, config: handlers.OperatorConfig, kube: kubeapi.Kube, registry: Any) -> None:
+        kube.timeout = CLIENT_TIMEOUT
+        super()._run(config, kube, registry)
+
+
+class Harness(opconf.Harness):
+    def start(self) -> opconf.RunningOperator:
+        self.operator = ShortTimeoutOperator(self.cluster.url, self.config)
+        return self.operator
+
+    def reason(self, name: str, ctype: str, namespace: str = NS) -> str | None:
+        cond = self.condition(namespace, name, ctype)
+        return None if cond is None else f"{cond['status']}/{cond['reason']}"
+
+    def running_config(self) -> tuple[str, int, str]:
+        """What the agents run: agent.yaml text, its generation, the ConfigMap's resourceVersion."""
+        cm = self.configmap()
+        assert cm is not None, "no ConfigMap"
+        text = cm["data"]["agent.yaml"]
+        return text, agentconfig.parse_config(text).generation, cm["metadata"]["resourceVersion"]
+
+    def node_config(self) -> agentconfig.AgentConfig:
+        return agentconfig.parse_config(self.running_config()[0])
+
+    def fleet_ready(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.apply_cr(NS, "default", spec or {"profile": "standard", "syscalls": ["read", "write"]})
+        wait_for(lambda: self.configmap() and self.daemonset() and
+                 (self.cr(NS, "default").get("status") or {}).get("configGeneration") == 1
+                 and (self.reason("default", "Reconciled") or "").startswith("True/"),
+                 what="first reconcile")
+        return self.cr(NS, "default")
+
+    def write_ds_status(self, **counts: int) -> None:
+        ds = self.daemonset()
+        assert ds is not None
+        status = {"observedGeneration": ds["metadata"]["generation"], **counts}
+        self.kube.merge_patch(f"{DS_PATH}/status", {"status": status})
+
+    def object_counts(self) -> dict[str, int]:
+        return {p: len(self.cluster.objects(p)) for p in (
+            "configmaps", "daemonsets", "services", "serviceaccounts", "roles", "rolebindings",
+            "clusterroles", "clusterrolebindings")}
+
+
+@pytest.fixture()
+def op_cluster() -> Iterator[FaultyCluster]:
+    emulated = FaultyCluster()
+    try:
+        yield emulated
+    finally:
+        emulated.close()
+
+
+@pytest.fixture()
+def op_harness(op_cluster: FaultyCluster, tmp_path: pathlib.Path) -> Iterator[Harness]:
+    h = Harness(op_cluster, tmp_path)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+# ---- the CRD schema, as the API server applies it ---------------------------
+
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_FILE.read_text())
+
+
+def schema_errors(spec: Any, strict: bool = True) -> list[str]:
+    """Errors the API server's structural-schema validation gives ``spec``.
+
+    ``strict``: unknown fields are errors, as with kubectl's default
+    server-side field validation; without it the server prunes them silently."""
+    validator = schemas.crd_validator(crd(), strict=strict)
+    obj = {"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+           "metadata": {"name": "x", "namespace": "x"}, "spec": spec}
+    return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+            for e in validator.iter_errors(obj)]
+
+
+# ---- RBAC ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """What the RBAC authorizer sees of one request."""
+    verb: str
+    group: str
+    resource: str  # with "/subresource"
+    namespace: str | None
+    name: str | None
+
+
+_RESOURCE_URL = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<rest>.+)$")
+
+
+def attributes(method: str, url: str) -> Attributes | None:
+    """Request -> authorizer attributes; None for discovery (non-resource URLs,
+    readable by every authenticated user through system:discovery)."""
+    parts = urlsplit(url)
+    match = _RESOURCE_URL.match(parts.path)
+    if match is None:
+        return None
+    rest = match["rest"].split("/")
+    namespace = match["ns"]
+    if match["core"] and rest == ["namespaces"] and namespace is None:
+        pass
+    elif not rest or not rest[0]:
+        return None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    resource, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
+    if namespace is None and match["core"] and resource == "namespaces" and name:
+        namespace = name if sub else None
+    watch = query.get("watch") in ("true", "1")
+    verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PATCH": "patch",
+            "PUT": "update", "DELETE": "delete"}[method.upper()]
+    if name is None and verb in ("list", "watch"):
+        # list/watch with metadata.name=<n> is authorized as that name (resourceNames).
+        field = query.get("fieldSelector", "")
+        named = re.fullmatch(r"metadata\.name=([^,]+)", field)
+        name = named.group(1) if named else None
+    return Attributes(verb, match["group"] or "", resource + (f"/{sub}" if sub else ""), namespace, name)
+
+
+def rule_allows(rule: dict[str, Any], attrs_: Attributes) -> bool:
+    def has(key: str, value: str) -> bool:
+        values = rule.get(key) or []
+        return "*" in values or value in values
+    if not (has("verbs", attrs_.verb) and has("apiGroups", attrs_.group) and has("resources", attrs_.resource)):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or attrs_.name in names
+
+
+def authorized(attrs_: Attributes, cluster_rules: list[dict[str, Any]],
+               namespaced_rules: dict[str, list[dict[str, Any]]]) -> bool:
+    """ClusterRole rules apply everywhere; Role rules only inside their namespace
+    (never to a cluster-wide list or watch)."""
+    if any(rule_allows(r, attrs_) for r in cluster_rules):
+        return True
+    return attrs_.namespace is not None and \
+        any(rule_allows(r, attrs_) for r in namespaced_rules.get(attrs_.namespace, []))
+
+
+def verb_table(rules: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """{"group/resource[#name,...]": verbs} of a role's rules, for comparison."""
+    out: dict[str, set[str]] = {}
+    for rule in rules:
+        names = ",".join(sorted(rule.get("resourceNames") or []))
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                key = f"{group or 'core'}/{resource}" + (f"#{names}" if names else "")
+                out.setdefault(key, set()).update(rule.get("verbs") or [])
+    return out
+
