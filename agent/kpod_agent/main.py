@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("kpod_agent")
@@ -70,16 +71,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_bpf(name: str) -> int:
+    """The C a collector compiles with the default config, flags first."""
+    from kpod_agent import cgroups
     from kpod_agent.collectors import REGISTRY
-    from kpod_agent.collectors.base import default_bpf_dir, expand_includes
+    from kpod_agent.collectors.base import CollectorContext
+    from kpod_agent.config import AgentConfig
 
     cls = REGISTRY.get(name)
-    source = getattr(cls, "source", None)
-    if source is None:
+    if cls is None or getattr(cls, "source", None) is None:
         print(f"kpod-agent: no BPF collector named {name!r}; BPF collectors: "
               f"{', '.join(n for n, c in REGISTRY.items() if getattr(c, 'source', None))}", file=sys.stderr)
         return 2
-    print(expand_includes(default_bpf_dir(), source))
+    try:
+        layout = cgroups.detect_layout()
+    except cgroups.CgroupError:
+        layout = cgroups.CgroupLayout(unified=Path("/sys/fs/cgroup"))
+    collector = cls(CollectorContext(layout=layout))
+    config = AgentConfig()
+    print(f"// {cls.source} as compiled, with: {' '.join(collector.cflags(config))}")  # type: ignore[attr-defined]
+    print(collector.bpf_text(config))  # type: ignore[attr-defined]
     return 0
 
 
