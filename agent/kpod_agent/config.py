@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import re
+import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -342,6 +343,10 @@ class ConfigError(ValueError):
     """A node config that cannot be used; the message names field and value."""
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 3, 4, 4, 60
+
+
 def describe_validation_error(err: ValidationError) -> str:
     parts = []
     for item in err.errors():
@@ -352,7 +357,9 @@ def describe_validation_error(err: ValidationError) -> str:
         elif item["type"] == "literal_error":
             msg = f"{msg}"
         value = item.get("input")
-        shown = repr(value)
+        # Bounded: a few bytes of YAML aliases expand to a structure whose
+        # full repr takes minutes and gigabytes.
+        shown = _SHORT_REPR.repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         parts.append(f"{where}: {msg} (got {shown})")
