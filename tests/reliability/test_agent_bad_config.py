@@ -1,0 +1,205 @@
+"""Bad node configs delivered to a running agent, through both sources: the
+watched file of the real `kpod-agent` command, and the ConfigMap watched
+through the (emulated) API. Each is rejected and counted, the last good
+config keeps running with exact counts, and a good one is applied after."""
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+
+from kpod_agent.agent import Agent
+from kpod_agent.kube import ConfigMapSource
+from tests.bpf.conftest import Scraper
+from tests.bpf.test_agent_cli import RunningAgent
+from tests.reliability.conftest import wait_for
+from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.kube_emulator import EmulatorServer
+
+pytestmark = pytest.mark.kernel
+
+
+def alias_bomb() -> bytes:
+    """430 bytes of YAML whose aliases expand to 9**9 strings."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return ("\n".join(lines) + "\nsyscalls: *a8\n").encode()
+
+
+# (name, document, words the error must contain)
+BAD_DOCUMENTS: list[tuple[str, bytes, str]] = [
+    ("garbage", b"{{{ not: yaml ::: [\n\t- ]]", "YAML"),
+    ("binary", b"\x00\x01\xff\xfe\x80 collectors", "UTF-8"),
+    ("wrong-type-collectors", b"collectors: [cpu, syscall]\n", "collectors"),
+    ("wrong-type-generation", b"generation: seven\n", "generation"),
+    ("wrong-type-syscalls", b"syscalls: 5\n", "syscalls"),
+    ("unknown-syscall", b"syscalls: [getppid, frobnicate]\n", "frobnicate"),
+    ("a-list", b"- just\n- a list\n", "mapping"),
+    ("empty", b"", "empty"),
+    ("10MB", b"clusterName: " + b"x" * (10 << 20) + b"\n", "bytes"),
+    ("alias-bomb", alias_bomb(), "syscalls"),
+]
+
+
+# ---- the file source of the real command ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pod(node: KernelNode) -> FakePod:
+    return node.add_pod("badcfg-a", "badcfg")
+
+
+@pytest.fixture(scope="module")
+def cli(node: KernelNode, pod: FakePod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    agent = RunningAgent(node, tmp_path_factory.mktemp("badcfg"))
+    agent.write(7, collectors={"syscall": {"interval": "200ms"}}, syscalls=["getppid"])
+    agent.start()
+    yield agent
+    if agent.proc.poll() is None:
+        agent.proc.kill()
+        agent.proc.wait()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _pod_count(agent: RunningAgent) -> float:
+    return agent.metric("kpod_syscall_count_total", namespace="badcfg", pod="badcfg-a", syscall="getppid")
+
+
+@pytest.mark.parametrize("name,document,words", BAD_DOCUMENTS, ids=[d[0] for d in BAD_DOCUMENTS])
+def test_bad_file_is_rejected_and_last_good_keeps_counting(
+        cli: RunningAgent, pod: FakePod, name: str, document: bytes, words: str) -> None:
+    errors = cli.metric("kpod_config_reloads_total", result="error")
+    count = _pod_count(cli)
+    _replace(cli.path, document)
+    cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 1,
+             f"{name} to be rejected", timeout=15)
+    status = cli.config()
+    assert status["generation"] == 7
+    assert words in status["lastError"], status["lastError"]
+    assert status["collectors"]["syscall"]["attached"] is True
+    assert cli.get("/readyz")[0] == 200
+    pod.workload("getppid", 211)
+    cli.wait(lambda: _pod_count(cli) >= count + 211, "counts of the last good config")
+    assert _pod_count(cli) == count + 211
+    assert cli.metric("kpod_config_reloads_total", result="error") == errors + 1, "rejected more than once"
+
+
+def test_unreadable_file_sources(cli: RunningAgent, pod: FakePod) -> None:
+    """A config swapped for an endless file, and a deleted one re-read by SIGHUP."""
+    errors = cli.metric("kpod_config_reloads_total", result="error")
+    cli.path.unlink()
+    cli.path.symlink_to("/dev/zero")
+    cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 1, "/dev/zero rejected")
+    assert "bytes" in cli.config()["lastError"]
+    cli.path.unlink()
+    cli.proc.send_signal(signal.SIGHUP)
+    cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 2, "missing file reported")
+    assert "cannot read" in cli.config()["lastError"]
+    assert cli.config()["generation"] == 7
+    count = _pod_count(cli)
+    pod.workload("getppid", 5)
+    cli.wait(lambda: _pod_count(cli) == count + 5, "counting goes on")
+
+
+def test_good_file_after_bad_ones_applies(cli: RunningAgent, pod: FakePod) -> None:
+    successes = cli.metric("kpod_config_reloads_total", result="success")
+    cli.write(8, collectors={"syscall": {"interval": "200ms"}}, syscalls=["getppid", "close"])
+    cli.wait(lambda: cli.config()["generation"] == 8, "generation 8")
+    assert cli.metric("kpod_config_reloads_total", result="success") == successes + 1
+    assert cli.metric("kpod_agent_config_generation") == 8
+    count = _pod_count(cli)
+    pod.workload("getppid", 3)
+    cli.wait(lambda: _pod_count(cli) == count + 3, "counting goes on")
+
+
+# ---- the ConfigMap source -----------------------------------------------------------
+
+
+def configmap(data: str | None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "kpod-agent-config", "namespace": "kpod-system"}}
+    if data is not None:
+        obj["data"] = {"agent.yaml": data}
+    return obj
+
+
+def _configmap_lists(api: EmulatorServer) -> list[Any]:
+    return [r for r in api.requests if r.action == kmock.action.LIST and r.resource is not None
+            and r.resource.plural == "configmaps"]
+
+
+@pytest.fixture(scope="module")
+def cm_agent(node: KernelNode, pod: FakePod) -> Iterator[tuple[Scraper, EmulatorServer, ConfigMapSource]]:
+    with EmulatorServer() as api:
+        agent = Agent(node_name="node-1")
+        good = node.config(generation=3, collectors={"syscall": {}}, syscalls=["getppid"])
+        api.apply(configmap(good.to_yaml()))
+        source = ConfigMapSource(api.api_client(), "kpod-system", "kpod-agent-config", agent.submit, agent.reject,
+                                 retry_seconds=0.05, max_retry_seconds=0.2)
+        source.start()
+        try:
+            wait_for(lambda: agent.config is not None and agent.config.generation == 3, "first config")
+            scraper = Scraper(agent)
+            scraper.sync()
+            yield scraper, api, source
+        finally:
+            source.stop()
+            agent.shutdown()
+
+
+# ConfigMap data is a JSON string: it cannot carry bytes that are not UTF-8.
+CM_DOCUMENTS = [d for d in BAD_DOCUMENTS if d[0] != "binary"]
+
+
+@pytest.mark.parametrize("name,document,words", CM_DOCUMENTS, ids=[d[0] for d in CM_DOCUMENTS])
+def test_bad_configmap_is_rejected_and_last_good_keeps_counting(
+        cm_agent: tuple[Scraper, EmulatorServer, ConfigMapSource], pod: FakePod,
+        name: str, document: bytes, words: str) -> None:
+    scraper, api, _ = cm_agent
+    agent = scraper.agent
+    errors = agent.reloads.error
+    before = scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid")
+    api.apply(configmap(document.decode()))
+    wait_for(lambda: agent.reloads.error == errors + 1, f"{name} to be rejected", timeout=15)
+    assert words in (agent.reloads.last_error or ""), agent.reloads.last_error
+    assert "configmap kpod-system/kpod-agent-config" in (agent.reloads.last_error or "")
+    assert agent.config is not None and agent.config.generation == 3
+    assert scraper.value("kpod_config_reloads_total", result="error") == errors + 1
+    pod.workload("getppid", 223)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid") - before == 223
+
+
+def test_configmap_without_key_or_deleted_keeps_last_good(
+        cm_agent: tuple[Scraper, EmulatorServer, ConfigMapSource], node: KernelNode, pod: FakePod) -> None:
+    scraper, api, source = cm_agent
+    agent = scraper.agent
+    errors = agent.reloads.error
+    api.apply(configmap(None))
+    wait_for(lambda: agent.reloads.error == errors + 1, "missing key reported")
+    assert "has no key agent.yaml" in (agent.reloads.last_error or "")
+    lists = len(_configmap_lists(api))
+    api.delete("configmaps", "kpod-system", "kpod-agent-config")
+    api.expire_watches()  # and the watch dropped: the re-list finds nothing
+    wait_for(lambda: len(_configmap_lists(api)) > lists, "the source to list again")
+    assert agent.config is not None and agent.config.generation == 3
+    before = scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid")
+    pod.workload("getppid", 227)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid") - before == 227
+    # a good one, back again: applied
+    good = node.config(generation=4, collectors={"syscall": {}}, syscalls=["getppid", "close"])
+    api.apply(configmap(good.to_yaml()))
+    wait_for(lambda: agent.config is not None and agent.config.generation == 4, "generation 4")
+    assert yaml.safe_load(agent.config.to_yaml())["generation"] == 4
