@@ -34,6 +34,10 @@ class OperatorConfig:
     """Timer period: DaemonSet rollout check, drift repair, late Prometheus Operator CRDs."""
     stuck_after_seconds: float = 600.0
     """A rollout with no movement for this long is reported as RolloutStuck."""
+    retry_base_seconds: float = 1.0
+    """First retry of a change whose API calls failed (409, 5xx, timeout); the
+    delay doubles per retry up to resync_seconds, so a passing conflict heals
+    in a second and a broken API server is not hammered."""
     rules_path: pathlib.Path = render.RULES_ASSET
     cluster_name: str = ""
 
@@ -298,13 +302,25 @@ def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
     return namespace == memo.op.config.namespace
 
 
-def on_fleet(memo: Any, **_: Any) -> None:
-    outcome = reconcile(memo.op)
+def retry_delay(retry: int, base: float, cap: float) -> float:
+    """Delay before retry number ``retry`` (0 = the first): doubling, capped."""
+    return min(cap, base * 2 ** min(max(retry, 0), 30))
+
+
+def on_fleet(memo: Any, retry: int = 0, **_: Any) -> None:
+    op: Operator = memo.op
+    delay = retry_delay(retry, op.config.retry_base_seconds, op.config.resync_seconds)
+    try:
+        outcome = reconcile(op)
+    except kubeapi.ApiError as exc:
+        # A read or a status write failed: retried like a failed apply, not
+        # after kopf's default minute.
+        raise kopf.TemporaryError(f"API error: {exc}", delay=delay) from None
     # kopf retries temporary failures and records permanent ones per generation.
     if outcome is not None and outcome.reason == "InvalidSpec":
         raise kopf.PermanentError(outcome.message)
     if outcome is not None and outcome.reason == "ApplyFailed":
-        raise kopf.TemporaryError(outcome.message, delay=memo.op.config.resync_seconds)
+        raise kopf.TemporaryError(outcome.message, delay=delay)
 
 
 def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
