@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import pathlib
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,7 +57,9 @@ class Fault:
     hits: int = 0
 
     def matches(self, request: rendering.Request) -> bool:
+        # The test's own reads and writes always go through.
         return (self.hits < self.times and request.resource is not None
+                and request.headers.get("User-Agent") != TEST_USER_AGENT
                 and request.resource.plural == self.plural
                 and str(request.method.value).upper() in self.methods
                 and request.subresource == self.subresource)
@@ -67,6 +70,10 @@ class Logged:
     method: str
     path: str
     query: dict[str, str]
+    user_agent: str
+    time: float  # monotonic
+    plural: str | None
+    subresource: str | None
 
 
 _REASONS = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}
@@ -80,7 +87,9 @@ class FaultyEmulator(opemu.ClusterEmulator):
     async def _handle(self, request: rendering.Request) -> Any:
         url = request.url
         self.log.append(Logged(str(request.method.value).upper(), url.path,
-                               {k: v for k, v in url.query.items()}))
+                               {k: v for k, v in url.query.items()},
+                               request.headers.get("User-Agent", ""), time.monotonic(),
+                               request.resource.plural if request.resource else None, request.subresource))
         fault = next((f for f in self.faults if f.matches(request)), None)
         if fault is not None:
             fault.hits += 1
@@ -114,6 +123,17 @@ class FaultyCluster(opemu.EmulatedCluster):
         self._call(add())
         return fault
 
+    def heal(self, fault: Fault) -> None:
+        async def stop() -> None:
+            fault.times = fault.hits
+        self._call(stop())
+
+    def writes(self, plural: str, subresource: str | None = None, since: float = 0.0) -> list[Logged]:
+        """Creates and patches of ``plural`` by anyone but the test itself."""
+        return [r for r in self.requests() if r.plural == plural and r.subresource == subresource
+                and r.method in ("POST", "PATCH", "PUT") and r.time >= since
+                and r.user_agent != TEST_USER_AGENT]
+
     def requests(self) -> list[Logged]:
         async def copy_() -> list[Logged]:
             assert isinstance(self.handler, FaultyEmulator)
@@ -129,7 +149,15 @@ class ShortTimeoutOperator(opconf.RunningOperator):
         super()._run(config, kube, registry)
 
 
+TEST_USER_AGENT = "kpod-reliability-test"
+
+
 class Harness(opconf.Harness):
+    def __init__(self, cluster: opemu.EmulatedCluster, tmp_path: pathlib.Path) -> None:
+        super().__init__(cluster, tmp_path)
+        # The test's own requests are told apart from the operator's in the log.
+        self.kube.api.user_agent = TEST_USER_AGENT
+
     def start(self) -> opconf.RunningOperator:
         self.operator = ShortTimeoutOperator(self.cluster.url, self.config)
         return self.operator
