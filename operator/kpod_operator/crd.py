@@ -6,7 +6,6 @@ the YAML committed as crds/kpodmetricsprofiles.yaml; a test keeps them equal.
 """
 from __future__ import annotations
 
-import re
 import sys
 import types
 import typing

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import threading
 from typing import Any
 
 import kopf

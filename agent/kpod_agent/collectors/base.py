@@ -320,6 +320,37 @@ def read_flat_keyed(path: Path) -> dict[str, int]:
     return result
 
 
+class CgroupFileCollector(Collector):
+    """A collector that reads per-cgroup files. Without discovery every
+    cgroup is its own series and is read; with it, only the cgroups that
+    make the pod's and its containers' series (`chosen`), since stat files
+    are hierarchical."""
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self.each_cgroup = False
+
+    def attach(self, config: AgentConfig) -> None:
+        self.each_cgroup = config.discovery.mode == "none"
+        super().attach(config)
+
+    def reconfigure(self, config: AgentConfig) -> bool:
+        self.each_cgroup = config.discovery.mode == "none"
+        return True
+
+    def chosen(self, targets: Iterable[CgroupTarget],
+               which: Literal["pods and containers", "pods", "containers"] = "pods and containers",
+               ) -> list[CgroupTarget]:
+        if self.each_cgroup:
+            return list(targets)
+        roots, children = hierarchy_tops(targets)
+        if which == "pods":
+            return roots
+        if which == "containers":
+            return children
+        return roots + children
+
+
 def hierarchy_tops(targets: Iterable[CgroupTarget]) -> tuple[list[CgroupTarget], list[CgroupTarget]]:
     """(roots, children): targets with no ancestor among the targets (pod
     cgroups), and targets directly below a root (containers).

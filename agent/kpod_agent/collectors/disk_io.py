@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from kpod_agent.collectors.base import CollectorContext, CgroupTarget, Collector, MetricSpec, Snapshot, hierarchy_tops
-from kpod_agent.config import AgentConfig
+from kpod_agent.collectors.base import CgroupFileCollector, CgroupTarget, MetricSpec, Snapshot
 
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 # Per device: read bytes, written bytes, reads, writes.
@@ -63,7 +62,7 @@ def device_name(majmin: str, sys_dev_block: Path = SYS_DEV_BLOCK) -> str:
     return majmin
 
 
-class DiskIOCollector(Collector):
+class DiskIOCollector(CgroupFileCollector):
     name = "diskIO"
     specs = (
         MetricSpec("kpod_disk_read_bytes_total", "Bytes the cgroup read from the device.", "counter",
@@ -75,18 +74,6 @@ class DiskIOCollector(Collector):
         MetricSpec("kpod_disk_writes_total", "Write operations of the cgroup on the device.", "counter",
                    labels=("device",)),
     )
-
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.each_cgroup = False
-
-    def attach(self, config: AgentConfig) -> None:
-        self.each_cgroup = config.discovery.mode == "none"
-        super().attach(config)
-
-    def reconfigure(self, config: AgentConfig) -> bool:
-        self.each_cgroup = config.discovery.mode == "none"
-        return True
 
     def read_figures(self, relpath: str) -> DiskFigures:
         layout = self.ctx.layout
@@ -107,12 +94,7 @@ class DiskIOCollector(Collector):
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = Snapshot()
         names: dict[str, str] = {}  # per read: device numbers are reused
-        if self.each_cgroup:
-            chosen = list(targets)
-        else:
-            roots, children = hierarchy_tops(targets)
-            chosen = roots + children
-        for target in chosen:
+        for target in self.chosen(targets):
             try:
                 figures = self.read_figures(target.relpath)
             except FileNotFoundError:  # gone since discovery, or no io controller here

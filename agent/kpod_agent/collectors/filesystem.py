@@ -28,11 +28,10 @@ from pathlib import Path
 from kpod_agent.collectors.base import (
     CollectorContext,
     CgroupTarget,
-    Collector,
+    CgroupFileCollector,
     MetricSpec,
     Snapshot,
     cgroup_pid,
-    hierarchy_tops,
 )
 from kpod_agent.collectors.iface_network import node_namespaces
 from kpod_agent.config import AgentConfig
@@ -98,7 +97,7 @@ def df_figures(st: os.statvfs_result) -> dict[str, int]:
     }
 
 
-class FilesystemCollector(Collector):
+class FilesystemCollector(CgroupFileCollector):
     name = "filesystem"
     specs = (
         MetricSpec("kpod_fs_capacity_bytes", "Size of the filesystem mounted in the container.", "gauge",
@@ -111,18 +110,12 @@ class FilesystemCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        self.each_cgroup = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._hung: dict[tuple[str, str], float] = {}
 
     def attach(self, config: AgentConfig) -> None:
-        self.each_cgroup = config.discovery.mode == "none"
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kpod-statvfs")
         super().attach(config)
-
-    def reconfigure(self, config: AgentConfig) -> bool:
-        self.each_cgroup = config.discovery.mode == "none"
-        return True
 
     def detach(self) -> None:
         if self._pool is not None:
@@ -150,7 +143,7 @@ class FilesystemCollector(Collector):
         snap = Snapshot()
         proc = self.ctx.proc_root
         host_mntns = node_namespaces(proc, "mnt")
-        chosen = list(targets) if self.each_cgroup else hierarchy_tops(targets)[1]
+        chosen = self.chosen(targets, "containers")
         for target in chosen:
             pid = cgroup_pid(self.ctx.layout.unified_dir(target.relpath))
             if pid is None:

@@ -12,15 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
-    CollectorContext,
     CgroupTarget,
-    Collector,
+    CgroupFileCollector,
     MetricSpec,
     Snapshot,
     cgroup_pid,
-    hierarchy_tops,
 )
-from kpod_agent.config import AgentConfig
 
 _DIRECTIONS = {
     # /proc/net/dev columns after "iface:": rx bytes packets errs drop fifo frame compressed multicast,
@@ -65,7 +62,7 @@ def node_namespaces(proc_root: str, kind: str) -> set[int]:
     return found
 
 
-class IfaceNetworkCollector(Collector):
+class IfaceNetworkCollector(CgroupFileCollector):
     name = "ifaceNetwork"
     specs = tuple(
         MetricSpec(f"kpod_net_iface_{direction}_{figure}_total",
@@ -75,23 +72,11 @@ class IfaceNetworkCollector(Collector):
         for direction in ("rx", "tx") for figure in ("bytes", "packets", "errors", "drops")
     )
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.each_cgroup = False
-
-    def attach(self, config: AgentConfig) -> None:
-        self.each_cgroup = config.discovery.mode == "none"
-        super().attach(config)
-
-    def reconfigure(self, config: AgentConfig) -> bool:
-        self.each_cgroup = config.discovery.mode == "none"
-        return True
-
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = Snapshot()
         proc = self.ctx.proc_root
         host_netns = node_namespaces(proc, "net")
-        chosen = list(targets) if self.each_cgroup else hierarchy_tops(targets)[0]
+        chosen = self.chosen(targets, "pods")
         seen_netns: set[int] = set()
         for target in chosen:
             pid = cgroup_pid(self.ctx.layout.unified_dir(target.relpath))

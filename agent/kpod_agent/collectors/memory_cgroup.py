@@ -9,15 +9,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
-    CollectorContext,
     CgroupTarget,
-    Collector,
+    CgroupFileCollector,
     MetricSpec,
     Snapshot,
-    hierarchy_tops,
     read_flat_keyed,
 )
-from kpod_agent.config import AgentConfig
 
 
 def _read_int(path: Path) -> int | None:
@@ -57,7 +54,7 @@ def memory_cgroup_figures(directory: Path) -> dict[str, int]:
     return out
 
 
-class MemoryCgroupCollector(Collector):
+class MemoryCgroupCollector(CgroupFileCollector):
     name = "memoryCgroup"
     specs = (
         MetricSpec("kpod_mem_cgroup_usage_bytes", "Memory charged to the cgroup (memory.current / usage_in_bytes).",
@@ -69,27 +66,9 @@ class MemoryCgroupCollector(Collector):
         MetricSpec("kpod_mem_cgroup_swap_bytes", "Swap used by the cgroup (memory.swap.current / memsw).", "gauge"),
     )
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.each_cgroup = False
-
-    def attach(self, config: AgentConfig) -> None:
-        # Without discovery every cgroup is its own series: read them all.
-        self.each_cgroup = config.discovery.mode == "none"
-        super().attach(config)
-
-    def reconfigure(self, config: AgentConfig) -> bool:
-        self.each_cgroup = config.discovery.mode == "none"
-        return True
-
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = Snapshot()
-        if self.each_cgroup:
-            chosen = list(targets)
-        else:
-            roots, children = hierarchy_tops(targets)
-            chosen = roots + children
-        for target in chosen:
+        for target in self.chosen(targets):
             directory = self.ctx.layout.controller_dir(target.relpath, "memory")
             try:
                 figures = memory_cgroup_figures(directory)
