@@ -1,0 +1,106 @@
+"""An operator restart in the middle of a rollout or of a failed apply:
+it resumes from what is in the cluster, creates nothing twice, rolls the
+DaemonSet once, and reports the rollout from the DaemonSet's own status
+(the "no progress since" clock included)."""
+from __future__ import annotations
+
+import time
+
+from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+    NS,
+    Harness,
+    op_cluster,
+    op_harness,
+    wait_for,
+)
+
+SPEC = {"profile": "standard", "syscalls": ["read", "write"]}
+
+
+def _status(h: Harness) -> dict:
+    return h.cr(NS, "default").get("status") or {}
+
+
+def _image(h: Harness) -> str:
+    return h.daemonset()["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_restart_mid_rollout_resumes_and_reports_it(op_harness: Harness) -> None:
+    h = op_harness
+    h.config.stuck_after_seconds = 600.0
+    h.start()
+    h.fleet_ready(SPEC)
+    h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=3, numberAvailable=3, numberReady=3)
+    wait_for(lambda: h.reason("default", "Progressing") == "False/RolloutComplete", what="first rollout done")
+    h.apply_cr(NS, "default", {"agent": {"image": "kpod-agent:1.1"}})
+    wait_for(lambda: _image(h) == "kpod-agent:1.1", what="new template")
+    assert h.daemonset()["metadata"]["generation"] == 2
+    # The controller has updated one node of three.
+    h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=1, numberAvailable=2, numberReady=2)
+    wait_for(lambda: h.reason("default", "Progressing") == "True/RolloutInProgress"
+             and _status(h).get("updatedNumberScheduled") == 1, what="rollout in progress")
+    since = h.condition(NS, "default", "Progressing")["lastTransitionTime"]
+    counts = h.object_counts()
+    cm_before = h.running_config()
+
+    h.stop()
+    # While the operator is away the rollout moves on by one node.
+    h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=2, numberAvailable=2, numberReady=2)
+    h.start()
+    wait_for(lambda: _status(h).get("updatedNumberScheduled") == 2, what="progress seen after restart")
+    assert h.reason("default", "Progressing") == "True/RolloutInProgress"
+    assert "2/3 updated" in h.condition(NS, "default", "Progressing")["message"]
+    assert h.reason("default", "Available") == "True/PartiallyAvailable"
+    # Still the same rollout: its condition did not flip, nothing was rewritten.
+    assert h.condition(NS, "default", "Progressing")["lastTransitionTime"] == since
+    assert h.daemonset()["metadata"]["generation"] == 2
+    assert h.running_config() == cm_before
+    assert h.object_counts() == counts and set(counts.values()) == {1}
+
+    h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=3, numberAvailable=3, numberReady=3)
+    wait_for(lambda: h.reason("default", "Progressing") == "False/RolloutComplete", what="rollout done")
+    assert h.reason("default", "Available") == "True/AllAvailable"
+    assert h.reason("default", "Degraded") == "False/AsExpected"
+    assert h.daemonset()["metadata"]["generation"] == 2
+
+
+def test_restart_keeps_the_no_progress_clock(op_harness: Harness) -> None:
+    """A rollout that did not move while the operator was away is as old as it
+    was: the restart neither resets nor invents progress."""
+    h = op_harness
+    h.config.stuck_after_seconds = 2.0
+    h.start()
+    h.fleet_ready(SPEC)
+    h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
+    wait_for(lambda: h.reason("default", "Progressing") == "True/RolloutInProgress", what="rolling")
+    started = _status(h)["rollout"]["since"]
+    h.stop()
+    time.sleep(h.config.stuck_after_seconds + 0.5)
+    h.start()
+    wait_for(lambda: h.reason("default", "Progressing") == "False/RolloutStuck", what="stuck after restart")
+    assert _status(h)["rollout"]["since"] == started
+    assert h.reason("default", "Degraded") == "True/RolloutStuck"
+
+
+def test_restart_after_a_half_applied_change_finishes_it_once(op_harness: Harness) -> None:
+    """The ConfigMap got written, the DaemonSet patch failed, then the operator
+    went away: the next one applies the rest, once, and announces the config."""
+    h = op_harness
+    h.start()
+    h.fleet_ready(SPEC)
+    broken = h.cluster.inject("daemonsets", {"PATCH"}, 500, 10_000)
+    h.apply_cr(NS, "default", {"syscalls": ["futex"], "agent": {"image": "kpod-agent:1.1"}})
+    wait_for(lambda: h.reason("default", "Reconciled") == "False/ApplyFailed", what="DaemonSet refused")
+    assert "DaemonSet/kpod-agent" in h.condition(NS, "default", "Reconciled")["message"]
+    assert h.running_config()[1] == 2  # the config went out first
+    h.stop()
+    h.cluster.heal(broken)
+    since = time.monotonic()
+    h.start()
+    wait_for(lambda: _image(h) == "kpod-agent:1.1"
+             and (h.reason("default", "Reconciled") or "").startswith("True/"), what="finished after restart")
+    assert h.daemonset()["metadata"]["generation"] == 2
+    assert len(h.cluster.writes("daemonsets", since=since)) == 1
+    assert h.running_config()[1] == 2 and _status(h)["configGeneration"] == 2
+    assert h.node_config().syscalls == ["futex"]
+    assert set(h.object_counts().values()) == {1}
