@@ -1,18 +1,14 @@
-"""Agent RSS per profile and /metrics cost with 500 fake pods.
+"""Agent RSS per profile.
 
-RSS: the real `kpod-agent` process in standalone mode (discovery none) with
-each profile, after its collectors are attached; baseline: the same Python
-with the agent's modules imported and nothing loaded.
-/metrics: 500 kubelet-style pods, each running a workload so that every
-collector has series for it; time to render a scrape (the agent's direct
-text renderer), against a baseline of prometheus_client serializing the
-same families already built, and the whole scrape through prometheus_client.
-    sudo .venv/bin/python -m bench.bench_agent [--pods N] [--profiles standard,comprehensive]
+The real `kpod-agent` process in standalone mode (discovery none) with each
+profile, after its collectors are attached; baseline: the same Python with
+the agent's modules and bcc imported and nothing loaded. (/metrics cost with
+500 pods is in bench_comprehensive.py.)
+    sudo .venv/bin/python -m bench.bench_agent [--profiles minimal,standard,comprehensive]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,68 +60,8 @@ def baseline_rss() -> float:
         proc.wait()
 
 
-def metrics_cost(pods: int, tmp: Path) -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.registry import Collector
-
-    from kpod_agent.agent import Agent
-    from kpod_agent.exporter import KpodCollector
-    from tests.support.kernel_node import KernelNode
-
-    node = KernelNode(tmp)
-    agent = Agent(node_name="bench")
-    try:
-        fake = [node.add_pod(f"bench-{i}", f"ns-{i % 10}", labels={"app": f"a{i % 7}"}) for i in range(pods)]
-        agent.apply(node.config(profile="comprehensive", syscalls=["getppid", "close"], includeLabels=["app"]))
-        agent.on_index(agent.discovery.refresh())
-        for pod in fake:
-            pod.workload("getppid", 3)
-        agent.collect_due(force=True)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(KpodCollector(agent))
-        families = list(registry.collect())
-
-        class Frozen(Collector):
-            def collect(self):  # type: ignore[no-untyped-def]
-                return iter(families)
-
-        frozen = CollectorRegistry(auto_describe=False)
-        frozen.register(Frozen())
-        exporter = KpodCollector(agent)
-        ours, library, base = [], [], []
-        for _ in range(7):
-            t = time.perf_counter()
-            text = exporter.render_text()
-            ours.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            generate_latest(registry)
-            library.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            generate_latest(frozen)
-            base.append(time.perf_counter() - t)
-        lines = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-        per_pod = [s for s in families if s.name.startswith("kpod_") and s.samples]
-        per_line = statistics.median(ours) / lines * 1e6
-        table(f"/metrics with {pods} pods (comprehensive profile)", [
-            ("measure", "value"),
-            ("sample lines", str(lines)),
-            ("size", f"{len(text) / 1024:.0f} KiB"),
-            ("scrape (median of 7)", f"{statistics.median(ours) * 1000:.1f} ms"),
-            ("per sample line", f"{per_line:.2f} us (target <= 3 us)"),
-            ("baseline: serializing prebuilt families", f"{statistics.median(base) * 1000:.1f} ms"),
-            ("scrape / baseline", f"{statistics.median(ours) / statistics.median(base):.2f}x"),
-            ("same scrape through prometheus_client families",
-             f"{statistics.median(library) * 1000:.1f} ms ({statistics.median(library) / lines * 1e6:.2f} us/line)"),
-            ("families with samples", str(len(per_pod))),
-        ])
-    finally:
-        agent.shutdown()
-        node.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pods", type=int, default=500)
     parser.add_argument("--profiles", default="minimal,standard,comprehensive")
     args = parser.parse_args()
     require_root()
@@ -138,7 +74,6 @@ def main() -> None:
         rows.append((profile, f"{rss:.0f}", f"{rss / base:.2f}x", f"{ready:.1f} s"))
     table("Agent RSS (standalone, discovery none)", rows)
     print("targets: standard <= 150 MB, comprehensive <= 200 MB")
-    metrics_cost(args.pods, tmp)
 
 
 if __name__ == "__main__":

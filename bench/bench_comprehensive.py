@@ -27,13 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 
-from bench.common import build, require_root, rss_mb, table
+from bench.common import build, require_root, table
 
 GETPPID, GETUID = 110, 102
 REFERENCE_SERIES = {"minimal": 20, "standard": 39, "comprehensive": 69}
@@ -107,41 +105,10 @@ def _timed(fn: Callable[[], object]) -> float:
 # ---- agent RSS -------------------------------------------------------------------
 
 def agent_rss(tmp: Path) -> None:
-    path = tmp / "comprehensive.yaml"
-    path.write_text(yaml.safe_dump({"profile": "comprehensive", "discovery": {"mode": "none"},
-                                    "defaultInterval": "1s"}))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kpod_agent.main", "--config", str(path),
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started = time.monotonic()
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > 180 or proc.poll() is not None:
-                sys.exit("agent did not become ready")
-            time.sleep(0.2)
-        ready = time.monotonic() - started
-        time.sleep(3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            r.read()
-        time.sleep(2)
-        rss = rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    base = subprocess.Popen([sys.executable, "-c",
-                             "import kpod_agent.agent, kpod_agent.exporter, bcc, time; time.sleep(30)"])
-    time.sleep(4)
-    try:
-        bare = rss_mb(base.pid)
-    finally:
-        base.kill()
-        base.wait()
+    from bench.bench_agent import agent_rss as profile_rss, baseline_rss
+
+    rss, ready = profile_rss("comprehensive", tmp)
+    bare = baseline_rss()
     table("Agent RSS with the comprehensive profile (standalone, every collector attached)", [
         ("process", "RSS MB", "ratio"),
         ("python + agent modules + bcc imported", f"{bare:.0f}", "1.00x"),
