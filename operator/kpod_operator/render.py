@@ -269,11 +269,13 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
     refuses such references), so the ClusterRole and its binding carry labels
     only and are named after the namespace; they hold no secrets."""
     cluster_name = f"{AGENT_NAME}-{namespace}"
-    pod_rules: list[dict[str, Any]] = [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    ]
+    # Exactly the calls the agent makes: the informer lists and watches pods
+    # of all namespaces (field selector spec.nodeName); the kubelet mode reads
+    # the kubelet's /pods instead, which the kubelet authorizes as nodes/proxy.
     if fleet.agent.discovery.mode == "kubelet":
-        pod_rules.append({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]})
+        pod_rules = [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+    else:
+        pod_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(AGENT_NAME, namespace, owner)},
         {
@@ -294,12 +296,14 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
             "kind": "Role",
             "metadata": _meta(AGENT_NAME, namespace, owner),
             "rules": [
+                # List and watch with fieldSelector metadata.name, which RBAC
+                # matches against resourceNames; the agent never gets it by name.
                 {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CONFIGMAP_NAME],
-                 "verbs": ["get", "list", "watch"]},
+                 "verbs": ["list", "watch"]},
                 # The agent writes its status annotation on its own Pod. RBAC cannot
                 # narrow this to "its own pod" (pod names are generated), so the
                 # grant covers the pods of this namespace only.
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
             ],
         },
         {
