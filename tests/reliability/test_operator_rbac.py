@@ -1,0 +1,292 @@
+"""RBAC: nothing granted beyond what the agent and the operator use.
+
+Each side is compared with an explicit table of verbs per resource, written
+from what the code calls; the calls themselves are then checked against the
+tables, from the source (agent) and from the requests recorded by the
+emulated API server (agent API paths and the whole operator under kopf).
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import threading
+import time
+from typing import Any
+
+import kubernetes.client
+import pytest
+import yaml
+
+from kpod_agent import cgroups
+from kpod_agent.config import DiscoveryConfig
+from kpod_agent.discovery import Discovery
+from kpod_agent.kube import ConfigMapSource
+from kpod_agent.node_status import PodStatusPublisher
+from kpod_operator import kube as kubeapi
+from kpod_operator import model, render
+from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+    CR_PATH,
+    NS,
+    REPO,
+    TEST_USER_AGENT,
+    Attributes,
+    FaultyCluster,
+    Harness,
+    attributes,
+    authorized,
+    op_cluster,
+    op_harness,
+    verb_table,
+    wait_for,
+)
+
+AGENT_SOURCES = REPO / "agent" / "kpod_agent"
+DEPLOY_RBAC = REPO / "deploy" / "operator" / "rbac.yaml"
+CM = render.CONFIGMAP_NAME
+
+# ---- what the agent uses -------------------------------------------------------
+
+# kubernetes client methods the agent calls -> the requests they make.
+AGENT_CALLS = {
+    # ConfigMapSource: list then watch, both with fieldSelector metadata.name.
+    "list_namespaced_config_map": [("list", "core/configmaps", "ns", CM), ("watch", "core/configmaps", "ns", CM)],
+    # Informer discovery: list then watch with fieldSelector spec.nodeName.
+    "list_pod_for_all_namespaces": [("list", "core/pods", "cluster", None), ("watch", "core/pods", "cluster", None)],
+    # PodStatusPublisher: the status annotation on its own Pod.
+    "patch_namespaced_pod": [("patch", "core/pods", "ns", None)],
+}
+
+EXPECTED_AGENT = {
+    "informer": {
+        "ClusterRole": {"core/pods": {"list", "watch"}},
+        "Role": {f"core/configmaps#{CM}": {"list", "watch"}, "core/pods": {"patch"}},
+    },
+    "kubelet": {
+        # GET https://<node>:10250/pods: the kubelet authorizes it as nodes/proxy get.
+        "ClusterRole": {"core/nodes/proxy": {"get"}},
+        "Role": {f"core/configmaps#{CM}": {"list", "watch"}, "core/pods": {"patch"}},
+    },
+}
+
+# ---- what the operator uses -----------------------------------------------------
+
+# Either called by the operator (handlers, kopf) or held because it grants it to
+# the agent: RBAC lets a subject grant only what it holds (no escalate/bind).
+EXPECTED_OPERATOR = {
+    "ClusterRole": {
+        "kpod.io/kpodmetricsprofiles": {"list", "watch", "patch"},  # kopf watch + annotations; handlers list
+        "kpod.io/kpodmetricsprofiles/status": {"patch"},
+        "apiextensions.k8s.io/customresourcedefinitions": {"list", "watch"},  # kopf's resource scanning
+        "core/events": {"create"},  # kopf posts handler failures on the CR
+        # kopf watches with a cluster-wide URL (field selector on the namespace);
+        # list/watch of pods is also the agent's informer grant.
+        "core/pods": {"list", "watch"},
+        "apps/daemonsets": {"list", "watch"},
+        "core/nodes/proxy": {"get"},  # held for the agent (kubelet mode) only
+        "rbac.authorization.k8s.io/clusterroles": {"get", "create", "patch", "delete"},
+        "rbac.authorization.k8s.io/clusterrolebindings": {"get", "create", "patch", "delete"},
+    },
+    "Role": {  # in the operator's namespace
+        "core/configmaps": {"get", "create", "patch", "list", "watch"},  # list/watch: held for the agent
+        "core/services": {"get", "create", "patch"},
+        "core/serviceaccounts": {"get", "create", "patch"},
+        "core/pods": {"patch"},  # held for the agent (status annotation)
+        "apps/daemonsets": {"get", "create", "patch"},
+        "rbac.authorization.k8s.io/roles": {"get", "create", "patch"},
+        "rbac.authorization.k8s.io/rolebindings": {"get", "create", "patch"},
+        "monitoring.coreos.com/servicemonitors": {"get", "create", "patch", "delete"},
+        "monitoring.coreos.com/prometheusrules": {"get", "create", "patch", "delete"},
+    },
+}
+# Granted without being seen in the recorded run, and why.
+HELD_FOR_THE_AGENT = {("Role", "core/configmaps", "list"), ("Role", "core/configmaps", "watch"),
+                      ("Role", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get")}
+KOPF_ON_FAILURE = {("ClusterRole", "core/events", "create")}
+
+
+def _agent_rbac(mode: str) -> dict[str, list[dict[str, Any]]]:
+    fleet = model.parse_fleet({"agent": {"discovery": {"mode": mode}}})
+    return {o["kind"]: o["rules"] for o in render.render_rbac(NS, fleet, None) if o["kind"] in ("ClusterRole", "Role")}
+
+
+def _rules_of(table: dict[str, set[str]]) -> list[dict[str, Any]]:
+    rules = []
+    for key, verbs in table.items():
+        resource, _, names = key.partition("#")
+        group, _, plural = resource.partition("/")
+        rule: dict[str, Any] = {"apiGroups": ["" if group == "core" else group], "resources": [plural],
+                                "verbs": sorted(verbs)}
+        if names:
+            rule["resourceNames"] = names.split(",")
+        rules.append(rule)
+    return rules
+
+
+@pytest.mark.parametrize("mode", sorted(EXPECTED_AGENT))
+def test_agent_rbac_is_the_expected_table(mode: str) -> None:
+    rbac = _agent_rbac(mode)
+    assert {kind: verb_table(rules) for kind, rules in rbac.items()} == EXPECTED_AGENT[mode]
+
+
+def test_agent_code_calls_only_the_granted_api_methods() -> None:
+    """Every kubernetes client API method named in kpod_agent is one of
+    AGENT_CALLS, and every request those make is granted (informer mode)."""
+    api_methods = {name for cls in (kubernetes.client.CoreV1Api, kubernetes.client.AppsV1Api,
+                                    kubernetes.client.CustomObjectsApi) for name in dir(cls)
+                   if not name.startswith("_")}
+    named: dict[str, set[str]] = {}
+    api_classes: set[str] = set()
+    for path in AGENT_SOURCES.rglob("*.py"):
+        text = path.read_text()
+        for word in set(re.findall(r"\b[a-z_]+\b", text)):
+            if word in api_methods and re.search(r"_(namespaced|for_all_namespaces|node|namespace)\w*$|"
+                                                 r"^(list|read|patch|create|delete|replace|connect)_", word):
+                named.setdefault(word, set()).add(path.name)
+        api_classes |= set(re.findall(r"kubernetes\.client\.(\w+Api)\b", text))
+    assert set(named) == set(AGENT_CALLS), named
+    assert api_classes == {"CoreV1Api"}, api_classes
+    # The kubelet is reached by its own URL (kubelet mode), never through the API server's proxy.
+    assert "/proxy" not in (AGENT_SOURCES / "discovery.py").read_text()
+    rbac = _agent_rbac("informer")
+    for method, requests in AGENT_CALLS.items():
+        for verb, resource, scope, name in requests:
+            group, _, plural = resource.partition("/")
+            attrs = Attributes(verb, "" if group == "core" else group, plural, NS if scope == "ns" else None, name)
+            assert authorized(attrs, rbac["ClusterRole"], {NS: rbac["Role"]}), (method, verb, resource)
+    # ... and nothing granted that no call needs.
+    used = {(verb, resource + (f"#{name}" if name else "")) for calls in AGENT_CALLS.values()
+            for verb, resource, _, name in calls}
+    granted = {(verb, key) for rules in rbac.values() for key, verbs in verb_table(rules).items()
+               for verb in verbs}
+    assert granted == used
+
+
+def _agent_requests(cluster: FaultyCluster) -> list[Any]:
+    return [r for r in cluster.requests() if r.user_agent == "kpod-agent-rbac-test"]
+
+
+def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: FaultyCluster,
+                                                                tmp_path: pathlib.Path) -> None:
+    """The agent's ConfigMap watch, informer and status publisher, run against
+    the emulated API server: each request they make is authorized by the
+    rendered RBAC, and together they use every verb it grants."""
+    h = Harness(op_cluster, tmp_path)
+    h.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS},
+                   "data": {"agent.yaml": "generation: 1\n"}})
+    h.kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kpod-agent-x", "namespace": NS},
+                   "spec": {"nodeName": "node-1", "containers": [{"name": "agent", "image": "a"}]}})
+    client = kubeapi.Kube.for_url(op_cluster.url).api
+    client.user_agent = "kpod-agent-rbac-test"
+    got = threading.Event()
+    source = ConfigMapSource(client, NS, CM, lambda data, where: got.set() or True, lambda message: None)
+    (tmp_path / "unified").mkdir()
+    discovery = Discovery(DiscoveryConfig(mode="informer", interval="100ms"), "node-1",
+                          cgroups.CgroupResolver(cgroups.CgroupLayout(unified=tmp_path / "unified")),
+                          api_client=client, max_backoff=0.3)
+    source.start()
+    discovery.start()
+    try:
+        assert got.wait(10)
+        wait_for(lambda: discovery.synced, what="informer synced")
+        publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", NS)
+        assert publisher.publish({"node": "node-1", "generation": 1, "collectors": {}})
+        wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 2,
+                 what="both watches open")
+    finally:
+        discovery.stop()
+        source.stop()
+    rbac = _agent_rbac("informer")
+    used: set[tuple[str, str]] = set()
+    for r in _agent_requests(op_cluster):
+        attrs = attributes(r.method, f"{r.path}?{'&'.join(f'{k}={v}' for k, v in r.query.items())}")
+        assert attrs is not None
+        assert authorized(attrs, rbac["ClusterRole"], {NS: rbac["Role"]}), attrs
+        key = f"{attrs.group or 'core'}/{attrs.resource}" + (f"#{CM}" if attrs.resource == "configmaps" else "")
+        used.add((attrs.verb, key))
+    granted = {(verb, key) for rules in rbac.values() for key, verbs in verb_table(rules).items()
+               for verb in verbs}
+    assert used == granted
+
+
+def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness) -> None:
+    """The operator under kopf through its whole life (fleet, override, DaemonSet
+    status, Prometheus Operator CRDs appearing, hand edits repaired, monitoring
+    switched off, a bad spec, the fleet deleted): every request is authorized by
+    EXPECTED_OPERATOR, and every grant there was used or is held for the agent."""
+    h = op_harness
+    h.config.stuck_after_seconds = 600
+    h.start()
+    h.fleet_ready()
+    h.apply_cr("team-a", "metrics", {"profile": "minimal"})
+    wait_for(lambda: h.reason("metrics", "Reconciled", "team-a") == "True/Merged", what="override")
+    h.write_ds_status(desiredNumberScheduled=1, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
+    h.cluster.install_monitoring()
+    wait_for(lambda: h.cluster.objects("servicemonitors") and h.cluster.objects("prometheusrules"),
+             what="monitoring objects")
+    # Hand edits of every object: the operator patches them back (drift repair).
+    drifted = []
+    for obj in render.render_workload(NS, model.parse_fleet({}), render.render_agent_config(
+            model.parse_fleet({}), {}, 1), None) + render.monitoring_objects(NS):
+        if obj["kind"] == "ConfigMap":
+            continue
+        path = kubeapi.object_path(obj)
+        h.kube.merge_patch(path, {"metadata": {"labels": {"app.kubernetes.io/part-of": "tampered"}}})
+        drifted.append(path)
+    wait_for(lambda: all(h.get(p)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kpod-metrics"
+                         for p in drifted), what="drift repaired")
+    h.apply_cr(NS, "default", {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}})
+    wait_for(lambda: not h.cluster.objects("servicemonitors") and not h.cluster.objects("prometheusrules"),
+             what="monitoring objects deleted")
+    h.apply_cr(NS, "default", {"profile": "nonsense"})
+    wait_for(lambda: h.reason("default", "Reconciled") == "False/InvalidSpec", what="invalid spec")
+    h.kube.request("DELETE", f"{CR_PATH}/namespaces/{NS}/kpodmetricsprofiles/default")
+    wait_for(lambda: h.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}") is None,
+             what="cluster-scoped RBAC deleted")
+    time.sleep(0.3)
+    h.stop()
+
+    cluster_rules = _rules_of(EXPECTED_OPERATOR["ClusterRole"])
+    ns_rules = _rules_of(EXPECTED_OPERATOR["Role"])
+    used: set[tuple[str, str, str]] = set()
+    for r in h.cluster.requests():
+        if r.user_agent == TEST_USER_AGENT:
+            continue
+        attrs = attributes(r.method, f"{r.path}?{'&'.join(f'{k}={v}' for k, v in r.query.items())}")
+        if attrs is None:
+            continue  # discovery: granted to every authenticated user
+        assert authorized(attrs, cluster_rules, {NS: ns_rules}), (r.method, r.path, r.query)
+        key = f"{attrs.group or 'core'}/{attrs.resource}"
+        kind = "Role" if attrs.namespace == NS and key in EXPECTED_OPERATOR["Role"] \
+            and attrs.verb in EXPECTED_OPERATOR["Role"][key] else "ClusterRole"
+        used.add((kind, key, attrs.verb))
+    granted = {(kind, key, verb) for kind, table in EXPECTED_OPERATOR.items()
+               for key, verbs in table.items() for verb in verbs}
+    assert granted - used - HELD_FOR_THE_AGENT - KOPF_ON_FAILURE == set()
+
+
+def test_operator_holds_every_grant_it_gives_the_agent() -> None:
+    """RBAC refuses to create a role granting more than its creator holds."""
+    cluster_rules = _rules_of(EXPECTED_OPERATOR["ClusterRole"])
+    ns_rules = _rules_of(EXPECTED_OPERATOR["Role"])
+    for mode in EXPECTED_AGENT:
+        for kind, table in EXPECTED_AGENT[mode].items():
+            for key, verbs in table.items():
+                resource, _, name = key.partition("#")
+                group, _, plural = resource.partition("/")
+                for verb in verbs:
+                    attrs = Attributes(verb, "" if group == "core" else group, plural,
+                                           NS if kind == "Role" else None, name or None)
+                    assert authorized(attrs, cluster_rules, {NS: ns_rules}), (mode, kind, key, verb)
+
+
+def _deploy_tables() -> dict[str, dict[str, set[str]]]:
+    docs = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
+    return {d["kind"]: verb_table(d["rules"]) for d in docs if d["kind"] in ("ClusterRole", "Role")}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "deploy/operator/rbac.yaml (not owned here) lacks cluster-wide list/watch of daemonsets, which kopf's "
+    "DaemonSet watch needs, and grants unused verbs (namespaces, events.k8s.io, CR get/update, status "
+    "get/update, CRD get, events patch, pods get, services/serviceaccounts list/watch); see the README"))
+def test_deployed_operator_rbac_is_the_expected_table() -> None:
+    assert _deploy_tables() == EXPECTED_OPERATOR
