@@ -123,8 +123,9 @@ def model_schema(cls: type[BaseModel]) -> dict[str, Any]:
     for name, info in cls.model_fields.items():
         prop = schema_of(info.annotation, info.metadata)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if "pattern" in extra:
-            prop["pattern"] = extra["pattern"]
+        for key in ("pattern", "maxItems"):
+            if key in extra:
+                prop[key] = extra[key]
         default = _default_of(info)
         if default is not None:
             prop["default"] = default

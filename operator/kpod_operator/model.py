@@ -116,7 +116,8 @@ class ProfileSpec(_Strict):
 
     profile: agentconfig.ProfileName | None = None
     collectors: dict[agentconfig.CollectorName, agentconfig.CollectorConfig] = Field(default_factory=dict)
-    syscalls: list[str] | None = None
+    # maxItems in the CRD: the API server refuses an over-long list by itself.
+    syscalls: list[str] | None = Field(default=None, json_schema_extra={"maxItems": agentconfig.MAX_SYSCALLS})
     podSelector: agentconfig.LabelSelector | None = None
     namespaces: agentconfig.NamespaceFilter | None = None
     includeLabels: list[str] | None = None
