@@ -62,7 +62,7 @@ CASES = [
     BadCR("bad-quantity", {"agent": {"resources": {"requests": {"cpu": "lots"}}}}, "agent.resources.requests", True),
     BadCR("selector-in-without-values", {"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In"}]}},
           "podSelector.matchExpressions", False),
-    BadCR("huge-syscall-list", {"syscalls": ["read"] * 600}, "syscalls", False),
+    BadCR("huge-syscall-list", {"syscalls": ["read"] * 600}, "syscalls", True),
     BadCR("huge-namespace-list", {"namespaces": {"include": HUGE_LIST}}, "namespaces", False),
     # Overrides: the same field kinds, plus the fleet-only fields.
     BadCR("override-fleet-field-agent", {"agent": {"image": "evil:1"}}, "agent", False, override=True),
