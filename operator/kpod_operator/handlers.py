@@ -175,8 +175,11 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
                 False, "Conflict",
                 f"{op.config.namespace}/{fleet['metadata']['name']} is the fleet profile; "
                 f"only one is allowed in {op.config.namespace}, this one is ignored")
-            _write_status(op, other, status.conflict_status(status.previous_status(other), meta.get("generation"),
-                                                            outcome, _now()))
+            try:
+                _write_status(op, other, status.conflict_status(status.previous_status(other),
+                                                                meta.get("generation"), outcome, _now()))
+            except kubeapi.ApiError as exc:  # an ignored CR must not hold up the fleet
+                log.warning("cannot write status of %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
         if fleet is None:
             # Namespaced objects go with their owner (garbage collector); the
             # cluster-scoped ones cannot be owned by a namespaced CR.
