@@ -54,6 +54,7 @@ class Fault:
     times: int
     delay: float = 0.0
     subresource: str | None = None
+    name: str | None = None  # only this object (None: any)
     hits: int = 0
 
     def matches(self, request: rendering.Request) -> bool:
@@ -62,7 +63,8 @@ class Fault:
                 and request.headers.get("User-Agent") != TEST_USER_AGENT
                 and request.resource.plural == self.plural
                 and str(request.method.value).upper() in self.methods
-                and request.subresource == self.subresource)
+                and request.subresource == self.subresource
+                and (self.name is None or request.name == self.name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +116,8 @@ class FaultyCluster(opemu.EmulatedCluster):
         return str(self.server.url).rstrip("/")
 
     def inject(self, plural: str, methods: set[str], status: int | None, times: int,
-               delay: float = 0.0, subresource: str | None = None) -> Fault:
-        fault = Fault(plural, frozenset(m.upper() for m in methods), status, times, delay, subresource)
+               delay: float = 0.0, subresource: str | None = None, name: str | None = None) -> Fault:
+        fault = Fault(plural, frozenset(m.upper() for m in methods), status, times, delay, subresource, name)
 
         async def add() -> None:
             assert isinstance(self.handler, FaultyEmulator)

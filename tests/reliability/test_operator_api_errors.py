@@ -129,3 +129,28 @@ def test_a_lasting_failure_is_reported_retried_less_and_less_often_and_heals(op_
     wait_for(lambda: _converged(h, 2), timeout=15, what="healed")
     assert h.node_config().profile == "minimal"
     assert _config_versions(h) == [1, 2]
+
+
+def test_409_on_kopf_own_patches_of_the_cr_still_converges(op_harness: Harness) -> None:
+    """kopf records its progress in annotations of the CR; those patches failing
+    must not lose the change."""
+    h = op_harness
+    _start(h)
+    h.fleet_ready(SPEC)
+    conflicts = h.cluster.inject("kpodmetricsprofiles", {"PATCH"}, 409, 3)
+    h.apply_cr(NS, "default", {"profile": "minimal"})
+    wait_for(lambda: _converged(h, 2) and h.node_config().profile == "minimal", what="converged")
+    assert conflicts.hits >= 1, "kopf did not patch the CR"
+    assert _config_versions(h) == [1, 2]
+
+
+def test_a_status_that_cannot_be_written_does_not_block_the_fleet(op_harness: Harness) -> None:
+    """A second fleet CR whose status the API refuses (a webhook, a quota, a
+    broken conversion) is only a warning: the active fleet still converges."""
+    h = op_harness
+    _start(h)
+    h.fleet_ready(SPEC)
+    h.cluster.inject("kpodmetricsprofiles", {"PATCH"}, 500, 10_000, subresource="status", name="second")
+    h.apply_cr(NS, "second", {"profile": "minimal"})
+    h.apply_cr(NS, "default", {"syscalls": ["futex"]})
+    wait_for(lambda: _converged(h, 2) and h.node_config().syscalls == ["futex"], what="fleet converged")
