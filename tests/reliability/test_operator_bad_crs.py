@@ -55,6 +55,8 @@ CASES = [
     BadCR("negative-interval-integer", {"collectors": {"cpu": {"interval": -5}}}, "collectors.cpu.interval", False),
     BadCR("zero-interval", {"collectors": {"cpu": {"interval": "0s"}}}, "collectors.cpu.interval", False),
     BadCR("unknown-collector", {"collectors": {"gpu": {"enabled": True}}}, "collectors.gpu", True),
+    BadCR("wrong-type-list", {"syscalls": "read"}, "syscalls", True),
+    BadCR("wrong-type-collector", {"collectors": {"cpu": "on"}}, "collectors.cpu", True),
     BadCR("unknown-syscall", {"syscalls": ["read", "no_such_call"]}, "syscalls", False),
     BadCR("latency-on-cpu", {"collectors": {"cpu": {"latency": True}}}, "collectors.cpu.latency", False),
     BadCR("negative-max-unavailable", {"agent": {"updateStrategy": {"maxUnavailable": -1}}},
@@ -183,3 +185,15 @@ def test_a_valid_override_turned_bad_keeps_its_last_good_version(op_harness: Har
     # Deleting the CR (not breaking it) is what removes the override.
     h.kube.request("DELETE", f"{CR_PATH}/namespaces/team-a/kpodmetricsprofiles/metrics")
     wait_for(lambda: "team-a" not in h.node_config().namespaceOverrides, what="override removed")
+
+
+def test_a_bad_first_fleet_creates_nothing_until_fixed(op_harness: Harness) -> None:
+    h = op_harness
+    h.start()
+    _replace_spec(h, NS, "default", {"profile": "standard", "collectors": {"cpu": {"interval": "-1s"}}})
+    wait_for(lambda: _settled(h, NS, "default", "False/InvalidSpec"), what="InvalidSpec")
+    assert "collectors.cpu.interval" in h.condition(NS, "default", "Reconciled")["message"]
+    assert set(h.object_counts().values()) == {0}
+    _replace_spec(h, NS, "default", GOOD_FLEET)
+    wait_for(lambda: h.configmap() and h.running_config()[1] == 1, what="created once fixed")
+    assert set(h.object_counts().values()) == {1}
