@@ -5,6 +5,7 @@ same models, so the document has exactly one definition.
 """
 from __future__ import annotations
 
+import math
 import platform
 import re
 import reprlib
@@ -63,6 +64,7 @@ DEFAULT_SYSCALLS = (
 MAX_SYSCALLS = 512
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 _UNIT_SECONDS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -79,6 +81,11 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"not a duration: {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {value!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        # Timers cannot wait that long: threading raises and the waiting thread dies.
+        raise ValueError(f"duration must be at most {format_duration(MAX_DURATION_SECONDS)}: {value!r}")
     if seconds <= 0:
         raise ValueError(f"duration must be positive: {value!r}")
     return seconds
