@@ -44,6 +44,11 @@ BAD_DOCUMENTS: list[tuple[str, bytes, str]] = [
     ("empty", b"", "empty"),
     ("10MB", b"clusterName: " + b"x" * (10 << 20) + b"\n", "bytes"),
     ("alias-bomb", alias_bomb(), "syscalls"),
+    # durations no timer can wait for (threading raises OverflowError / ValueError)
+    ("infinite-interval", b"discovery: {interval: .inf}\n", "discovery.interval"),
+    ("nan-interval", b"collectors: {cpu: {interval: .nan}}\n", "collectors.cpu.interval"),
+    ("huge-interval", b"discovery: {interval: 99999999999h}\n", "discovery.interval"),
+    ("unusable-cgroup-root", b"cgroupRoot: /nonexistent/kpod\n", "/nonexistent/kpod"),
 ]
 
 
