@@ -9,7 +9,6 @@ from the retries of the failed change itself.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     NS,
