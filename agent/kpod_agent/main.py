@@ -127,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.config):
             print(f"kpod-agent: config file {args.config} does not exist", file=sys.stderr)
             return 1
-        source.read_once()
     else:
         from kpod_agent.kube import ConfigMapSource, api_client
 
@@ -137,9 +136,6 @@ def run(args: argparse.Namespace) -> int:
             return 2
         source = ConfigMapSource(api_client(), namespace, name, agent.submit, agent.reject)
         _attach_status_publisher(agent)
-    if agent.config is None and args.config:
-        print(f"kpod-agent: {agent.reloads.last_error}", file=sys.stderr)
-        print("kpod-agent: fix the file; it is watched and will be applied when valid", file=sys.stderr)
 
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP and hasattr(source, "trigger"):
@@ -148,9 +144,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             stop.set()
 
+    # Before the first read: it compiles BPF for seconds, and a SIGHUP then
+    # (default action: terminate) would kill the agent it meant to reload.
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    if args.config:
+        source.read_once()
+        if agent.config is None:
+            print(f"kpod-agent: {agent.reloads.last_error}", file=sys.stderr)
+            print("kpod-agent: fix the file; it is watched and will be applied when valid", file=sys.stderr)
 
     source.start()
     server.start()
