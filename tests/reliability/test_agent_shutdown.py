@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf.test_agent_cli import RunningAgent, loaded_prog_ids, prog_ids_of
+from tests.bpf.test_agent_cli import AGENT, RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel
@@ -88,3 +88,32 @@ def test_restart_after_sigkill_attaches_cleanly(agent: RunningAgent, pod: FakePo
     agent.log = agent.log.with_name("agent-after-kill.log")
     _start_and_count(agent, pod, 1033)
     assert "not attached" not in agent.log.read_text()
+
+
+def _start_until_compiling(agent: RunningAgent) -> None:
+    """Start the agent and return while it is loading its programs: one is
+    in the kernel and the config is not applied yet (five compiles: ~1 s)."""
+    agent.proc = subprocess.Popen(
+        [*AGENT, "--config", str(agent.path), "--listen", f"127.0.0.1:{agent.port}", "--node-name", "node-1"],
+        stdout=agent.log.open("wb"), stderr=subprocess.STDOUT)
+    agent.wait(lambda: bool(prog_ids_of(agent.proc.pid)), "a first program loaded", 30)
+    assert "applied config" not in agent.log.read_text(), "startup finished before the signal could be sent"
+
+
+def test_sighup_while_starting_rereads_instead_of_killing(agent: RunningAgent, pod: FakePod) -> None:
+    _start_until_compiling(agent)
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait(lambda: agent.get("/readyz")[0] == 200, "ready", 30)
+    agent.wait(lambda: agent.metric("kpod_config_reloads_total", result="success") == 2, "the SIGHUP re-read")
+    assert agent.proc.poll() is None
+    pod.workload("getppid", 1049)
+    agent.wait(lambda: agent.metric("kpod_syscall_count_total", syscall="getppid", **LABELS) == 1049, "count")
+
+
+def test_sigterm_while_starting_exits_cleanly(agent: RunningAgent) -> None:
+    _start_until_compiling(agent)
+    held = prog_ids_of(agent.proc.pid)
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=30) == 0, agent.log.read_text()[-2000:]
+    assert not held & loaded_prog_ids()
+    assert "shutting down: detaching probes" in agent.log.read_text()
