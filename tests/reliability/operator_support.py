@@ -260,14 +260,8 @@ def attributes(method: str, url: str) -> Attributes | None:
         return None
     rest = match["rest"].split("/")
     namespace = match["ns"]
-    if match["core"] and rest == ["namespaces"] and namespace is None:
-        pass
-    elif not rest or not rest[0]:
-        return None
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     resource, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
-    if namespace is None and match["core"] and resource == "namespaces" and name:
-        namespace = name if sub else None
     watch = query.get("watch") in ("true", "1")
     verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PATCH": "patch",
             "PUT": "update", "DELETE": "delete"}[method.upper()]
