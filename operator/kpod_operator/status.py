@@ -11,6 +11,16 @@ import json
 from typing import Any
 
 CONDITION_TYPES = ("Reconciled", "Available", "Progressing", "Degraded", "ConfigApplied")
+# metav1.Condition allows 32768 characters; a few KiB keep `kubectl get -o yaml`
+# readable when a CR lists thousands of bad values.
+MAX_MESSAGE = 4096
+
+
+def short_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    cut = " ... (cut)"
+    return message[:MAX_MESSAGE - len(cut)] + cut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +32,7 @@ class Condition:
 
     def as_dict(self, now: str) -> dict[str, Any]:
         return {"type": self.type, "status": "True" if self.status else "False",
-                "reason": self.reason, "message": self.message, "lastTransitionTime": now}
+                "reason": self.reason, "message": short_message(self.message), "lastTransitionTime": now}
 
 
 @dataclasses.dataclass(frozen=True)
