@@ -36,6 +36,10 @@ GOOD_FLEET = {"profile": "standard", "syscalls": ["read", "write"],
 HUGE_LIST = ["a"] * 180_000
 
 
+# metav1.Condition's limit: a bad CR must not blow up its own status.
+MAX_CONDITION_MESSAGE = 32768
+
+
 @dataclasses.dataclass(frozen=True)
 class BadCR:
     id: str
@@ -74,6 +78,8 @@ CASES = [
     BadCR("override-wrong-enum", {"profile": "everything"}, "profile", True, override=True),
     BadCR("override-latency-on-memory", {"collectors": {"memory": {"latency": True}}},
           "collectors.memory.latency", False, override=True),
+    BadCR("override-many-unknown-syscalls", {"syscalls": [f"nope_{i:05d}" for i in range(20_000)]},
+          "syscalls", True, override=True),
     BadCR("override-spec-not-a-mapping", "oops", "spec", True, override=True),
     BadCR("override-huge-selector",
           {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": HUGE_LIST[:20_000]}]}},
@@ -129,6 +135,7 @@ def test_bad_fleet_specs_are_reported_and_change_nothing(op_harness: Harness) ->
         wait_for(lambda: _settled(h, NS, "default", "False/InvalidSpec"), what=f"{case.id}: InvalidSpec")
         message = h.condition(NS, "default", "Reconciled")["message"]
         assert case.field in message, (case.id, message)
+        assert len(message) <= MAX_CONDITION_MESSAGE, (case.id, len(message))
         assert h.reason("default", "Degraded") == "True/InvalidSpec", case.id
         assert h.running_config() == good, f"{case.id} changed the running config"
         _replace_spec(h, NS, "default", GOOD_FLEET)
@@ -154,6 +161,7 @@ def test_bad_overrides_are_reported_and_change_nothing(op_harness: Harness) -> N
         wait_for(lambda: _settled(h, namespace, "metrics", "False/InvalidSpec"), what=f"{case.id}: InvalidSpec")
         message = h.condition(namespace, "metrics", "Reconciled")["message"]
         assert case.field in message, (case.id, message)
+        assert len(message) <= MAX_CONDITION_MESSAGE, (case.id, len(message))
         assert h.running_config() == good, f"{case.id} changed the running config"
         # The fleet itself is not blamed for one namespace's mistake.
         assert (h.reason("default", "Reconciled") or "").startswith("True/"), case.id
