@@ -399,10 +399,35 @@ async def stop_resync(memo: Any, **_: Any) -> None:
             pass
 
 
+class _TolerantProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotation; one that is not a JSON object (hand-edited,
+    copied with `kubectl get -o yaml`) counts as absent. kopf itself raises on
+    it for every event of the CR, and only the resync would apply its changes."""
+
+    def fetch(self, *, key: Any, body: Any) -> Any:
+        try:
+            record = super().fetch(key=key, body=body)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+
+class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """The last handled spec; unreadable counts as absent (the CR is handled
+    as new, which the idempotent reconcile makes harmless)."""
+
+    def fetch(self, *, body: Any) -> Any:
+        try:
+            essence = super().fetch(body=body)
+        except ValueError:
+            return None
+        return essence if isinstance(essence, dict) else None
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # Progress and diff-base in annotations: the status stays ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kpod.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.progress_storage = _TolerantProgressStorage(prefix="kpod.io")
+    settings.persistence.diffbase_storage = _TolerantDiffBaseStorage(
         prefix="kpod.io", key="last-handled-configuration")
     # Only the agent's pods and DaemonSet, filtered by the API server.
     selector = f"{render.APP_LABEL}={render.AGENT_NAME}"
