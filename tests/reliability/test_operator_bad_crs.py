@@ -205,3 +205,26 @@ def test_a_bad_first_fleet_creates_nothing_until_fixed(op_harness: Harness) -> N
     _replace_spec(h, NS, "default", GOOD_FLEET)
     wait_for(lambda: h.configmap() and h.running_config()[1] == 1, what="created once fixed")
     assert set(h.object_counts().values()) == {1}
+
+
+def test_garbage_in_kopf_annotations_does_not_stall_the_cr(op_harness: Harness) -> None:
+    """kopf keeps its progress and last handled spec in annotations of the CR;
+    a manifest copied with `kubectl get -o yaml` and edited, or a hand edit,
+    can carry garbage there. The CR's changes must still be handled at once,
+    not only by the next resync (set beyond the test's waits here)."""
+    h = op_harness
+    h.config.resync_seconds = 60.0
+    h.start()
+    h.fleet_ready(GOOD_FLEET)
+    _replace_spec(h, "team-a", "metrics", {"profile": "minimal"})
+    wait_for(lambda: _settled(h, "team-a", "metrics", "True/Merged"), what="override merged")
+    garbage = {"metadata": {"annotations": {"kpod.io/last-handled-configuration": "{not json",
+                                            "kpod.io/fleet": "[1,"}}}
+    for namespace, name in ((NS, "default"), ("team-a", "metrics")):
+        h.kube.merge_patch(f"{CR_PATH}/namespaces/{namespace}/kpodmetricsprofiles/{name}", garbage)
+    _replace_spec(h, NS, "default", {**GOOD_FLEET, "profile": "minimal"})
+    wait_for(lambda: h.node_config().profile == "minimal", what="fleet edit handled")
+    _replace_spec(h, "team-a", "metrics", {"profile": "comprehensive"})
+    wait_for(lambda: h.node_config().namespaceOverrides["team-a"].profile == "comprehensive",
+             what="override edit handled")
+    assert h.running_config()[1] == 4  # fleet, override, and one per edit: nothing twice
