@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
@@ -90,6 +91,16 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.registry = registry
         # The text format for Prometheus, rendered without sample objects.
         self.fast_text = fast_text
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr for every client that hung
+        # up mid-answer (routine: timeouts, refused huge requests); log those
+        # quietly and anything else once, in the agent's log.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("http client %s went away: %s", client_address[0], exc)
+            return
+        log.exception("http request from %s failed", client_address[0])
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
