@@ -8,6 +8,7 @@ process; the agent runs a config without BPF collectors, so no root needed.
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import threading
 import time
@@ -38,6 +39,15 @@ def server() -> Iterator[AgentHTTPServer]:
     srv.shutdown()
     srv.server_close()
     agent.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_tracebacks(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Hostile clients are routine: no traceback on stderr, no error in the log."""
+    yield
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[-2000:]
 
 
 def request(srv: AgentHTTPServer, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
