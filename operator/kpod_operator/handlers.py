@@ -53,6 +53,15 @@ class Operator:
     refresh_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     refresh_running: bool = False
     refresh_dirty: bool = False
+    # Set by the resync loop: brings its next reconcile forward after a failure
+    # in an event handler (kopf retries change handlers, never event handlers).
+    wake_resync: Any = None
+    failed: bool = False
+
+    def retry_soon(self) -> None:
+        self.failed = True
+        if self.wake_resync is not None:
+            self.wake_resync()
 
 
 def _cr_path(namespace: str | None = None, name: str | None = None) -> str:
@@ -334,7 +343,7 @@ def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: st
     marker = None if deleted else body.get("spec")
     if key in op.seen_overrides and op.seen_overrides[key] == marker:
         return  # our own status write, or nothing new
-    reconcile(op)
+    _reconcile_from_event(op)
     op.seen_overrides[key] = marker
     if deleted:
         op.seen_overrides.pop(key, None)
@@ -343,7 +352,18 @@ def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: st
 def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
     # A conflicting fleet CR takes over when the active one goes away.
     if event.get("type") == "DELETED":
-        reconcile(memo.op)
+        _reconcile_from_event(memo.op)
+
+
+def _reconcile_from_event(op: Operator) -> None:
+    try:
+        outcome = reconcile(op)
+    except kubeapi.ApiError as exc:
+        log.warning("reconcile failed: %s; retrying soon", exc)
+        op.retry_soon()
+        return
+    if outcome is not None and outcome.reason == "ApplyFailed":
+        op.retry_soon()
 
 
 def request_refresh(op: Operator) -> None:
@@ -369,17 +389,39 @@ def request_refresh(op: Operator) -> None:
 
 
 def on_agent_event(memo: Any, **_: Any) -> None:
-    request_refresh(memo.op)
+    try:
+        request_refresh(memo.op)
+    except kubeapi.ApiError as exc:
+        log.warning("status refresh failed: %s; retrying soon", exc)
+        memo.op.retry_soon()
 
 
 async def _resync_loop(op: Operator) -> None:
+    """Reconcile every resync period; after a failure (here or in an event
+    handler) sooner, with the delay doubling per failure up to the period."""
     loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    op.wake_resync = lambda: loop.call_soon_threadsafe(wake.set)
+    retry = 0
     while True:
-        await asyncio.sleep(op.config.resync_seconds)
+        period = op.config.resync_seconds
+        delay = retry_delay(retry, op.config.retry_base_seconds, period) if op.failed else period
         try:
-            await loop.run_in_executor(None, reconcile, op)
+            await asyncio.wait_for(wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        else:  # a failure elsewhere: wait the retry delay, not the period
+            wake.clear()
+            continue
+        op.failed = False
+        try:
+            outcome = await loop.run_in_executor(None, reconcile, op)
+            failed = outcome is not None and outcome.reason == "ApplyFailed"
         except Exception:  # a resync failure must not end the loop
             log.exception("periodic reconcile failed")
+            failed = True
+        retry = retry + 1 if failed else 0
+        op.failed = op.failed or failed
 
 
 async def start_resync(memo: Any, **_: Any) -> None:
