@@ -153,3 +153,28 @@ def test_a_status_that_cannot_be_written_does_not_block_the_fleet(op_harness: Ha
     h.apply_cr(NS, "second", {"profile": "minimal"})
     h.apply_cr(NS, "default", {"syscalls": ["futex"]})
     wait_for(lambda: _converged(h, 2) and h.node_config().syscalls == ["futex"], what="fleet converged")
+
+
+def test_a_failed_override_change_is_retried_without_waiting_for_the_resync(op_harness: Harness) -> None:
+    """Overrides are handled from watch events, which kopf does not retry: a
+    failed write must still be retried soon, with the same growing delay."""
+    h = op_harness
+    _start(h)
+    h.fleet_ready(SPEC)
+    broken = h.cluster.inject("configmaps", {"PATCH"}, 500, 3)
+    h.apply_cr("team-a", "metrics", {"profile": "comprehensive"})
+    wait_for(lambda: _converged(h, 2) and "team-a" in h.node_config().namespaceOverrides,
+             what="override applied after 500s")
+    assert broken.hits == 3
+    assert _config_versions(h) == [1, 2]
+    wait_for(lambda: h.reason("metrics", "Reconciled", "team-a") == "True/Merged", what="override status")
+
+
+def test_a_failed_status_refresh_from_agent_events_is_retried(op_harness: Harness) -> None:
+    h = op_harness
+    _start(h)
+    h.fleet_ready(SPEC)
+    broken = h.cluster.inject("kpodmetricsprofiles", {"PATCH"}, 500, 2, subresource="status")
+    h.write_ds_status(desiredNumberScheduled=2, updatedNumberScheduled=2, numberAvailable=2, numberReady=2)
+    wait_for(lambda: h.reason("default", "Available") == "True/AllAvailable", what="status refreshed after 500s")
+    assert broken.hits == 2
