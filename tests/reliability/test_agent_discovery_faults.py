@@ -48,7 +48,8 @@ def kubelet_up(kubelet: FakeKubelet, port: int) -> None:
 def kubelet_agent(node: KernelNode) -> Iterator[tuple[Scraper, dict[str, FakePod]]]:
     pods = {"a": node.add_pod("disc-a", "disc"), "b": node.add_pod("disc-b", "disc")}
     agent = Agent(node_name="node-1")
-    assert agent.apply(node.config(collectors={"syscall": {}}, syscalls=["getppid"]))
+    # cpu reads each pod's cpu.stat too: cgroups removed during a fault are read
+    assert agent.apply(node.config(collectors={"syscall": {}, "cpu": {}}, syscalls=["getppid"]))
     scraper = Scraper(agent)
     scraper.sync()
     yield scraper, pods
@@ -85,7 +86,12 @@ def test_kubelet_fault_keeps_last_view_and_recovers(
     scraper, pods = kubelet_agent
     agent = scraper.agent
     a, b = pods["a"], pods["b"]
+    doomed = node.add_pod(f"disc-doomed-{kind}", "disc")  # deleted while the source is broken
     scraper.sync()
+    doomed.workload("getppid", 5)
+    scraper.sync()
+    assert scraper.pod_value(COUNT, doomed, syscall="getppid") == 5
+    doomed_ids = {doomed.cgroup_id("app"), doomed.cgroup_id("")}
     start = {p: scraper.pod_value(COUNT, pods[p], syscall="getppid") for p in pods}
     errors = scraper.value("kpod_discovery_errors_total")
     assert scraper.value("kpod_discovery_pods") == len(agent.index.pods) >= 2
@@ -100,6 +106,11 @@ def test_kubelet_fault_keeps_last_view_and_recovers(
         assert status["synced"] is True and agent.ready(), "one failed list must not make the agent unready"
         # the last view stays: same pods, and the kernel keeps counting them exactly
         newcomer = node.add_pod(f"disc-new-{kind}", "disc")  # created while the source is broken
+        node.remove_pod(doomed)  # its cgroups are gone; the last view still lists it
+        read_errors = scraper.value("kpod_cgroup_read_errors_total", collector="cpu")
+        agent.collect_due(force=True)
+        assert scraper.value("kpod_cgroup_read_errors_total", collector="cpu") > read_errors
+        assert scraper.value("kpod_collector_attached", collector="cpu") == 1
         a.workload("getppid", 101)
         b.workload("getppid", 7)
         newcomer.workload("getppid", 13)
@@ -120,9 +131,13 @@ def test_kubelet_fault_keeps_last_view_and_recovers(
         assert agent.discovery is not None and agent.discovery._failures == 0
     finally:
         node.remove_pod(newcomer)
-    # and a deletion seen after recovery takes its series away
+    # and deletions seen after recovery take their series away
     scraper.sync()
-    assert not [s for s in scraper.series(COUNT) if s["pod"] == newcomer.name]
+    assert not [s for s in scraper.series(COUNT) if s["pod"] in (newcomer.name, doomed.name)]
+    assert not [s for s in scraper.series("kpod_cpu_context_switches_total") if s["pod"] == doomed.name]
+    collector = agent.states["syscall"].collector
+    assert collector is not None
+    assert not doomed_ids & {k.value for k in collector.bpf["allowed_cgroups"].keys()}
 
 
 def test_kubelet_down_at_startup_then_up(node: KernelNode) -> None:
