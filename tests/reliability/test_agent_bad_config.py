@@ -5,6 +5,7 @@ config keeps running with exact counts, and a good one is applied after."""
 from __future__ import annotations
 
 import os
+import subprocess
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
 from tests.bpf.conftest import Scraper
-from tests.bpf.test_agent_cli import RunningAgent
+from tests.bpf.test_agent_cli import AGENT, RunningAgent
 from tests.reliability.conftest import wait_for
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.kube_emulator import EmulatorServer
@@ -208,3 +209,30 @@ def test_configmap_without_key_or_deleted_keeps_last_good(
     api.apply(configmap(good.to_yaml()))
     wait_for(lambda: agent.config is not None and agent.config.generation == 4, "generation 4")
     assert yaml.safe_load(agent.config.to_yaml())["generation"] == 4
+
+
+def test_bad_file_at_first_start_waits_for_a_good_one(node: KernelNode, pod: FakePod,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No last good config at all: the agent stays up, not ready, says why,
+    and applies the file once it is fixed."""
+    agent = RunningAgent(node, tmp_path_factory.mktemp("badstart"))
+    agent.path.write_bytes(b"collectors: {cpu: {interval: soon}}\n")
+    agent.proc = subprocess.Popen(
+        [*AGENT, "--config", str(agent.path), "--listen", f"127.0.0.1:{agent.port}", "--node-name", "node-1"],
+        stdout=agent.log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        agent.wait(lambda: agent.get("/healthz")[0] == 200, "the server", 30)
+        assert agent.get("/readyz") == (503, "not ready: no config applied\n")
+        status = agent.config()
+        assert status["generation"] is None and "collectors.cpu.interval" in status["lastError"]
+        assert agent.metric("kpod_config_reloads_total", result="error") == 1
+        assert "fix the file" in agent.log.read_text()
+        agent.write(9, collectors={"syscall": {"interval": "200ms"}}, syscalls=["getppid"])
+        agent.wait(lambda: agent.get("/readyz")[0] == 200, "ready once the file is fixed", 15)
+        assert agent.config()["generation"] == 9
+        before = _pod_count(agent)
+        pod.workload("getppid", 229)
+        agent.wait(lambda: _pod_count(agent) == before + 229, "exact count")
+    finally:
+        agent.proc.kill()
+        agent.proc.wait()
