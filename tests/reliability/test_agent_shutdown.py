@@ -117,3 +117,18 @@ def test_sigterm_while_starting_exits_cleanly(agent: RunningAgent) -> None:
     assert agent.proc.wait(timeout=30) == 0, agent.log.read_text()[-2000:]
     assert not held & loaded_prog_ids()
     assert "shutting down: detaching probes" in agent.log.read_text()
+
+
+def test_sigterm_while_the_kubelet_hangs(agent: RunningAgent, node: KernelNode, pod: FakePod) -> None:
+    """Discovery blocked in a request must not hold up the exit."""
+    agent.start()
+    held = prog_ids_of(agent.proc.pid)
+    requests = node.kubelet.requests
+    node.kubelet.slow(60)
+    try:
+        agent.wait(lambda: node.kubelet.requests > requests, "a request to the hanging kubelet")
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=10) == 0, agent.log.read_text()[-2000:]
+    finally:
+        node.kubelet.healthy()
+    assert not held & loaded_prog_ids()
