@@ -238,6 +238,10 @@ class HistogramBuckets(_Strict):
     max: Duration = 16.0
 
 
+# As exporter.label_name: pod label -> metric label, as kube-state-metrics does.
+_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
 class AgentConfig(_Strict):
     apiVersion: Literal["kpod.io/v1alpha1"] = API_VERSION
     kind: Literal["AgentConfig"] = "AgentConfig"
@@ -260,6 +264,19 @@ class AgentConfig(_Strict):
     @classmethod
     def _known_syscalls(cls, value: list[str]) -> list[str]:
         return _check_syscalls(value)
+
+    @field_validator("includeLabels")
+    @classmethod
+    def _distinct_label_names(cls, value: list[str]) -> list[str]:
+        # Two pod labels mapped to one label_<name> would put that label twice
+        # on every series, and Prometheus refuses the whole scrape.
+        seen: dict[str, str] = {}
+        for pod_label in value:
+            name = "label_" + _LABEL_CHARS.sub("_", pod_label)
+            if name in seen:
+                raise ValueError(f"{seen[name]!r} and {pod_label!r} both become the metric label {name}")
+            seen[name] = pod_label
+        return value
 
     def enabled_collectors(self, namespace: str | None = None) -> dict[str, CollectorConfig]:
         """Collectors on for the fleet, or for one namespace's pods."""
