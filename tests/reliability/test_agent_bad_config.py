@@ -50,6 +50,9 @@ BAD_DOCUMENTS: list[tuple[str, bytes, str]] = [
     ("nan-interval", b"collectors: {cpu: {interval: .nan}}\n", "collectors.cpu.interval"),
     ("huge-interval", b"discovery: {interval: 99999999999h}\n", "discovery.interval"),
     ("unusable-cgroup-root", b"cgroupRoot: /nonexistent/kpod\n", "/nonexistent/kpod"),
+    # both become label_app...: a series with one label twice fails the whole scrape
+    ("label-collision", b"includeLabels: [app.kubernetes.io/name, app_kubernetes_io_name]\n", "includeLabels"),
+    ("label-duplicate", b"includeLabels: [app, app]\n", "includeLabels"),
 ]
 
 
