@@ -165,3 +165,44 @@ def test_a_new_config_retries_the_broken_and_keeps_the_rest(
     pods["a"].workload("getppid", 7)
     scraper.sync()
     assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == count + 7
+
+
+def test_a_collector_whose_reads_fail_keeps_its_last_values(node: KernelNode, pods: dict[str, FakePod]) -> None:
+    """Reads that raise (a map read refused, a file gone) are counted per
+    cycle; the collector's last good values stay exposed, the others go on,
+    and fresh values come back with the first good read."""
+    from kpod_agent.collectors.execsnoop import ExecsnoopCollector
+
+    class Flaky(ExecsnoopCollector):
+        failing = False
+
+        def collect(self, targets):  # type: ignore[no-untyped-def]
+            if Flaky.failing:
+                raise OSError("map read refused (injected)")
+            return super().collect(targets)
+
+    agent = Agent(node_name="node-1", collector_classes={**REGISTRY, "execsnoop": Flaky})
+    try:
+        assert agent.apply(node.config(collectors={"execsnoop": {}, "syscall": {}}, syscalls=["getppid"]))
+        scraper = Scraper(agent)
+        scraper.sync()
+        a = pods["a"]
+        a.workload("fork", 13)
+        scraper.sync()
+        forks = scraper.pod_value("kpod_proc_forks_total", a)
+        calls = scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid")
+        Flaky.failing = True
+        a.workload("fork", 17)
+        a.workload("getppid", 19)
+        for _ in range(3):
+            agent.collect_due(force=True)
+        assert scraper.value("kpod_collector_errors_total", collector="execsnoop") == 3
+        assert scraper.value("kpod_collector_attached", collector="execsnoop") == 1
+        assert scraper.pod_value("kpod_proc_forks_total", a) == forks  # last good read
+        assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == calls + 19
+        Flaky.failing = False
+        agent.collect_due(force=True)
+        assert scraper.pod_value("kpod_proc_forks_total", a) == forks + 17
+    finally:
+        Flaky.failing = False
+        agent.shutdown()
