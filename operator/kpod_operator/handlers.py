@@ -53,6 +53,11 @@ class Operator:
     refresh_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     refresh_running: bool = False
     refresh_dirty: bool = False
+    # The same for reconciles asked by override events: a burst of N override
+    # CRs (or an operator restart, which replays every CR) costs about two
+    # reconciles, not N, and does not hold N of kopf's worker threads.
+    reconcile_running: bool = False
+    reconcile_dirty: bool = False
     # Set by the resync loop: brings its next reconcile forward after a failure
     # in an event handler (kopf retries change handlers, never event handlers).
     wake_resync: Any = None
@@ -356,6 +361,28 @@ def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
 
 
 def _reconcile_from_event(op: Operator) -> None:
+    """Reconcile for a watch event, coalesced: while one runs, further
+    requests fold into one more pass (each pass reads everything afresh)."""
+    with op.refresh_guard:
+        if op.reconcile_running:
+            op.reconcile_dirty = True
+            return
+        op.reconcile_running = True
+    try:
+        while True:
+            _reconcile_once_from_event(op)
+            with op.refresh_guard:
+                if not op.reconcile_dirty:
+                    op.reconcile_running = False
+                    return
+                op.reconcile_dirty = False
+    except BaseException:
+        with op.refresh_guard:
+            op.reconcile_running = False
+        raise
+
+
+def _reconcile_once_from_event(op: Operator) -> None:
     try:
         outcome = reconcile(op)
     except kubeapi.ApiError as exc:
