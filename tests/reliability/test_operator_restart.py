@@ -104,3 +104,48 @@ def test_restart_after_a_half_applied_change_finishes_it_once(op_harness: Harnes
     assert h.running_config()[1] == 2 and _status(h)["configGeneration"] == 2
     assert h.node_config().syscalls == ["futex"]
     assert set(h.object_counts().values()) == {1}
+
+
+def _reconciles(h: Harness, since: float) -> int:
+    """Reconciles run by the operator: each lists the CRs of all namespaces once."""
+    return sum(1 for r in h.cluster.requests()
+               if r.time >= since and r.user_agent.startswith("OpenAPI") and r.method == "GET"
+               and r.path == "/apis/kpod.io/v1alpha1/kpodmetricsprofiles" and not r.query.get("watch"))
+
+
+def test_a_burst_of_overrides_and_a_restart_cost_a_few_reconciles_not_one_each(op_harness: Harness) -> None:
+    """A hundred override CRs applied at once, then an operator restart (every
+    CR arrives again as an event): all are merged and reported, with a few
+    full reconciles rather than one per event, and the operator stops at once."""
+    h = op_harness
+    h.config.resync_seconds = 60.0
+    h.start()
+    h.fleet_ready(SPEC)
+    count = 100
+    since = time.monotonic()
+    for i in range(count):
+        h.kube.create({"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+                       "metadata": {"name": "metrics", "namespace": f"team-{i:03d}"},
+                       "spec": {"profile": "minimal"}})
+
+    def all_merged() -> bool:
+        crs = [cr for cr in h.kube.list("/apis/kpod.io/v1alpha1/kpodmetricsprofiles")
+               if cr["metadata"]["namespace"] != NS]
+        return len(h.node_config().namespaceOverrides) == count and all(
+            (cr.get("status") or {}).get("conditions", [{}])[0].get("reason") == "Merged" for cr in crs)
+
+    wait_for(all_merged, timeout=30, what="all overrides merged")
+    time.sleep(0.5)  # stragglers
+    assert _reconciles(h, since) <= count // 4, _reconciles(h, since)
+    generation = h.running_config()[1]
+
+    h.stop()
+    since = time.monotonic()
+    h.start()
+    time.sleep(2.0)
+    assert _reconciles(h, since) <= count // 4, _reconciles(h, since)
+    assert all_merged()
+    assert h.running_config()[1] == generation  # a restart changes nothing
+    stopping = time.monotonic()
+    h.stop()
+    assert time.monotonic() - stopping < 10
