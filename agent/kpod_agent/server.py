@@ -83,6 +83,10 @@ class _Handler(BaseHTTPRequestHandler):
 class AgentHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs in a burst of
+    # connections (scrapers, clients that stall), and each dropped client
+    # waits a 1 s retransmit, 8 s in all for 64 connections.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry,
                  fast_text: Callable[[], bytes] | None = None) -> None:
