@@ -87,14 +87,40 @@ class AgentHTTPServer(ThreadingHTTPServer):
     # connections (scrapers, clients that stall), and each dropped client
     # waits a 1 s retransmit, 8 s in all for 64 connections.
     request_queue_size = 128
+    # One thread (~30 KB) per open connection: without a cap, a few thousand
+    # idle connections push the agent past its memory limit. Past the cap a
+    # connection is closed at once; stalled ones free their slot on timeout.
+    max_connections = 256
 
     def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry,
                  fast_text: Callable[[], bytes] | None = None) -> None:
         super().__init__(address, _Handler)
         self.agent = agent
         self.registry = registry
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.connections_refused = 0
         # The text format for Prometheus, rendered without sample objects.
         self.fast_text = fast_text
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.connections_refused += 1
+            if self.connections_refused in (1, 10, 100) or self.connections_refused % 1000 == 0:
+                log.warning("http: %d connections open, refused %d so far", self.max_connections,
+                            self.connections_refused)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread started: its slot is still ours
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr for every client that hung
