@@ -21,6 +21,7 @@ from kpod_agent.agent import Agent
 from kpod_agent.config import config_from_dict
 from kpod_agent.exporter import KpodCollector
 from kpod_agent.server import AgentHTTPServer, _Handler
+from tests.reliability.conftest import wait_for
 
 ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/config")
 
@@ -216,3 +217,39 @@ def test_client_that_vanishes_mid_response(server: AgentHTTPServer) -> None:
         # closed with RST before reading the answer
     alive(server)
     assert request(server, "GET", "/config")[0] == 200
+
+
+def test_connection_flood_is_bounded(server: AgentHTTPServer) -> None:
+    """Thousands of idle connections would be thousands of threads: past
+    max_connections a connection is closed at once, the threads stay
+    bounded, and the server answers again as soon as the flood ends."""
+    flood = []
+    try:
+        for _ in range(server.max_connections + 150):
+            s = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            flood.append(s)
+        wait_for(lambda: server.connections_refused >= 150, "connections past the cap refused")
+        handlers = [t for t in threading.enumerate() if "process_request_thread" in t.name]
+        assert len(handlers) <= server.max_connections
+        closed = 0
+        for s in flood:
+            s.settimeout(0.01)
+            try:
+                closed += s.recv(1) == b""
+            except (TimeoutError, socket.timeout):
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed >= 150, closed
+    finally:
+        for s in flood:
+            s.close()
+
+    def answers() -> bool:
+        try:
+            return request(server, "GET", "/healthz")[0] == 200
+        except (http.client.HTTPException, OSError):
+            return False  # slots are freed as the handlers see the closed sockets
+
+    wait_for(answers, "the server after the flood", timeout=15)
