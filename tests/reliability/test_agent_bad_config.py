@@ -239,3 +239,26 @@ def test_bad_file_at_first_start_waits_for_a_good_one(node: KernelNode, pod: Fak
     finally:
         agent.proc.kill()
         agent.proc.wait()
+
+
+def test_file_written_in_two_steps_ends_applied(cli: RunningAgent, pod: FakePod, node: KernelNode) -> None:
+    """An editor or `cat > file` that writes in pieces: the half-written
+    state may be read and rejected, the completed file is applied."""
+    doc = node.config(generation=10, collectors={"syscall": {"interval": "200ms"}},
+                      syscalls=["getppid"]).model_dump(mode="json", exclude_none=True)
+    text = yaml.safe_dump(doc).encode()
+    cut = text.index(b"syscalls:") + 5  # cut inside a key: the first half is not valid
+    if cli.path.is_symlink() or not cli.path.exists():
+        cli.path.unlink(missing_ok=True)
+    errors = cli.metric("kpod_config_reloads_total", result="error")
+    with open(cli.path, "wb") as fh:  # in place, not an atomic rename
+        fh.write(text[:cut])
+        fh.flush()
+        cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 1,
+                 "the half file rejected")
+        assert cli.config()["generation"] != 10
+        fh.write(text[cut:])
+    cli.wait(lambda: cli.config()["generation"] == 10, "the whole file applied")
+    before = _pod_count(cli)
+    pod.workload("getppid", 233)
+    cli.wait(lambda: _pod_count(cli) == before + 233, "exact count")
