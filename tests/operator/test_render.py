@@ -160,13 +160,13 @@ def _by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_agent_rbac_is_least_privilege() -> None:
     objs = _by_kind(render.render_rbac(NS, _fleet(), OWNER))
     assert objs["ClusterRole"]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     role_rules = objs["Role"]["rules"]
     cm_rule = next(r for r in role_rules if r["resources"] == ["configmaps"])
     assert cm_rule["resourceNames"] == ["kpod-agent-config"]
     assert "create" not in cm_rule["verbs"] and "patch" not in cm_rule["verbs"]
     pod_rule = next(r for r in role_rules if r["resources"] == ["pods"])
-    assert pod_rule["verbs"] == ["get", "patch"]
+    assert pod_rule["verbs"] == ["patch"]
     assert objs["Role"]["metadata"]["namespace"] == NS
     # Cluster-scoped objects cannot be owned by a namespaced CR.
     assert "ownerReferences" not in objs["ClusterRole"]["metadata"]
