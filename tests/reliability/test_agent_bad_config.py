@@ -5,8 +5,8 @@ config keeps running with exact counts, and a good one is applied after."""
 from __future__ import annotations
 
 import os
-import subprocess
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-
 from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
+
 from tests.bpf.conftest import Scraper
 from tests.bpf.test_agent_cli import AGENT, RunningAgent
 from tests.reliability.conftest import wait_for

@@ -10,12 +10,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from kpod_agent.agent import Agent
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.cpu import CpuCollector
 from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.config import AgentConfig
+
 from tests.bpf.conftest import Scraper
 from tests.bpf.test_agent_cli import prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode

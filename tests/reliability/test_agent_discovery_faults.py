@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from kpod_agent.agent import Agent
 from kpod_agent.discovery import KUBELET_TIMEOUT, Discovery
+
 from tests.bpf.conftest import Scraper
 from tests.reliability.conftest import wait_for
 from tests.support.fake_kubelet import FakeKubelet

@@ -9,10 +9,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from kpod_agent.agent import Agent
 from kpod_agent.exporter import KpodCollector
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
 

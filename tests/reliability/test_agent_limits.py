@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from kpod_agent.agent import Agent
+
 from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
 
