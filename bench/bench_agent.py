@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from bench.common import require_root, rss_mb, table
-from tests.bpf.test_agent_cli import _free_port
+from tests.support.running_agent import free_port as _free_port
 
 
 def agent_rss(profile: str, tmp: Path) -> tuple[float, float]:

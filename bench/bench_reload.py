@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import require_root, rss_mb, table
-from tests.bpf.test_agent_cli import RunningAgent, loaded_prog_ids, prog_ids_of
+from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import KernelNode
 
 

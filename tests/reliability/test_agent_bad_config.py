@@ -18,7 +18,7 @@ from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
 
 from tests.bpf.conftest import Scraper
-from tests.bpf.test_agent_cli import AGENT, RunningAgent
+from tests.support.running_agent import running_agent, AGENT, RunningAgent
 from tests.reliability.conftest import wait_for
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.kube_emulator import EmulatorServer
@@ -66,13 +66,9 @@ def pod(node: KernelNode) -> FakePod:
 
 @pytest.fixture(scope="module")
 def cli(node: KernelNode, pod: FakePod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    agent = RunningAgent(node, tmp_path_factory.mktemp("badcfg"))
-    agent.write(7, collectors={"syscall": {"interval": "200ms"}}, syscalls=["getppid"])
-    agent.start()
-    yield agent
-    if agent.proc.poll() is None:
-        agent.proc.kill()
-        agent.proc.wait()
+    with running_agent(node, tmp_path_factory.mktemp("badcfg"), 7,
+                       collectors={"syscall": {"interval": "200ms"}}, syscalls=["getppid"]) as agent:
+        yield agent
 
 
 def _replace(path: Path, data: bytes) -> None:

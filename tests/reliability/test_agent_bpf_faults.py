@@ -17,7 +17,7 @@ from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.config import AgentConfig
 
 from tests.bpf.conftest import Scraper
-from tests.bpf.test_agent_cli import prog_ids_of
+from tests.support.running_agent import prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bpf.test_agent_cli import RunningAgent
+from tests.support.running_agent import running_agent, RunningAgent
 from tests.reliability.conftest import rss_kib
 from tests.support.kernel_node import KernelNode
 
@@ -58,14 +58,10 @@ def scrape(agent: RunningAgent) -> list[tuple[str, dict[str, str], float]]:
 
 @pytest.fixture(scope="module")
 def churn_agent(node: KernelNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    agent = RunningAgent(node, tmp_path_factory.mktemp("churn"))
-    agent.write(1, collectors={"syscall": {"interval": "200ms"}, "cpu": {"interval": "200ms"}},
-                syscalls=["getppid"])
-    agent.start()
-    yield agent
-    if agent.proc.poll() is None:
-        agent.proc.kill()
-        agent.proc.wait()
+    with running_agent(node, tmp_path_factory.mktemp("churn"), 1,
+                       collectors={"syscall": {"interval": "200ms"}, "cpu": {"interval": "200ms"}},
+                       syscalls=["getppid"]) as agent:
+        yield agent
 
 
 def test_churn_2000_pods(churn_agent: RunningAgent, node: KernelNode, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bpf.test_agent_cli import RunningAgent
+from tests.support.running_agent import running_agent, RunningAgent
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel
@@ -28,13 +28,9 @@ def pod(node: KernelNode) -> FakePod:
 
 @pytest.fixture(scope="module")
 def cli(node: KernelNode, pod: FakePod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    agent = RunningAgent(node, tmp_path_factory.mktemp("load"))
-    agent.write(1, collectors={"syscall": {"interval": "100ms"}}, syscalls=["getppid"])
-    agent.start()
-    yield agent
-    if agent.proc.poll() is None:
-        agent.proc.kill()
-        agent.proc.wait()
+    with running_agent(node, tmp_path_factory.mktemp("load"), 1,
+                       collectors={"syscall": {"interval": "100ms"}}, syscalls=["getppid"]) as agent:
+        yield agent
 
 
 def test_scrapes_during_reloads(cli: RunningAgent, pod: FakePod) -> None:

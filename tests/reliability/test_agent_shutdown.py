@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf.test_agent_cli import AGENT, RunningAgent, loaded_prog_ids, prog_ids_of
+from tests.support.running_agent import AGENT, RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel

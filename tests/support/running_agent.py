@@ -1,0 +1,115 @@
+"""The real `kpod-agent` command run by a test: its config file, HTTP
+endpoints, and the BPF programs it holds."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.kernel_node import KernelNode
+
+AGENT = [sys.executable, "-m", "kpod_agent.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loaded_prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "prog", "list", "--json"], capture_output=True, check=True).stdout
+    return {prog["id"] for prog in json.loads(out)}
+
+
+def prog_ids_of(pid: int) -> set[int]:
+    """BPF programs a process holds, from its fds' fdinfo (other tests and
+    processes on the machine load programs too: a global count proves nothing)."""
+    ids = set()
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+class RunningAgent:
+    def __init__(self, node: KernelNode, tmp: Path) -> None:
+        self.node = node
+        self.path = tmp / "agent.yaml"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "agent.log"
+
+    def write(self, generation: int, **fields: Any) -> None:
+        doc = self.node.config(generation=generation, **fields).model_dump(mode="json", exclude_none=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(doc))
+        os.replace(tmp, self.path)  # atomic, as editors and ConfigMap volumes do
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", 30)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.get("/config")[1])
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for family in text_string_to_metric_families(self.get("/metrics")[1]):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def wait(self, predicate: Any, what: str, timeout: float = 10) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
+            if predicate():
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log.read_text()[-3000:]}")
+
+
+
+@contextlib.contextmanager
+def running_agent(node: KernelNode, tmp: Path, generation: int = 1, **fields: Any) -> Iterator[RunningAgent]:
+    """An agent started on a config written from `fields`, killed at exit if still running."""
+    agent = RunningAgent(node, tmp)
+    agent.write(generation, **fields)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait()
