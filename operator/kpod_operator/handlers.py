@@ -12,6 +12,7 @@ import datetime
 import logging
 import pathlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -42,6 +43,36 @@ class OperatorConfig:
     cluster_name: str = ""
 
 
+class Coalescer:
+    """Runs work now, or, when a run is already under way in another thread,
+    once more after it: requests arriving meanwhile fold into that one pass
+    (each pass reads everything afresh, so nothing is lost)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._running = False
+        self._dirty = False
+
+    def run(self, work: Callable[[], Any]) -> None:
+        with self._guard:
+            if self._running:
+                self._dirty = True
+                return
+            self._running = True
+        try:
+            while True:
+                work()
+                with self._guard:
+                    if not self._dirty:
+                        self._running = False
+                        return
+                    self._dirty = False
+        except BaseException:
+            with self._guard:
+                self._running = False
+            raise
+
+
 @dataclasses.dataclass
 class Operator:
     config: OperatorConfig
@@ -49,15 +80,12 @@ class Operator:
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     # Override specs already merged, to ignore the echo of our own status writes.
     seen_overrides: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
-    # Coalescing of status refreshes: a rollout over N nodes sends N pod events.
-    refresh_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    refresh_running: bool = False
-    refresh_dirty: bool = False
-    # The same for reconciles asked by override events: a burst of N override
-    # CRs (or an operator restart, which replays every CR) costs about two
+    # Status refreshes coalesce: a rollout over N nodes sends N pod events.
+    refreshes: "Coalescer" = dataclasses.field(default_factory=lambda: Coalescer())
+    # So do reconciles asked by override events: a burst of N override CRs
+    # (or an operator restart, which replays every CR) costs about two
     # reconciles, not N, and does not hold N of kopf's worker threads.
-    reconcile_running: bool = False
-    reconcile_dirty: bool = False
+    reconciles: "Coalescer" = dataclasses.field(default_factory=lambda: Coalescer())
     # Set by the resync loop: brings its next reconcile forward after a failure
     # in an event handler (kopf retries change handlers, never event handlers).
     wake_resync: Any = None
@@ -361,25 +389,8 @@ def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
 
 
 def _reconcile_from_event(op: Operator) -> None:
-    """Reconcile for a watch event, coalesced: while one runs, further
-    requests fold into one more pass (each pass reads everything afresh)."""
-    with op.refresh_guard:
-        if op.reconcile_running:
-            op.reconcile_dirty = True
-            return
-        op.reconcile_running = True
-    try:
-        while True:
-            _reconcile_once_from_event(op)
-            with op.refresh_guard:
-                if not op.reconcile_dirty:
-                    op.reconcile_running = False
-                    return
-                op.reconcile_dirty = False
-    except BaseException:
-        with op.refresh_guard:
-            op.reconcile_running = False
-        raise
+    """Reconcile for a watch event, coalesced with the others."""
+    op.reconciles.run(lambda: _reconcile_once_from_event(op))
 
 
 def _reconcile_once_from_event(op: Operator) -> None:
@@ -396,23 +407,7 @@ def _reconcile_once_from_event(op: Operator) -> None:
 def request_refresh(op: Operator) -> None:
     """Refresh the status, coalescing events that arrive meanwhile into one
     more pass: a burst of N pod events costs about two refreshes, not N."""
-    with op.refresh_guard:
-        if op.refresh_running:
-            op.refresh_dirty = True
-            return
-        op.refresh_running = True
-    try:
-        while True:
-            refresh_status(op)
-            with op.refresh_guard:
-                if not op.refresh_dirty:
-                    op.refresh_running = False
-                    return
-                op.refresh_dirty = False
-    except BaseException:
-        with op.refresh_guard:
-            op.refresh_running = False
-        raise
+    op.refreshes.run(lambda: refresh_status(op))
 
 
 def on_agent_event(memo: Any, **_: Any) -> None:
