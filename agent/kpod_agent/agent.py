@@ -64,6 +64,9 @@ class Agent:
         self.filters: dict[str, dict[int, int] | None] = {}
         self.reloads = ReloadStats()
         self.discovery: Discovery | None = None
+        # Errors of discovery instances replaced by config changes: the
+        # exposed counter must never go down.
+        self._past_discovery_errors = 0
         self.resolver: cgroups.CgroupResolver | None = None
         self.ctx: CollectorContext | None = None
         self.cycle_duration = 0.0
@@ -195,6 +198,7 @@ class Agent:
     def _restart_discovery(self, config: AgentConfig) -> None:
         if self.discovery is not None:
             self.discovery.stop()
+            self._past_discovery_errors += self.discovery.errors_total
         assert self.resolver is not None
         if self.discovery_factory is not None:
             self.discovery = self.discovery_factory(config, self.resolver, self.on_index)
@@ -303,6 +307,10 @@ class Agent:
 
     # ---- status ---------------------------------------------------------
 
+    def discovery_errors_total(self) -> int:
+        current = self.discovery.errors_total if self.discovery is not None else 0
+        return self._past_discovery_errors + current
+
     def ready(self) -> bool:
         return self.config is not None and (self.discovery is None or self.discovery.synced)
 
@@ -335,7 +343,7 @@ class Agent:
                 "synced": bool(disc and disc.synced),
                 "pods": len(self.index.pods),
                 "cgroups": len(self.index.entries),
-                "errors": disc.errors_total if disc else 0,
+                "errors": self.discovery_errors_total(),
                 "lastError": disc.last_error if disc else None,
             },
             "time": _now(),

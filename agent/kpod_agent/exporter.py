@@ -261,7 +261,6 @@ class KpodCollector(PromCollector):
         pods = GaugeMetricFamily("kpod_discovery_pods", "Pods known to discovery on this node.")
         pods.add_metric([], float(len(agent.index.pods)))
         yield pods
-        disc = agent.discovery
         derr = CounterMetricFamily("kpod_discovery_errors_total", "Failed discovery lists or watches.")
-        derr.add_metric([], float(disc.errors_total if disc else 0))
+        derr.add_metric([], float(agent.discovery_errors_total()))
         yield derr

@@ -168,3 +168,19 @@ def test_collectors_read_on_their_own_intervals(scraper: Scraper, node: KernelNo
     assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == 53
     agent.collect_due(now=start + 61)
     assert agent.snapshots["cpu"] is not cpu_snapshot
+
+
+def test_discovery_errors_survive_a_discovery_restart(scraper: Scraper, node: KernelNode,
+                                                      pods: dict[str, FakePod]) -> None:
+    _apply(scraper, node.config(collectors={"cpu": {}}))
+    node.kubelet.fail_with(500)
+    try:
+        scraper.agent.discovery.refresh()  # type: ignore[union-attr]
+        scraper.agent.discovery.refresh()  # type: ignore[union-attr]
+        errors = scraper.value("kpod_discovery_errors_total")
+        assert errors >= 2
+        # a new discovery interval restarts discovery: the counter must not go down
+        assert scraper.agent.apply(node.config(collectors={"cpu": {}}, discovery={"interval": "300ms"}))
+        assert scraper.value("kpod_discovery_errors_total") >= errors
+    finally:
+        node.kubelet.healthy()
