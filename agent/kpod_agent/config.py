@@ -6,6 +6,7 @@ same models, so the document has exactly one definition.
 from __future__ import annotations
 
 import math
+import functools
 import platform
 import re
 import reprlib
@@ -288,6 +289,12 @@ class AgentConfig(_Strict):
 
         The interval of a collector is the shortest any scope asks for;
         syscall latency is on when any scope turns it on."""
+        return dict(self.merged_collectors)
+
+    @functools.cached_property
+    def merged_collectors(self) -> dict[str, CollectorConfig]:
+        # Once per (frozen) config: the collection loop asks for intervals
+        # every tick, and each answer resolves every namespace override.
         merged = dict(self.enabled_collectors())
         for ns in self.namespaceOverrides:
             for name, conf in self.enabled_collectors(ns).items():
@@ -301,7 +308,7 @@ class AgentConfig(_Strict):
         return {n: merged[n] for n in COLLECTOR_NAMES if n in merged}
 
     def syscall_latency(self) -> bool:
-        conf = self.node_collectors().get("syscall")
+        conf = self.merged_collectors.get("syscall")
         return bool(conf and conf.latency)
 
     @model_validator(mode="after")
@@ -316,7 +323,7 @@ class AgentConfig(_Strict):
         return self
 
     def interval_of(self, name: str) -> float:
-        conf = self.node_collectors().get(name)
+        conf = self.merged_collectors.get(name)
         return (conf.interval if conf and conf.interval else None) or self.defaultInterval
 
     def syscalls_for(self, namespace: str | None) -> list[str]:
