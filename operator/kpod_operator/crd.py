@@ -33,6 +33,7 @@ _DESCRIPTIONS = {
     "agent": "Fleet only: the agent DaemonSet.",
     "serviceMonitor": "Fleet only: Prometheus Operator ServiceMonitor (when its CRD exists).",
     "prometheusRule": "Fleet only: Prometheus Operator PrometheusRule (when its CRD exists).",
+    "networkPolicy": "Fleet only: NetworkPolicy letting only these namespaces reach the agents' metrics port.",
 }
 
 
@@ -86,6 +87,8 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         return {"type": "array", "items": schema_of(item)}
     if origin is dict:
         key, value = get_args(annotation)
+        if value is Any:  # a Kubernetes type passed through (affinity): the API server checks it
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         if get_origin(key) is Literal:
             return {"type": "object",
                     "properties": {k: schema_of(value) for k in get_args(key)}}
@@ -109,6 +112,8 @@ def _default_of(info: FieldInfo) -> Any:
         return None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        value = [v.model_dump(mode="json", exclude_none=True) if isinstance(v, BaseModel) else v for v in value]
     if _is_duration(info.metadata) and isinstance(value, (int, float)):
         value = agentconfig.format_duration(value)
     # Empty containers add nothing but noise to `kubectl get -o yaml`.

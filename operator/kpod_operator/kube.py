@@ -22,7 +22,7 @@ _PLURALS = {
     "ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings",
     "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
     "ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules", "Pod": "pods",
-    "KpodMetricsProfile": "kpodmetricsprofiles",
+    "KpodMetricsProfile": "kpodmetricsprofiles", "NetworkPolicy": "networkpolicies",
 }
 
 

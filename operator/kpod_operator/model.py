@@ -8,7 +8,7 @@ these models (``kpod_operator.crd``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,12 +22,14 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "agent",
-                     "serviceMonitor", "prometheusRule")
+                     "serviceMonitor", "prometheusRule", "networkPolicy")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 PERCENT_OR_INT_PATTERN = r"^[0-9]+%?$"
 IMAGE_PATTERN = r"^[^\s]+$"
+# A namespace name (RFC 1123 label).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 Quantity = Annotated[str | int, Field(json_schema_extra={"intOrString": True, "pattern": QUANTITY_PATTERN})]
 
@@ -80,20 +82,65 @@ class UpdateStrategy(_Strict):
 
 class AgentDiscovery(_Strict):
     mode: Literal["informer", "kubelet"] = "informer"
+    # kubelet mode: the kubelet's serving certificate is verified against the
+    # cluster CA. Kubelets with self-signed serving certificates (no
+    # serverTLSBootstrap) need this opt-out; the token is then sent only to
+    # the node's own address.
+    kubeletInsecureTLS: bool = False
+
+
+# Beyond BPF + PERFMON, by kernel: before 5.8 there is no CAP_BPF/CAP_PERFMON
+# (BPF and perf events need SYS_ADMIN); before 5.11 BPF maps are charged to
+# RLIMIT_MEMLOCK, which only SYS_RESOURCE may raise.
+ExtraCapability = Literal["SYS_ADMIN", "SYS_RESOURCE"]
+
+
+class LocalObjectReference(_Strict):
+    name: str
+
+
+def _tolerate_all() -> list["Toleration"]:
+    # A node agent belongs on every node, tainted or not (as kube-proxy, CNIs).
+    return [Toleration(operator="Exists", effect="NoSchedule"),
+            Toleration(operator="Exists", effect="NoExecute")]
 
 
 class AgentSpec(_Strict):
     image: Annotated[str, Field(pattern=IMAGE_PATTERN)] = "kpod-agent:dev"
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # Memory limit: RSS at rest with 5,000 pods on the node plus headroom
+    # (docs/install.md says how it was measured).
     resources: Resources = Field(default_factory=lambda: Resources(
         requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "256Mi"}))
     nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    priorityClassName: str = ""
+    tolerations: list[Toleration] = Field(default_factory=_tolerate_all)
+    priorityClassName: str = "system-node-critical"
     updateStrategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
     discovery: AgentDiscovery = Field(default_factory=AgentDiscovery)
-    # Kernels before 5.8 have no CAP_BPF/CAP_PERFMON: BPF needs SYS_ADMIN there.
+    # Namespace of the agents' DaemonSet, ConfigMap, Service and RBAC: apart
+    # from the operator's, so what the agents may write (their own Pods'
+    # status annotation) never reaches the operator's Pod.
+    namespace: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] = "kpod-agents"
+    extraCapabilities: list[ExtraCapability] = Field(default_factory=list)
+    # Kept for old CRs: the same as extraCapabilities [SYS_ADMIN].
     sysAdmin: bool = False
+    imagePullSecrets: list[LocalObjectReference] = Field(default_factory=list)
+    # A core/v1 Affinity, passed through (checked by the API server).
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    podAnnotations: dict[str, str] = Field(default_factory=dict)
+    podLabels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("podLabels")
+    @classmethod
+    def _keeps_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        if "app.kubernetes.io/name" in value:
+            raise ValueError("app.kubernetes.io/name is the DaemonSet's selector label and cannot be set")
+        return value
+
+    @property
+    def capabilities(self) -> list[str]:
+        extra = set(self.extraCapabilities) | ({"SYS_ADMIN"} if self.sysAdmin else set())
+        return ["BPF", "PERFMON", *sorted(extra)]
 
 
 DurationStr = agentconfig.Duration
@@ -104,6 +151,21 @@ class ServiceMonitorSpec(_Strict):
     interval: DurationStr = 30.0
     scrapeTimeout: DurationStr = 10.0
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkPolicySpec(_Strict):
+    """Who may open the agents' metrics port. Off by default: a policy that
+    selects the agents denies every other ingress to them."""
+
+    enabled: bool = False
+    # Namespaces (by name) whose pods may scrape.
+    namespaces: list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN)]] = Field(
+        default_factory=lambda: ["monitoring"])
+    # Instead of namespaces: the namespaces matching this selector (for example
+    # the one the Prometheus resource's serviceMonitorNamespaceSelector uses).
+    namespaceSelector: agentconfig.LabelSelector | None = None
+    # Only these pods of those namespaces (empty: all of them).
+    podSelector: agentconfig.LabelSelector | None = None
 
 
 class PrometheusRuleSpec(_Strict):
@@ -125,6 +187,7 @@ class ProfileSpec(_Strict):
     agent: AgentSpec | None = None
     serviceMonitor: ServiceMonitorSpec | None = None
     prometheusRule: PrometheusRuleSpec | None = None
+    networkPolicy: NetworkPolicySpec | None = None
 
     @field_validator("syscalls")
     @classmethod
@@ -188,6 +251,7 @@ class FleetSpec(_Strict):
     agent: AgentSpec
     serviceMonitor: ServiceMonitorSpec
     prometheusRule: PrometheusRuleSpec
+    networkPolicy: NetworkPolicySpec
 
 
 def parse_fleet(spec: object) -> FleetSpec:
@@ -203,4 +267,5 @@ def parse_fleet(spec: object) -> FleetSpec:
         agent=parsed.agent or AgentSpec(),
         serviceMonitor=parsed.serviceMonitor or ServiceMonitorSpec(),
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),
+        networkPolicy=parsed.networkPolicy or NetworkPolicySpec(),
     )
