@@ -203,8 +203,8 @@ def test_a_bad_first_fleet_creates_nothing_until_fixed(op_harness: Harness) -> N
     assert "collectors.cpu.interval" in h.condition(NS, "default", "Reconciled")["message"]
     assert set(h.object_counts().values()) == {0}
     _replace_spec(h, NS, "default", GOOD_FLEET)
-    wait_for(lambda: h.configmap() and h.running_config()[1] == 1, what="created once fixed")
-    assert set(h.object_counts().values()) == {1}
+    wait_for(lambda: h.configmap() and h.running_config()[1] == 1
+             and set(h.object_counts().values()) == {1}, what="created once fixed")
 
 
 def test_garbage_in_kopf_annotations_does_not_stall_the_cr(op_harness: Harness) -> None:
