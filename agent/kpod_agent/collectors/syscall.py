@@ -121,14 +121,16 @@ class SyscallCollector(BpfCollector):
         enter, leave = self._tracepoints(name)
         if not bpfload.tracepoint_exists(*enter.split(":")) or not bpfload.tracepoint_exists(*leave.split(":")):
             raise CollectorError(f"tracepoint {enter} not found on this kernel")
+        ctypes.set_errno(0)
         try:
             # Exit first: a start time needs its exit to be consumed.
             self.bpf.attach_tracepoint(tp=leave, fn_name="sys_exit")
             if self.latency:
                 self.bpf.attach_tracepoint(tp=enter, fn_name="sys_enter")
         except Exception as exc:
+            message = bpfload.describe(exc)  # before the detach's calls overwrite errno
             self._detach_one(name)
-            raise CollectorError(f"cannot attach {enter}: {exc}") from None
+            raise CollectorError(f"cannot attach {enter}: {message}") from None
         self.attached_syscalls.add(name)
 
     def _detach_one(self, name: str) -> None:
