@@ -64,12 +64,11 @@ class RunningAgent:
         tmp.write_text(yaml.safe_dump(doc))
         os.replace(tmp, self.path)  # atomic, as editors and ConfigMap volumes do
 
-    def start(self, ready: bool = True) -> None:
+    def start(self, ready_timeout: float = 30) -> None:
         self.proc = subprocess.Popen(
             [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        if ready:
-            self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", 30)
+        self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", ready_timeout)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
