@@ -292,7 +292,7 @@ class HistogramBuckets(_Strict):
     Slots outside [min, max] fold into the nearest exposed bucket, which bounds
     series per histogram without losing counts (the sum stays exact)."""
 
-    min: Duration = Field(default=1e-6, description="Lowest bucket bound exposed, e.g. 1us; below min.")
+    min: Duration = Field(default=1e-6, description="Lowest bucket bound exposed, e.g. 1us; below max.")
     max: Duration = Field(default=16.0, description="Highest finite bucket bound exposed, e.g. 16s; above min.")
 
     @model_validator(mode="after")
