@@ -20,6 +20,8 @@ def to_json_schema(node: Any, strict: bool = True) -> Any:
         return node
     out = {k: to_json_schema(v, strict) for k, v in node.items()
            if not k.startswith("x-kubernetes-") and k != "default"}
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
     if node.get("x-kubernetes-int-or-string"):
         string: dict[str, Any] = {"type": "string"}
         if "pattern" in out:
