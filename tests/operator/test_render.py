@@ -180,10 +180,6 @@ def test_scheduling_and_pod_metadata_knobs() -> None:
         _fleet(agent={"podLabels": {"app.kubernetes.io/name": "other"}})
 
 
-def test_default_memory_limit_is_the_measured_rss_with_headroom() -> None:
-    # 5,000 pods at rest: RSS measured by tests/cluster/test_agent_memory.py, limit = peak x ~1.2.
-    assert _fleet().agent.resources.limits == {"memory": "256Mi"}
-
 
 @pytest.mark.parametrize("spec", [
     {"profile": "comprehensive"},

@@ -82,7 +82,7 @@ EXPECTED_OPERATOR = {
         "kpod.io/kpodmetricsprofiles": {"list", "watch", "patch"},  # kopf watch + annotations; handlers list
         "kpod.io/kpodmetricsprofiles/status": {"patch"},
         "apiextensions.k8s.io/customresourcedefinitions": {"list", "watch"},  # kopf's resource scanning
-        "core/events": {"create"},  # kopf posts handler failures on the CR
+        "core/events": {"create"},  # refusals posted on the CR (and kopf's handler failures)
         # kopf watches with a cluster-wide URL (label selector: the agents'
         # namespace is the CR's); list/watch of pods is also the agent's informer grant.
         "core/pods": {"list", "watch"},
@@ -121,7 +121,6 @@ EXPECTED_OPERATOR = {
 HELD_FOR_THE_AGENT = {(f"Role/{AGENTS}", f"core/configmaps#{CM}", "list"),
                       (f"Role/{AGENTS}", f"core/configmaps#{CM}", "watch"),
                       (f"Role/{AGENTS}", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get")}
-KOPF_ON_FAILURE = {("ClusterRole", "core/events", "create")}
 
 
 def _operator_grants() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -317,7 +316,7 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
         used.add(entry)
     granted = {(kind, key, verb) for kind, table in EXPECTED_OPERATOR.items()
                for key, verbs in table.items() for verb in verbs}
-    assert granted - used - HELD_FOR_THE_AGENT - KOPF_ON_FAILURE == set()
+    assert granted - used - HELD_FOR_THE_AGENT == set()
 
 
 def test_operator_holds_every_grant_it_gives_the_agent() -> None:
