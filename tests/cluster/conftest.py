@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.kernel_node import KernelNode
+from tests.support.kernel_node import KernelNode, kernel_node
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,10 +16,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelNode]:
-    from tests.conftest import kernel_unavailable_reason
-
-    if kernel_unavailable_reason():
-        pytest.skip(kernel_unavailable_reason())  # the root conftest turns this into a failure in CI
-    kernel_node = KernelNode(tmp_path_factory.mktemp("node"))
-    yield kernel_node
-    kernel_node.close()
+    with kernel_node(tmp_path_factory.mktemp("node")) as made:
+        yield made
