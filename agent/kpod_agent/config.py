@@ -75,6 +75,7 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 DURATION_RESOLUTION_SECONDS = 1e-6
 # The agent's loops wake at every interval: below this they only burn CPU.
 MIN_INTERVAL_SECONDS = 0.1
+MIN_DISCOVERY_INTERVAL_SECONDS = 0.01
 _UNIT_SECONDS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _UNIT_MICROS = (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1000), ("us", 1))
 
@@ -267,7 +268,9 @@ class NamespaceOverride(_Strict):
 class DiscoveryConfig(_Strict):
     mode: Literal["informer", "kubelet", "none"] = "none"
     kubeletURL: str = "https://127.0.0.1:10250/pods"
-    interval: Interval = 10.0
+    # Fleet-only (the operator keeps the default): a floor against a spinning
+    # loop, lower than the collectors' so that tests can resync fast.
+    interval: Annotated[Duration, AfterValidator(Bounds(MIN_DISCOVERY_INTERVAL_SECONDS))] = 10.0
     # Service-account files used for the kubelet's https endpoint.
     tokenPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     caPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
