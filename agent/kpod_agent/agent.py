@@ -130,9 +130,11 @@ class Agent:
                 # Published only once applied: /config then reports a
                 # generation whose probes are all in place.
                 self.config = config
+                # Filters before the lock goes: a collection never sees a new
+                # collector that counts nothing yet.
+                self._refresh_filters()
             if layout_changed or plan.restart_discovery:
-                self._restart_discovery(config)
-            self._refresh_filters()
+                self._restart_discovery(config)  # refreshes the filters with its first view
             self.reloads.success += 1
             self.reloads.applied_at = _now()
             log.info("applied config generation %d from %s in %.0f ms (attached: %s; failed: %s)",
@@ -261,12 +263,15 @@ class Agent:
             if not force and now < state.next_due:
                 state.skipped_total += 1
                 continue
-            state.next_due = now + config.interval_of(name)
             started = time.monotonic()
             try:
                 with self.kernel_lock:
                     if self.states.get(name) is not state:
                         continue
+                    # The config of this moment, not the cycle's start: a
+                    # reload may have attached this collector meanwhile, and
+                    # the old config gives it the default interval.
+                    state.next_due = now + (self.config or config).interval_of(name)
                     snapshot = collector.collect(self.targets_for(name))
                     self._forget_vanished(collector, snapshot)
             except Exception as exc:
