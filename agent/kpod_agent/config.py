@@ -260,6 +260,11 @@ class AgentConfig(_Strict):
     procRoot: str = "/proc"
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
     defaultInterval: Duration = DEFAULT_INTERVAL_SECONDS
+    # Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
+    # containers per pod has ~1,000 cgroups: 4,096 leaves room for nested
+    # cgroups and churn. A change re-attaches the BPF collectors (map sizes
+    # are fixed when a program loads).
+    maxCgroups: int = Field(default=4096, ge=64, le=1_048_576)
 
     @field_validator("syscalls")
     @classmethod

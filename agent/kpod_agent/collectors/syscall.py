@@ -287,8 +287,10 @@ class SyscallCollector(BpfCollector):
         self._last_sweep = now
         table = self.bpf["inflight"]
         proc = self.ctx.proc_root
-        dead = [k for k in table.keys() if not os.path.exists(f"{proc}/{as_int(k)}")]
+        keys = list(table.keys())
+        dead = [k for k in keys if not os.path.exists(f"{proc}/{as_int(k)}")]
         delete_keys(table, dead)
+        self.map_stats["inflight"] = (len(keys) - len(dead), table.max_entries)
 
     def forget(self, cgroup_ids: set[int]) -> None:
         if not cgroup_ids:
