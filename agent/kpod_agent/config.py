@@ -60,8 +60,7 @@ DEFAULT_SYSCALLS = (
     "read", "write", "openat", "close", "connect", "accept4",
     "sendto", "recvfrom", "epoll_wait", "futex",
 )
-# Beyond this many allowlisted syscalls the collector attaches to
-# raw_syscalls once instead of one tracepoint per syscall.
+# Syscall numbers the in-kernel allowlist bitmap holds (bpf/syscall.c).
 MAX_SYSCALLS = 512
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")

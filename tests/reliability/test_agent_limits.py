@@ -1,4 +1,4 @@
-"""Limits: more cgroups than the BPF maps hold (capacity 8 instead of 10240).
+"""Limits: more cgroups than the BPF maps hold (capacity 8, or a small maxCgroups).
 
 Full maps refuse updates: the refusals are counted
 (kpod_bpf_map_update_errors_total), nothing crashes, and the cgroups that

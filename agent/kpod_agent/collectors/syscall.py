@@ -12,6 +12,7 @@ back (two attached programs would count each call twice).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import itertools
@@ -20,7 +21,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from kpod_agent import bpfload, filters
 from kpod_agent.collectors.base import (
@@ -52,6 +53,7 @@ class TracepointCloser:
         self._pending: dict[tuple[int, str], int] = {}
         self._closing: tuple[int, str] | None = None
         self._thread: threading.Thread | None = None
+        self._paused = 0
 
     def retire(self, owner: int, tracepoint: str, fd: int) -> None:
         with self._cond:
@@ -68,6 +70,19 @@ class TracepointCloser:
             while self._closing == key:  # being closed: wait until it is gone
                 self._cond.wait()
             return self._pending.pop(key, None)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No new close starts meanwhile: a close holds the kernel's trace
+        event mutex through its grace periods, and every attach needs it."""
+        with self._cond:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:
@@ -86,7 +101,7 @@ class TracepointCloser:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
+                while not self._pending or self._paused:
                     self._cond.wait()
                 key = next(iter(self._pending))
                 fd = self._pending.pop(key)
@@ -161,6 +176,16 @@ class SyscallCollector(BpfCollector):
         for allowlist in policies:
             wanted.update(n for n in allowlist if n in self.numbers)
         latency = config.syscall_latency()
+        with CLOSER.paused():
+            self._switch_latency(latency)
+        # Bits first: what leaves the allowlist stops counting before its
+        # tracepoint is queued for closing; what joins counts once attached.
+        self._write_bits(policies)
+        with CLOSER.paused():
+            self._attach_tracepoints(wanted)
+        return True
+
+    def _switch_latency(self, latency: bool) -> None:
         if latency != self.latency:
             if not latency:
                 self._write_flags(False)
@@ -173,11 +198,6 @@ class SyscallCollector(BpfCollector):
             self.latency = latency
             if latency:
                 self._write_flags(True)
-        # Bits first: what leaves the allowlist stops counting before its
-        # tracepoint is queued for closing; what joins counts once attached.
-        self._write_bits(policies)
-        self._attach_tracepoints(wanted)
-        return True
 
     def _write_flags(self, latency: bool) -> None:
         table = self.bpf["syscall_flags"]
