@@ -62,8 +62,7 @@ DEFAULT_SYSCALLS = (
     "read", "write", "openat", "close", "connect", "accept4",
     "sendto", "recvfrom", "epoll_wait", "futex",
 )
-# Beyond this many allowlisted syscalls the collector attaches to
-# raw_syscalls once instead of one tracepoint per syscall.
+# Syscall numbers the in-kernel allowlist bitmap holds (bpf/syscall.c).
 MAX_SYSCALLS = 512
 # Distinct syscall allowlists one node holds (the fleet's is one of them):
 # the size of the BPF policy map, compiled into the syscall program.
@@ -339,6 +338,11 @@ class AgentConfig(_Strict):
     procRoot: str = "/proc"
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
     defaultInterval: Interval = DEFAULT_INTERVAL_SECONDS
+    # Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
+    # containers per pod has ~1,000 cgroups: 4,096 leaves room for nested
+    # cgroups and churn. A change re-attaches the BPF collectors (map sizes
+    # are fixed when a program loads).
+    maxCgroups: int = Field(default=4096, ge=64, le=1_048_576)
 
     @field_validator("includeLabels")
     @classmethod

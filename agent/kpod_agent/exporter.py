@@ -254,6 +254,14 @@ class KpodCollector(PromCollector):
             for map_name, count in collector.map_update_errors.items():
                 update_errors.add_metric([map_name, name], float(count))
         yield from (attached, duration, errors, skipped, cgroup_errors, load, entries, capacity, update_errors)
+        not_counted = GaugeMetricFamily("kpod_pods_not_counted",
+                                        "Pods the collector cannot count: its cgroup filter map is full "
+                                        "(raise maxCgroups).", labels=["collector"])
+        for name in wanted:
+            state = agent.states.get(name)
+            if state is not None and state.collector is not None:
+                not_counted.add_metric([name], float(len(agent.uncounted.get(name, ()))))
+        yield not_counted
 
         cycle = GaugeMetricFamily("kpod_collection_cycle_duration_seconds", "Duration of the last collection cycle.")
         cycle.add_metric([], agent.cycle_duration)

@@ -41,12 +41,14 @@ def plan_reload(old: AgentConfig | None, new: AgentConfig) -> ReloadPlan:
     before = set(old.node_collectors()) if old is not None else set()
     after = set(new.node_collectors())
     kept = before & after
+    # BPF map sizes are fixed at load: a new capacity means a new program.
+    reattach = kept if old is not None and old.maxCgroups != new.maxCgroups else set()
     reconfigure = tuple(sorted(
-        name for name in kept if old is not None and _inputs(name, old) != _inputs(name, new)
+        name for name in kept - reattach if old is not None and _inputs(name, old) != _inputs(name, new)
     ))
     return ReloadPlan(
-        attach=tuple(sorted(after - before)),
-        detach=tuple(sorted(before - after)),
+        attach=tuple(sorted((after - before) | reattach)),
+        detach=tuple(sorted((before - after) | reattach)),
         reconfigure=reconfigure,
         restart_discovery=old is None or old.discovery != new.discovery,
     )
