@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return top.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kpod_agent import redact
+
+    redact.install()  # no URL credentials in the log, whoever logs them
     if args.print_bpf:
         return print_bpf(args.print_bpf)
     if not args.config and not args.configmap:
