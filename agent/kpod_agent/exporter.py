@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ def _escape_help(text: str) -> str:
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# A format nobody asked for in this long is no longer rendered ahead.
+WANTED_SECONDS = 600.0
 # Level 1 compresses metric text 8-10x at a quarter of level 6's time.
 GZIP_LEVEL = 1
 
@@ -95,73 +98,113 @@ def _same(a: tuple[object, ...] | None, b: tuple[object, ...]) -> bool:
         x is y or (type(x) is int and x == y) for x, y in zip(a, b))
 
 
+@dataclass(frozen=True)
 class _Rendered:
-    """One format: the big head (per-pod series) with its gzip state, and the
-    small tail (self metrics) for the current cycle."""
+    """One format at one moment: the big head (per-pod series), the small
+    tail (self metrics), and their gzip form once asked for. Never changed
+    in place: a scraper holding one keeps consistent bytes."""
+    head_key: tuple[object, ...]
+    head: tuple[bytes, ...]
+    tail_key: tuple[object, ...]
+    tail: bytes
+    # The compressor after the head, kept so that a new tail costs a few
+    # lines of compression, not the whole document again.
+    gz_state: "zlib._Compress | None" = None
+    gz_head: bytes = b""
+    gz_tail: bytes | None = None
 
-    def __init__(self, head_key: tuple[object, ...], head: bytes) -> None:
-        self.head_key = head_key
-        self.head = head
-        self.gz_head: bytes | None = None
-        self._gz_state: "zlib._Compress | None" = None
-        self.tail_key: tuple[object, ...] | None = None
-        self.tail = b""
-        self.gz_tail: bytes | None = None
-
-    def set_tail(self, key: tuple[object, ...], tail: bytes) -> None:
-        self.tail_key, self.tail, self.gz_tail = key, tail, None
-
-    def gzip_parts(self) -> tuple[bytes, bytes]:
-        if self.gz_head is None:
-            # wbits 31: a gzip member. The compressor after the head is kept
-            # and copied per tail, so a new cycle compresses a few lines only.
-            self._gz_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            self.gz_head = self._gz_state.compress(self.head)
-        if self.gz_tail is None:
-            assert self._gz_state is not None
-            state = self._gz_state.copy()
-            self.gz_tail = state.compress(self.tail) + state.flush()
-        return self.gz_head, self.gz_tail
+    def with_gzip(self) -> "_Rendered":
+        if self.gz_tail is not None:
+            return self
+        gz_state, gz_head = self.gz_state, self.gz_head
+        if gz_state is None:
+            # wbits 31: one gzip member.
+            gz_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            gz_head = b"".join(gz_state.compress(part) for part in self.head)
+        tail_state = gz_state.copy()
+        return _Rendered(self.head_key, self.head, self.tail_key, self.tail, gz_state, gz_head,
+                         tail_state.compress(self.tail) + tail_state.flush())
 
 
 class ExpositionCache:
     """Renders /metrics once per change of its inputs and serves the same
-    bytes to every scraper. Concurrent scrapers of a stale cache wait for
-    one render instead of each rendering (20 parallel renders of 15,000
-    cgroups took 16 s each and 300 MB)."""
+    bytes to every scraper (20 parallel scrapers of 15,000 cgroups each
+    rendering for themselves: 16 s per scrape and +300 MB).
+
+    The per-pod part (megabytes, ~1 s to render at 15,000 cgroups) is
+    rendered by the collection loop's `prewarm()` after each cycle: a
+    scraper gets the last one rendered, never waits for a render (at most
+    one cycle old, as if it had come a moment earlier). The self metrics (a
+    few dozen lines) are rendered fresh when they changed. Without a
+    collection loop (tests), a stale cache is rendered by the first scraper
+    that finds it, once, the others waiting for it."""
 
     def __init__(self, head_key: Callable[[], tuple[object, ...]], tail_key: Callable[[], tuple[object, ...]],
-                 head: Callable[[bool], bytes], tail: Callable[[bool], bytes]) -> None:
+                 head: Callable[[bool], tuple[bytes, ...]], tail: Callable[[bool], bytes]) -> None:
         self._head_key, self._tail_key, self._render_head, self._render_tail = head_key, tail_key, head, tail
-        self._lock = threading.Lock()
-        self._formats: dict[bool, _Rendered] = {}
-        # What scrapers asked for since the last prewarm: rendered ahead of them.
-        self._wanted: set[tuple[bool, bool]] = set()
+        self._render_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._formats: dict[bool, _Rendered] = {}  # replaced whole, read without a lock
+        # Formats whose per-pod part the collection loop keeps fresh.
+        self._warm: frozenset[bool] = frozenset()
+        # What scrapers asked for, and when: rendered ahead of them after
+        # each cycle while they keep asking (a one-off curl stops costing
+        # renders after WANTED_SECONDS).
+        self._wanted: dict[tuple[bool, bool], float] = {}
 
     def get(self, openmetrics: bool, gzip: bool) -> Exposition:
-        with self._lock:
-            self._wanted.add((openmetrics, gzip))
-            return self._get(openmetrics, gzip)
+        self._wanted[(openmetrics, gzip)] = time.monotonic()
+        seen = rendered = self._formats.get(openmetrics)
+        if rendered is not None and openmetrics in self._warm and (not gzip or rendered.gz_state is not None):
+            # The per-pod part is the collection loop's to refresh (it does,
+            # right after each cycle); the self metrics are ours, always fresh.
+            tail_key = self._tail_key()
+            if not _same(rendered.tail_key, tail_key):
+                rendered = _Rendered(rendered.head_key, rendered.head, tail_key, self._render_tail(openmetrics),
+                                     rendered.gz_state, rendered.gz_head)
+            if gzip:
+                rendered = rendered.with_gzip()
+            if rendered is not seen:
+                with self._swap_lock:  # never over a newer one the collection loop put meanwhile
+                    if self._formats.get(openmetrics) is seen:
+                        self._formats[openmetrics] = rendered
+            return self._answer(rendered, openmetrics, gzip)
+        with self._render_lock:
+            return self._answer(self._render(openmetrics, gzip), openmetrics, gzip)
 
     def prewarm(self) -> None:
-        """After a collection cycle: render what scrapers asked for recently,
-        so the next scrape is a copy of bytes, not a render."""
-        with self._lock:
-            for openmetrics, gzip in sorted(self._wanted):
-                self._get(openmetrics, gzip)
+        """After a collection cycle: render what scrapers asked for recently.
+        From the first call on, scrapers never render the per-pod part."""
+        with self._render_lock:
+            recent = time.monotonic() - WANTED_SECONDS
+            warm = set()
+            for (openmetrics, gzip), asked in sorted(self._wanted.items()):
+                if asked >= recent:
+                    self._render(openmetrics, gzip)
+                    warm.add(openmetrics)
+            self._warm = frozenset(warm)
 
-    def _get(self, openmetrics: bool, gzip: bool) -> Exposition:
-        head_key = self._head_key()
-        tail_key = self._tail_key()
+    def _render(self, openmetrics: bool, gzip: bool) -> _Rendered:
+        head_key, tail_key = self._head_key(), self._tail_key()
         rendered = self._formats.get(openmetrics)
         if rendered is None or not _same(rendered.head_key, head_key):
-            rendered = self._formats[openmetrics] = _Rendered(head_key, self._render_head(openmetrics))
-        if not _same(rendered.tail_key, tail_key):
-            rendered.set_tail(tail_key, self._render_tail(openmetrics))
+            rendered = _Rendered(head_key, self._render_head(openmetrics), tail_key, self._render_tail(openmetrics))
+        elif not _same(rendered.tail_key, tail_key):
+            rendered = _Rendered(head_key, rendered.head, tail_key, self._render_tail(openmetrics),
+                                 rendered.gz_state, rendered.gz_head)
+        if gzip:
+            rendered = rendered.with_gzip()
+        with self._swap_lock:
+            self._formats[openmetrics] = rendered
+        return rendered
+
+    @staticmethod
+    def _answer(rendered: _Rendered, openmetrics: bool, gzip: bool) -> Exposition:
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         if gzip:
-            return Exposition(rendered.gzip_parts(), content_type, "gzip")
-        return Exposition((rendered.head, rendered.tail), content_type)
+            assert rendered.gz_tail is not None
+            return Exposition((rendered.gz_head, rendered.gz_tail), content_type, "gzip")
+        return Exposition((*rendered.head, rendered.tail), content_type)
 
 
 class _Families(PromCollector):
@@ -318,12 +361,13 @@ class KpodCollector(PromCollector):
         """Render, after a collection cycle, what scrapers asked for recently."""
         self._cache.prewarm()
 
-    def _head(self, openmetrics: bool) -> bytes:
-        """The part that changes only with snapshots, pods and config."""
+    def _head(self, openmetrics: bool) -> tuple[bytes, ...]:
+        """The part that changes only with snapshots, pods and config (in
+        parts: joining megabytes would copy them once more)."""
         restart = self._library_text(lambda: list(self.restart_metrics()), openmetrics)
         if openmetrics:
             restart = restart.removesuffix(b"# EOF\n")
-        return self.render_pod_text(openmetrics).encode() + restart
+        return self.render_pod_text(openmetrics).encode(), restart
 
     def _tail(self, openmetrics: bool) -> bytes:
         """Self metrics: a few dozen lines, new every cycle."""

@@ -100,3 +100,22 @@ def test_format_follows_accept(accept: str, openmetrics: bool) -> None:
 ])
 def test_gzip_follows_accept_encoding(header: str, wanted: bool) -> None:
     assert accepts_gzip(header) is wanted
+
+
+def test_with_a_collection_loop_scrapers_never_render_the_pod_series(exporter: KpodCollector) -> None:
+    agent = exporter.agent
+    exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
+    exporter.prewarm()  # as the collection loop does after each cycle
+    served = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
+    agent.collect_due(force=True)
+    # Between the cycle and its prewarm: the last rendered per-pod part...
+    stale = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
+    assert stale.parts[0] is served.parts[0]
+    # ...but self metrics as they are now.
+    agent.reloads.error += 1
+    now = gzip.decompress(exporter.exposition(PROMETHEUS_ACCEPT, gzip=True).body())
+    assert b'kpod_config_reloads_total{result="error"} 1.0' in now
+    exporter.prewarm()
+    fresh = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
+    assert fresh.parts[0] is not served.parts[0]
+    assert gzip.decompress(fresh.body()) == exporter.render_text(openmetrics=True)
