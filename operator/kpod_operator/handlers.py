@@ -477,15 +477,29 @@ class _TolerantProgressStorage(kopf.AnnotationsProgressStorage):
 
 
 class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """The last handled spec; unreadable counts as absent (the CR is handled
-    as new, which the idempotent reconcile makes harmless)."""
+    """The last handled spec, kept as a digest: kopf's own copy of the whole
+    spec would outgrow the API server's 256 KiB annotation limit with a large
+    namespace list, and every later patch of the CR would then be refused.
+    A matching digest stands for "unchanged"; a different one makes the CR
+    look changed, which is all the fleet handler needs (it reads the CR
+    afresh). Unreadable counts as absent (the CR is handled as new, which the
+    idempotent reconcile makes harmless); a full copy from an older version
+    is still read."""
 
     def fetch(self, *, body: Any) -> Any:
         try:
             essence = super().fetch(body=body)
         except ValueError:
             return None
-        return essence if isinstance(essence, dict) else None
+        if not isinstance(essence, dict):
+            return None
+        if set(essence) == {"sha256"}:
+            current = self.build(body=body)
+            return current if essence["sha256"] == kubeapi.digest(dict(current)) else {}
+        return essence
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        super().store(body=body, patch=patch, essence={"sha256": kubeapi.digest(dict(essence))})
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
