@@ -19,6 +19,7 @@ import kopf
 
 from kpod_agent import config as agentconfig
 from kpod_operator import kube as kubeapi
+from kpod_operator import metrics as opmetrics
 from kpod_operator import model, render, status
 
 log = logging.getLogger("kpod_operator")
@@ -52,6 +53,11 @@ class Coalescer:
         self._guard = threading.Lock()
         self._running = False
         self._dirty = False
+
+    def depth(self) -> int:
+        """Passes running or asked for (0, 1 or 2)."""
+        with self._guard:
+            return int(self._running) + int(self._dirty)
 
     def run(self, work: Callable[[], Any]) -> None:
         with self._guard:
@@ -90,6 +96,14 @@ class Operator:
     # in an event handler (kopf retries change handlers, never event handlers).
     wake_resync: Any = None
     failed: bool = False
+    metrics: opmetrics.OperatorMetrics = dataclasses.field(default_factory=opmetrics.OperatorMetrics)
+    # uid of the KpodMetricsProfile CRD object: owner of the cluster-scoped
+    # objects, so deleting the CRD removes them without the operator.
+    crd_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        self.kube.errors = self.metrics
+        self.metrics.track_queue(lambda: self.reconciles.depth() + self.refreshes.depth())
 
     def retry_soon(self) -> None:
         self.failed = True
@@ -205,12 +219,22 @@ def _gather_overrides(op: Operator, fleet_present: bool,
 
 
 def reconcile(op: Operator) -> status.ReconcileOutcome | None:
+    """One reconcile, timed and counted by result in the operator's metrics."""
+    with op.metrics.reconcile() as counted:
+        outcome = _reconcile(op)
+        counted["result"] = "no_fleet" if outcome is None else \
+            opmetrics.RESULTS.get(outcome.reason, "success" if outcome.ok else "error")
+        return outcome
+
+
+def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
     """Converge the fleet: node config, agent workload, monitoring objects, status.
 
     Returns the fleet's outcome (None without a fleet CR); never raises for a
     bad spec or a failed write: those are in the status."""
     with op.lock:
         fleet, others = _active_fleet(op)
+        op.metrics.fleets.set(0 if fleet is None else 1)
         for other in others:
             meta = other["metadata"]
             outcome = status.ReconcileOutcome(
@@ -247,6 +271,7 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
         overrides = _gather_overrides(op, fleet_present=True, running=_running_overrides(current_text))
+        op.metrics.overrides.set(len(overrides))
         owner = render.owner_reference(fleet)
         try:
             candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
@@ -317,6 +342,7 @@ def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutco
         now=_now(),
         stuck_after=op.config.stuck_after_seconds,
     )
+    op.metrics.observe_status(new)
     _write_status(op, fleet, new)
 
 

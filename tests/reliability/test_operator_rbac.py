@@ -97,6 +97,7 @@ EXPECTED_OPERATOR = {
         "rbac.authorization.k8s.io/rolebindings": {"get", "create", "patch"},
         "monitoring.coreos.com/servicemonitors": {"get", "create", "patch", "delete"},
         "monitoring.coreos.com/prometheusrules": {"get", "create", "patch", "delete"},
+        "coordination.k8s.io/leases": {"get", "create", "update"},  # leader election
     },
 }
 # Granted without being seen in the recorded run, and why.
