@@ -16,7 +16,7 @@ lock, readable with `kubectl get lease`, with optimistic concurrency
   nodes matters). ``renew_deadline < lease_duration`` leaves a gap in which
   nobody writes: the old leader has stopped before a new one may start.
 - Worst-case takeover after the leader dies: lease_duration + 2 x
-  retry_period (10 + 2 x 1.5 = 13 s with the defaults).
+  retry_period (8 + 2 x 1.5 = 11 s with the defaults, plus request latency).
 - A leader that stops cleanly releases the Lease: the standby takes over at
   its next poll (an upgrade hands over in ~1.5 s).
 """
@@ -52,9 +52,9 @@ class LeaseConfig:
     namespace: str
     identity: str = dataclasses.field(default_factory=default_identity)
     name: str = LEASE_NAME
-    lease_duration: float = 10.0
+    lease_duration: float = 8.0
     """Seconds a standby waits on an unchanged holder record before taking over."""
-    renew_deadline: float = 7.0
+    renew_deadline: float = 5.0
     """Seconds after the start of its last successful renewal that the leader may write."""
     retry_period: float = 1.5
     """Seconds between renewals (leader) and polls (standby)."""
