@@ -265,14 +265,22 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
             _refresh(op, fleet, outcome, floor)
             return outcome
         objects = render.render_workload(ns, spec, config, owner)
+        if op.crd_uid:
+            # Cluster-scoped objects cannot have a namespaced owner: the CRD
+            # owns them, so uninstalling (deleting the CRD) removes them even
+            # when the operator is gone.
+            for obj in objects:
+                if "namespace" not in obj["metadata"]:
+                    obj["metadata"]["ownerReferences"] = [render.crd_owner_reference(op.crd_uid)]
         wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
         monitoring_served = op.kube.served(MONITORING)
         unwanted: list[dict[str, Any]] = []
         if monitoring_served:
             monitoring = render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
             objects += monitoring
-            wanted = {obj["kind"] for obj in monitoring}
-            unwanted = [obj for obj in render.monitoring_objects(ns) if obj["kind"] not in wanted]
+            wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in monitoring}
+            unwanted = [obj for obj in render.monitoring_objects(ns)
+                        if (obj["kind"], obj["metadata"]["name"]) not in wanted]
         failures = []
         config_written = True
         for obj in objects:
@@ -519,6 +527,26 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.level = logging.WARNING
 
 
+def _is_crd_of_interest(body: Any, **_: Any) -> bool:
+    spec = body.get("spec") or {}
+    return spec.get("group") in (model.GROUP, MONITORING.split("/")[0])
+
+
+def on_crd_event(memo: Any, event: dict[str, Any], body: Any, **_: Any) -> None:
+    """The Prometheus Operator CRDs appearing (or going) reconcile at once,
+    not at the next resync; our own CRD's uid owns the cluster-scoped objects."""
+    op: Operator = memo.op
+    spec = body.get("spec") or {}
+    if spec.get("group") == model.GROUP:
+        if (spec.get("names") or {}).get("plural") != model.PLURAL:
+            return
+        uid = None if event.get("type") == "DELETED" else (body.get("metadata") or {}).get("uid")
+        if uid == op.crd_uid:
+            return
+        op.crd_uid = uid
+    _reconcile_from_event(op)
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Attach the handlers to ``registry`` (a fresh one per test, the default in main)."""
     labels = {render.APP_LABEL: render.AGENT_NAME}
@@ -532,3 +560,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                   when=_in_operator_namespace, registry=registry)(on_agent_event)
     kopf.on.event("apps", "v1", "daemonsets", id="agent-daemonset", labels=labels,
                   when=_in_operator_namespace, registry=registry)(on_agent_event)
+    kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds",
+                  when=_is_crd_of_interest, registry=registry)(on_crd_event)

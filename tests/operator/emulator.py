@@ -53,6 +53,7 @@ RESOURCES = [
     ("rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding", False, set()),
     ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, {"status"}),
     ("coordination.k8s.io/v1/leases", "Lease", True, set()),
+    ("apps/v1/deployments", "Deployment", True, {"status"}),  # the operator's own, in uninstall tests
 ]
 MONITORING_RESOURCES = [
     ("monitoring.coreos.com/v1/servicemonitors", "ServiceMonitor", True, set()),
@@ -298,6 +299,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self.objects[key].create(new)
             self.objects[key].delete()
             await self._buses[request.resource].put({"type": "DELETED", "object": _clone(new)})
+            await self._collect_garbage()
             return new
         self.objects[key].create(new)
         await self._buses[request.resource].put({"type": "MODIFIED", "object": _clone(new)})
@@ -480,6 +482,30 @@ class EmulatedCluster:
                     self.handler.objects[crds, None, obj["metadata"]["name"]] = obj
                     await self.handler._buses[crds].put({"type": "ADDED", "object": _clone(obj)})
         self._call(declare())
+
+    def delete_namespace(self, name: str) -> None:
+        """DELETE /api/v1/namespaces/<name> (kmock's router reads that URL as a
+        namespace prefix, not an object): the namespace and everything in it go."""
+        async def delete() -> None:
+            assert self.handler is not None
+            key = (kmock.resource("", "v1", "namespaces"), None, name)
+            async with self.handler._lock:
+                if key in self.handler.objects and not self.handler.objects[key].deleted:
+                    await self.handler._delete_one(key)
+                else:
+                    self.handler._gone_namespaces.add(name)
+                await self.handler._collect_garbage()
+        self._call(delete())
+
+    def create_namespace(self, name: str) -> None:
+        async def create() -> None:
+            assert self.handler is not None
+            key = (kmock.resource("", "v1", "namespaces"), None, name)
+            obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            async with self.handler._lock:
+                self.handler._stamp_new(obj)
+                self.handler.objects[key] = obj
+        self._call(create())
 
     def fail_writes(self, plural: str, code: int | None) -> None:
         """Creates and patches of ``plural`` answer ``code`` (None: heal)."""

@@ -229,10 +229,15 @@ def apply(live: dict[str, Any] | None, applied: dict[str, Any], manager: str, fo
     new = copy.deepcopy(live)
     previous = table.get(me, set())
     others = set().union(*(p for k, p in table.items() if k != me)) if table else set()
-    # Longest first, so an item goes after its fields.
-    for path in sorted(previous - mine, key=len, reverse=True):
+    # Shortest first: a removed list item takes its fields with it (removing
+    # its key field first would leave the item unfindable).
+    removed: list[Path] = []
+    for path in sorted(previous - mine, key=len):
+        if any(path[:len(r)] == r for r in removed):
+            continue
         if not _covered(path, others) and not _covered(path, mine):
             _remove(new, path)
+            removed.append(path)
     meta_keep = {k: v for k, v in (new.get("metadata") or {}).items() if k in _SKIP_META}
     new = merge(new, applied)
     new.setdefault("metadata", {}).update(meta_keep)
