@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import getpass
 import logging
 import os
+import secrets
+import socket
 from typing import Any
 
 import kopf
 
+from kpod_agent.version import version as kpod_version
 from kpod_operator import handlers
 from kpod_operator import kube as kubeapi
 
@@ -46,6 +51,22 @@ def build(config: handlers.OperatorConfig, kube: kubeapi.Kube,
     return registry, kopf.Memo(op=handlers.Operator(config=config, kube=kube))
 
 
+def operator_identity() -> str:
+    """Who this operator is, as kopf records it: the pod name when set, else
+    user@host/start/random like kopf's own, except that a uid with no passwd
+    entry (the Deployment's non-root uid in a distroless-style image) does not
+    crash it: kopf's detection calls getpass.getuser(), which raises there."""
+    pod = os.environ.get("POD_ID") or os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+    return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(2)}"
+
+
 async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
                     registry: kopf.OperatorRegistry, *,
                     stop_flag: Any = None, ready_flag: Any = None,
@@ -53,6 +74,7 @@ async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
     registry, memo = build(config, kube, registry)
     await kopf.operator(
         registry=registry, memo=memo, clusterwide=True, standalone=True,
+        identity=operator_identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         stop_flag=stop_flag, ready_flag=ready_flag, liveness_endpoint=liveness_endpoint,
     )
 
@@ -63,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="namespace of the fleet CR and the agent DaemonSet "
                              "(default: $KPOD_OPERATOR_NAMESPACE or kpod-system)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {kpod_version()}")
     parser.add_argument("--liveness", default=os.environ.get("KPOD_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz"),
                         help="kopf liveness endpoint (empty to disable)")
     args = parser.parse_args(argv)
