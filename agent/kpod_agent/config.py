@@ -5,8 +5,9 @@ same models, so the document has exactly one definition.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import functools
+import math
 import platform
 import re
 import reprlib
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,14 +65,23 @@ DEFAULT_SYSCALLS = (
 # Beyond this many allowlisted syscalls the collector attaches to
 # raw_syscalls once instead of one tracepoint per syscall.
 MAX_SYSCALLS = 512
+# Distinct syscall allowlists one node holds (the fleet's is one of them):
+# the size of the BPF policy map, compiled into the syscall program.
+MAX_SYSCALL_POLICIES = 64
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h)?$")
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+# Durations are whole microseconds: the unit the rendered text can carry exactly.
+DURATION_RESOLUTION_SECONDS = 1e-6
+# The agent's loops wake at every interval: below this they only burn CPU.
+MIN_INTERVAL_SECONDS = 0.1
 _UNIT_SECONDS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_UNIT_MICROS = (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1000), ("us", 1))
 
 
 def parse_duration(value: Any) -> float:
-    """'15s', '1m', '500ms', '2h' or a number of seconds -> seconds (float > 0)."""
+    """'15s', '1m', '500ms', '2h' or a number of seconds -> seconds (float > 0),
+    a whole number of microseconds, at most 7 days."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
@@ -89,20 +100,35 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"duration must be at most {format_duration(MAX_DURATION_SECONDS)}: {value!r}")
     if seconds <= 0:
         raise ValueError(f"duration must be positive: {value!r}")
-    return seconds
+    micros = round(seconds * 1e6)
+    if micros < 1 or abs(seconds * 1e6 - micros) > 0.01:
+        # Written back as text it would round (0.0000000001s -> 0us, refused).
+        raise ValueError(f"duration must be a whole number of microseconds (at least 1us): {value!r}")
+    return micros / 1e6
 
 
 def format_duration(seconds: float) -> str:
-    if seconds >= 1 and float(seconds).is_integer():
-        whole = int(seconds)
-        if whole % 3600 == 0:
-            return f"{whole // 3600}h"
-        if whole % 60 == 0:
-            return f"{whole // 60}m"
-        return f"{whole}s"
-    if seconds >= 0.001:
-        return f"{round(seconds * 1000, 3):g}ms"
-    return f"{round(seconds * 1e6, 3):g}us"
+    """Exact text of a duration: the largest unit that divides it."""
+    micros = round(seconds * 1e6)
+    for unit, size in _UNIT_MICROS:
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    raise AssertionError("unreachable: the last unit divides everything")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Range of a duration field, in seconds; also read by the CRD generator."""
+
+    min: float
+    max: float = MAX_DURATION_SECONDS
+
+    def __call__(self, seconds: float) -> float:
+        if seconds < self.min:
+            raise ValueError(f"must be at least {format_duration(self.min)}, got {format_duration(seconds)}")
+        if seconds > self.max:
+            raise ValueError(f"must be at most {format_duration(self.max)}, got {format_duration(seconds)}")
+        return seconds
 
 
 Duration = Annotated[
@@ -110,6 +136,8 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+# How often a loop of the agent wakes (collectors, discovery).
+Interval = Annotated[Duration, AfterValidator(Bounds(MIN_INTERVAL_SECONDS))]
 
 
 def machine_arch() -> str:
@@ -124,34 +152,39 @@ def syscall_numbers(arch: str | None = None) -> dict[str, int]:
     return table
 
 
-def _check_syscalls(names: list[str]) -> list[str]:
-    """Known names on every supported architecture; order kept, duplicates dropped."""
-    known = set().union(*(set(t) for t in SYSCALLS.values()))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown syscall name(s): {', '.join(unknown)}")
-    if len(names) > MAX_SYSCALLS:
-        raise ValueError(f"at most {MAX_SYSCALLS} syscalls, got {len(names)}")
-    return list(dict.fromkeys(names))
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # strict: no string -> int/bool coercion ("7" is not a generation, "yes" not a bool).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
+
+
+# Collectors with a latency switch. syscall latency histograms need a second
+# probe per call (sys_enter) and a start time per thread, about twice the cost
+# of counting alone, so they are opt-in.
+LATENCY_COLLECTORS = frozenset({"syscall"})
 
 
 class CollectorConfig(_Strict):
-    enabled: bool = True
-    interval: Duration | None = None
-    # syscall only: latency histograms need a second probe per call
-    # (sys_enter) and a start time per thread, about twice the cost of
-    # counting alone, so they are opt-in.
-    latency: bool | None = None
+    enabled: bool = Field(default=True, description="Turn the collector on (true) or off (false) "
+                                                    "on top of the profile.")
+    interval: Interval | None = Field(default=None, description=(
+        "How often the collector's maps are read, e.g. 15s, 500ms (at least "
+        f"{format_duration(MIN_INTERVAL_SECONDS)}); unset: the default interval."))
+    latency: bool | None = Field(default=None, description=(
+        "syscall only: latency histograms per syscall (a second probe per call, about twice the cost)."))
+
+
+def collector_option_errors(collectors: dict[str, CollectorConfig], where: str = "collectors") -> list[str]:
+    """Options set on a collector that does not have them."""
+    return [f"{where}.{name}.latency: only the {'/'.join(sorted(LATENCY_COLLECTORS))} collector has "
+            f"a latency switch" for name, conf in collectors.items()
+            if conf.latency is not None and name not in LATENCY_COLLECTORS]
 
 
 class LabelSelectorRequirement(_Strict):
-    key: str = Field(min_length=1)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list)
+    key: str = Field(min_length=1, description="The pod label the requirement applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description=(
+        "In / NotIn need a non-empty values list; Exists / DoesNotExist take none."))
+    values: list[str] = Field(default_factory=list, description="Label values for In and NotIn.")
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> "LabelSelectorRequirement":
@@ -165,8 +198,10 @@ class LabelSelectorRequirement(_Strict):
 class LabelSelector(_Strict):
     """A standard Kubernetes LabelSelector; empty matches every pod."""
 
-    matchLabels: dict[str, str] = Field(default_factory=dict)
-    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    matchLabels: dict[str, str] = Field(default_factory=dict, description=(
+        "Pods must carry every one of these labels with exactly this value."))
+    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list, description=(
+        "Pods must meet every one of these requirements."))
 
     def matches(self, labels: dict[str, str]) -> bool:
         for key, value in self.matchLabels.items():
@@ -186,8 +221,10 @@ class LabelSelector(_Strict):
 
 
 class NamespaceFilter(_Strict):
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public"])
+    include: list[str] = Field(default_factory=list, description=(
+        "Namespaces measured; empty: every namespace not excluded."))
+    exclude: list[str] = Field(default_factory=lambda: ["kube-system", "kube-public"], description=(
+        "Namespaces never measured; wins over include. Overrides in them change nothing."))
 
     def allows(self, namespace: str) -> bool:
         if namespace in self.exclude:
@@ -195,22 +232,42 @@ class NamespaceFilter(_Strict):
         return not self.include or namespace in self.include
 
 
+# Syscall names known on at least one supported architecture.
+KNOWN_SYSCALLS = frozenset().union(*(frozenset(t) for t in SYSCALLS.values()))
+
+
+def _check_syscalls(names: list[str]) -> list[str]:
+    """Known names on every supported architecture; order kept, duplicates dropped."""
+    unknown = [n for n in names if n not in KNOWN_SYSCALLS]
+    if unknown:
+        raise ValueError(f"unknown syscall name(s): {', '.join(unknown)}")
+    if len(names) > MAX_SYSCALLS:
+        raise ValueError(f"at most {MAX_SYSCALLS} syscalls, got {len(names)}")
+    return list(dict.fromkeys(names))
+
+
+# A syscall allowlist; the CRD generator maps it to an enum of KNOWN_SYSCALLS.
+Syscalls = Annotated[list[str], AfterValidator(_check_syscalls)]
+
+
 class NamespaceOverride(_Strict):
     profile: ProfileName | None = None
     collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
-    syscalls: list[str] | None = None
+    syscalls: Syscalls | None = None
     podSelector: LabelSelector | None = None
 
-    @field_validator("syscalls")
-    @classmethod
-    def _known_syscalls(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else _check_syscalls(value)
+    @model_validator(mode="after")
+    def _collector_options(self) -> "NamespaceOverride":
+        errors = collector_option_errors(self.collectors)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
 
 
 class DiscoveryConfig(_Strict):
     mode: Literal["informer", "kubelet", "none"] = "none"
     kubeletURL: str = "https://127.0.0.1:10250/pods"
-    interval: Duration = 10.0
+    interval: Interval = 10.0
     # Service-account files used for the kubelet's https endpoint.
     tokenPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     caPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -235,12 +292,31 @@ class HistogramBuckets(_Strict):
     Slots outside [min, max] fold into the nearest exposed bucket, which bounds
     series per histogram without losing counts (the sum stays exact)."""
 
-    min: Duration = 1e-6
-    max: Duration = 16.0
+    min: Duration = Field(default=1e-6, description="Lowest bucket bound exposed, e.g. 1us; below max.")
+    max: Duration = Field(default=16.0, description="Highest finite bucket bound exposed, e.g. 16s; above min.")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "HistogramBuckets":
+        # min >= max leaves only the +Inf bucket: every histogram would say nothing.
+        if self.min >= self.max:
+            raise ValueError(f"histogramBuckets.min ({format_duration(self.min)}) must be below "
+                             f"histogramBuckets.max ({format_duration(self.max)})")
+        return self
 
 
 # As exporter.label_name: pod label -> metric label, as kube-state-metrics does.
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def distinct_allowlists(fleet: list[str], overrides: dict[str, NamespaceOverride]) -> dict[tuple[str, ...], int]:
+    """Allowlist (sorted) -> policy index: the fleet's is 0, each distinct
+    override list the next one, namespaces in sorted order."""
+    seen: dict[tuple[str, ...], int] = {tuple(sorted(fleet)): 0}
+    for namespace in sorted(overrides):
+        syscalls = overrides[namespace].syscalls
+        if syscalls is not None:
+            seen.setdefault(tuple(sorted(syscalls)), len(seen))
+    return seen
 
 
 class AgentConfig(_Strict):
@@ -250,7 +326,7 @@ class AgentConfig(_Strict):
     clusterName: str = ""
     profile: ProfileName = "standard"
     collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
-    syscalls: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSCALLS))
+    syscalls: Syscalls = Field(default_factory=lambda: list(DEFAULT_SYSCALLS))
     namespaces: NamespaceFilter = Field(default_factory=NamespaceFilter)
     podSelector: LabelSelector = Field(default_factory=LabelSelector)
     includeLabels: list[str] = Field(default_factory=list)
@@ -259,12 +335,7 @@ class AgentConfig(_Strict):
     cgroupRoot: str = "auto"
     procRoot: str = "/proc"
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
-    defaultInterval: Duration = DEFAULT_INTERVAL_SECONDS
-
-    @field_validator("syscalls")
-    @classmethod
-    def _known_syscalls(cls, value: list[str]) -> list[str]:
-        return _check_syscalls(value)
+    defaultInterval: Interval = DEFAULT_INTERVAL_SECONDS
 
     @field_validator("includeLabels")
     @classmethod
@@ -278,6 +349,13 @@ class AgentConfig(_Strict):
                 raise ValueError(f"{seen[name]!r} and {pod_label!r} both become the metric label {name}")
             seen[name] = pod_label
         return value
+
+    @functools.cached_property
+    def active_overrides(self) -> dict[str, NamespaceOverride]:
+        """Overrides of namespaces the fleet measures. One for a namespace the
+        namespace filter skips has no pod to apply to: it must not attach a
+        collector, a syscall tracepoint or a latency probe on any node."""
+        return {ns: o for ns, o in self.namespaceOverrides.items() if self.namespaces.allows(ns)}
 
     def enabled_collectors(self, namespace: str | None = None) -> dict[str, CollectorConfig]:
         """Collectors on for the fleet, or for one namespace's pods."""
@@ -296,7 +374,7 @@ class AgentConfig(_Strict):
         # Once per (frozen) config: the collection loop asks for intervals
         # every tick, and each answer resolves every namespace override.
         merged = dict(self.enabled_collectors())
-        for ns in self.namespaceOverrides:
+        for ns in self.active_overrides:
             for name, conf in self.enabled_collectors(ns).items():
                 old = merged.get(name)
                 if old is None:
@@ -312,14 +390,14 @@ class AgentConfig(_Strict):
         return bool(conf and conf.latency)
 
     @model_validator(mode="after")
-    def _latency_only_for_syscall(self) -> "AgentConfig":
-        scopes = [("collectors", self.collectors)] + [
-            (f"namespaceOverrides.{ns}.collectors", o.collectors) for ns, o in self.namespaceOverrides.items()
-        ]
-        for where, collectors in scopes:
-            for name, conf in collectors.items():
-                if conf.latency is not None and name != "syscall":
-                    raise ValueError(f"{where}.{name}.latency: only the syscall collector has a latency switch")
+    def _node_limits(self) -> "AgentConfig":
+        errors = collector_option_errors(self.collectors)
+        count = len(distinct_allowlists(self.syscalls, self.active_overrides))
+        if count > MAX_SYSCALL_POLICIES:
+            errors.append(f"namespaceOverrides: {count} distinct syscall allowlists (the fleet's included), "
+                          f"more than the {MAX_SYSCALL_POLICIES} a node holds")
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
     def interval_of(self, name: str) -> float:
@@ -400,6 +478,32 @@ def describe_validation_error(err: ValidationError) -> str:
 MAX_DOCUMENT_BYTES = 1 << 20
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML keeps
+    the last silently, so half of a hand-edited config would be ignored."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: the base class says so
+                continue
+            if duplicate:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1}, column {mark.column + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 def parse_config(text: str | bytes) -> AgentConfig:
     """YAML text -> AgentConfig, or ConfigError naming the field and the value."""
     if isinstance(text, bytes):
@@ -412,7 +516,7 @@ def parse_config(text: str | bytes) -> AgentConfig:
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"config is {len(text)} characters, more than the {MAX_DOCUMENT_BYTES} allowed")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config is not valid YAML: {exc}") from None
     except RecursionError:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kpod_agent.config import AgentConfig
+from kpod_agent.config import MAX_SYSCALL_POLICIES, AgentConfig, distinct_allowlists
 from kpod_agent.discovery import PodIndex
 
-MAX_SYSCALL_POLICIES = 64
+__all__ = ["MAX_SYSCALL_POLICIES", "SyscallPolicies", "compute_filters", "syscall_policies"]
 
 
 @dataclass(frozen=True)
@@ -26,23 +26,17 @@ class SyscallPolicies:
 
 def syscall_policies(config: AgentConfig) -> SyscallPolicies:
     """Policy 0 is the fleet allowlist; each distinct override allowlist gets
-    its own index (identical lists share one)."""
+    its own index (identical lists share one). Overrides of namespaces the
+    fleet skips get none: they attach nothing. The config model has already
+    refused more than MAX_SYSCALL_POLICIES."""
+    overrides = config.active_overrides
+    indexes = distinct_allowlists(config.syscalls, overrides)
     allowlists: list[list[str]] = [list(config.syscalls)]
-    seen: dict[tuple[str, ...], int] = {tuple(sorted(config.syscalls)): 0}
-    by_namespace: dict[str, int] = {}
-    for namespace in sorted(config.namespaceOverrides):
-        override = config.namespaceOverrides[namespace]
-        if override.syscalls is None:
-            continue
-        key = tuple(sorted(override.syscalls))
-        if key not in seen:
-            if len(allowlists) >= MAX_SYSCALL_POLICIES:
-                raise ValueError(
-                    f"more than {MAX_SYSCALL_POLICIES} distinct syscall allowlists across namespace overrides"
-                )
-            seen[key] = len(allowlists)
-            allowlists.append(list(override.syscalls))
-        by_namespace[namespace] = seen[key]
+    for namespace in sorted(overrides):
+        syscalls = overrides[namespace].syscalls
+        if syscalls is not None and indexes[tuple(sorted(syscalls))] == len(allowlists):
+            allowlists.append(list(syscalls))
+    by_namespace = {ns: indexes[tuple(sorted(o.syscalls))] for ns, o in overrides.items() if o.syscalls is not None}
     return SyscallPolicies(allowlists, by_namespace)
 
 

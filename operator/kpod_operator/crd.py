@@ -1,8 +1,12 @@
 """Generate the KpodMetricsProfile CRD (structural OpenAPI v3) from the pydantic model.
 
 pydantic's own JSON schema uses $ref/anyOf, which structural schemas forbid,
-so the models are walked here instead. ``python -m kpod_operator.crd`` prints
-the YAML committed as crds/kpodmetricsprofiles.yaml; a test keeps them equal.
+so the models are walked here instead. Descriptions are the models' field
+descriptions (what `kubectl explain` prints); the rules the models check
+across fields are written out as CEL (``x-kubernetes-validations``) so the
+API server refuses a bad spec at admission. ``python -m kpod_operator.crd``
+prints the YAML committed as crds/kpodmetricsprofiles.yaml; a test keeps
+them equal, and another evaluates every CEL rule on the model's own cases.
 """
 from __future__ import annotations
 
@@ -20,24 +24,60 @@ from pydantic_core import PydanticUndefined
 from kpod_agent import config as agentconfig
 from kpod_operator import model
 
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(us|ms|s|m|h)?\s*$"
+# The agent's duration text (no spaces: CEL's duration() does not take them).
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(us|ms|s|m|h)?$"
+DURATION_MAX_LENGTH = 32
 
-_DESCRIPTIONS = {
-    "profile": "Collector set to start from: minimal | standard | comprehensive | custom.",
-    "collectors": "Per-collector switches applied on top of the profile.",
-    "syscalls": "Syscalls counted by the syscall collector.",
-    "podSelector": "Only pods matching this LabelSelector are measured (empty: all).",
-    "namespaces": "Fleet only: namespaces measured (include empty = all) and skipped.",
-    "includeLabels": "Fleet only: pod labels copied onto series as label_<name>.",
-    "histogramBuckets": "Fleet only: range of exposed histogram buckets, in seconds.",
-    "agent": "Fleet only: the agent DaemonSet.",
-    "serviceMonitor": "Fleet only: Prometheus Operator ServiceMonitor (when its CRD exists).",
-    "prometheusRule": "Fleet only: Prometheus Operator PrometheusRule (when its CRD exists).",
+
+def cel_seconds(expr: str) -> str:
+    """CEL: an int-or-string duration field as a CEL duration (a bare number is seconds)."""
+    return (f"(type({expr}) == int ? duration(string({expr}) + 's') : "
+            f"({expr}.matches('^[0-9]+(\\\\.[0-9]+)?$') ? duration({expr} + 's') : duration({expr})))")
+
+
+def _cel_duration(text: float) -> str:
+    return f"duration('{agentconfig.format_duration(text)}')"
+
+
+def _bounds_rule(expr: str, bounds: agentconfig.Bounds) -> dict[str, str]:
+    low = max(bounds.min, agentconfig.DURATION_RESOLUTION_SECONDS)
+    return {
+        "rule": f"{expr} >= {_cel_duration(low)} && {expr} <= {_cel_duration(bounds.max)}",
+        "message": f"must be between {agentconfig.format_duration(low)} and "
+                   f"{agentconfig.format_duration(bounds.max)}",
+    }
+
+
+# Cross-field rules, each the CEL twin of a model validator.
+_RULES: dict[type[BaseModel], list[dict[str, str]]] = {
+    agentconfig.LabelSelectorRequirement: [{
+        "rule": "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) "
+                ": (!has(self.values) || size(self.values) == 0)",
+        "message": "In and NotIn need a non-empty values list; Exists and DoesNotExist take no values",
+    }],
+    agentconfig.HistogramBuckets: [{
+        "rule": f"{cel_seconds('self.min')} < {cel_seconds('self.max')}",
+        "message": "histogramBuckets.min must be below histogramBuckets.max",
+    }],
+    model.ProfileSpec: [{
+        "rule": "!has(self.serviceMonitor) || "
+                "duration(self.serviceMonitor.scrapeTimeout) <= duration(self.serviceMonitor.interval)",
+        "message": "serviceMonitor.scrapeTimeout must not exceed serviceMonitor.interval",
+    }],
 }
 
 
-def _is_duration(metadata: list[Any]) -> bool:
-    return any(getattr(m, "func", None) is agentconfig.parse_duration for m in metadata)
+# Status models: the operator writes null where a value is not known yet.
+_NULLABLE: set[type[BaseModel]] = {model.ProfileStatus, model.RolloutProgress}
+
+
+def _func_of(metadata: list[Any], func: Any) -> Any:
+    return next((m for m in metadata if getattr(m, "func", None) is func), None)
+
+
+def _bounds_of(metadata: list[Any]) -> agentconfig.Bounds:
+    found = next((m.func for m in metadata if isinstance(getattr(m, "func", None), agentconfig.Bounds)), None)
+    return found or agentconfig.Bounds(agentconfig.DURATION_RESOLUTION_SECONDS)
 
 
 def _constraints(metadata: list[Any]) -> dict[str, Any]:
@@ -47,6 +87,8 @@ def _constraints(metadata: list[Any]) -> dict[str, Any]:
             out["minLength"] = item.min_length
         elif isinstance(item, annotated_types.Ge):
             out["minimum"] = item.ge
+        elif isinstance(item, annotated_types.Le):
+            out["maximum"] = item.le
         elif isinstance(item, FieldInfo):
             out.update(_constraints(item.metadata))
             extra = item.json_schema_extra if isinstance(item.json_schema_extra, dict) else {}
@@ -67,8 +109,18 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
     if origin is typing.Annotated:
         inner, *extra = get_args(annotation)
         return schema_of(inner, metadata + extra)
-    if _is_duration(metadata):
-        return {"x-kubernetes-int-or-string": True, "pattern": DURATION_PATTERN}
+    if _func_of(metadata, agentconfig.parse_duration):
+        return {"x-kubernetes-int-or-string": True, "pattern": DURATION_PATTERN,
+                "maxLength": DURATION_MAX_LENGTH,
+                "x-kubernetes-validations": [_bounds_rule(cel_seconds("self"), _bounds_of(metadata))]}
+    if _func_of(metadata, model.parse_prometheus_duration):
+        return {"type": "string", "pattern": model.PROMETHEUS_DURATION_PATTERN, "minLength": 2,
+                "maxLength": DURATION_MAX_LENGTH,
+                "x-kubernetes-validations": [_bounds_rule("duration(self)", agentconfig.Bounds(0.001))]}
+    if _func_of(metadata, agentconfig._check_syscalls):
+        # A closed set: the names of the syscall tables the agent carries.
+        return {"type": "array", "maxItems": agentconfig.MAX_SYSCALLS,
+                "items": {"type": "string", "enum": sorted(agentconfig.KNOWN_SYSCALLS)}}
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -83,12 +135,16 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         return {"type": "string", "enum": values}
     if origin is list:
         (item,) = get_args(annotation)
-        return {"type": "array", "items": schema_of(item)}
+        out = {"type": "array", "items": schema_of(item)}
+        limits = _constraints(metadata)
+        if "minLength" in limits:
+            out["minItems"] = limits["minLength"]
+        return out
     if origin is dict:
         key, value = get_args(annotation)
         if get_origin(key) is Literal:
             return {"type": "object",
-                    "properties": {k: schema_of(value) for k in get_args(key)}}
+                    "properties": {k: _keyed_schema(k, value) for k in get_args(key)}}
         return {"type": "object", "additionalProperties": schema_of(value)}
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return model_schema(annotation)
@@ -100,6 +156,16 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
     raise TypeError(f"cannot map {annotation!r} to a structural schema")
 
 
+def _keyed_schema(key: str, value: Any) -> dict[str, Any]:
+    """One entry of a dict with fixed keys (collectors): options only where they exist."""
+    schema = schema_of(value)
+    if value is agentconfig.CollectorConfig:
+        schema = {"description": f"The {key} collector.", **schema}
+        if key not in agentconfig.LATENCY_COLLECTORS:
+            schema["properties"] = {k: v for k, v in schema["properties"].items() if k != "latency"}
+    return schema
+
+
 def _default_of(info: FieldInfo) -> Any:
     if info.default_factory is not None:
         value = info.default_factory()  # type: ignore[call-arg]
@@ -109,12 +175,20 @@ def _default_of(info: FieldInfo) -> Any:
         return None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", exclude_none=True)
-    if _is_duration(info.metadata) and isinstance(value, (int, float)):
+    if (_func_of(info.metadata, agentconfig.parse_duration) or _func_of(info.metadata, model.parse_prometheus_duration)
+            or _is_duration_type(info.annotation)) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = agentconfig.format_duration(value)
     # Empty containers add nothing but noise to `kubectl get -o yaml`.
     if value in ({}, []):
         return None
     return value
+
+
+def _is_duration_type(annotation: Any) -> bool:
+    if get_origin(annotation) is typing.Annotated:
+        _, *extra = get_args(annotation)
+        return bool(_func_of(extra, agentconfig.parse_duration) or _func_of(extra, model.parse_prometheus_duration))
+    return False
 
 
 def model_schema(cls: type[BaseModel]) -> dict[str, Any]:
@@ -123,25 +197,60 @@ def model_schema(cls: type[BaseModel]) -> dict[str, Any]:
     for name, info in cls.model_fields.items():
         prop = schema_of(info.annotation, info.metadata)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        for key in ("pattern", "maxItems"):
+        for key in ("pattern", "maxItems", "format"):
             if key in extra:
                 prop[key] = extra[key]
         default = _default_of(info)
         if default is not None:
             prop["default"] = default
-        if cls is model.ProfileSpec and name in _DESCRIPTIONS:
-            prop = {"description": _DESCRIPTIONS[name], **prop}
+        if cls in _NULLABLE and not info.is_required() and info.default is None:
+            prop["nullable"] = True  # the operator writes null for "not known yet"
+        if info.description:
+            prop = {"description": info.description, **prop}
         properties[name] = prop
         if info.is_required():
             required.append(name)
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         out["required"] = required
+    if cls in _RULES:
+        out["x-kubernetes-validations"] = list(_RULES[cls])
     return out
 
 
+def status_schema() -> dict[str, Any]:
+    schema = model_schema(model.ProfileStatus)
+    conditions = schema["properties"]["conditions"]
+    # One condition per type, as metav1.Condition lists are merged.
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    # Fields a newer operator adds are kept, not pruned, during an upgrade.
+    return {"description": model.ProfileStatus.__doc__.strip().splitlines()[0],  # type: ignore[union-attr]
+            **schema, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _condition(ctype: str, field: str) -> str:
+    return f'.status.conditions[?(@.type=="{ctype}")].{field}'
+
+
+PRINTER_COLUMNS = [
+    {"name": "Profile", "type": "string", "jsonPath": ".spec.profile"},
+    # Merged, InvalidSpec, OverBudget, NamespaceExcluded, Conflict, Reconciled, ...
+    {"name": "State", "type": "string", "jsonPath": _condition("Reconciled", "reason"),
+     "description": "Reason of the Reconciled condition: what the operator made of this CR."},
+    {"name": "Ready", "type": "string", "jsonPath": _condition("Available", "status"),
+     "description": "Fleet profile: the agent DaemonSet is available."},
+    {"name": "Applied", "type": "string", "jsonPath": ".status.nodesApplied",
+     "description": "Fleet profile: nodes running the current node config / nodes scheduled."},
+    {"name": "Config", "type": "integer", "jsonPath": ".status.configGeneration", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": _condition("Reconciled", "message"), "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
 def build_crd() -> dict[str, Any]:
-    spec_schema = model_schema(model.ProfileSpec)
+    spec_schema = {"description": model.ProfileSpec.__doc__.strip().splitlines()[0],  # type: ignore[union-attr]
+                   **model_schema(model.ProfileSpec)}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -162,15 +271,7 @@ def build_crd() -> dict[str, Any]:
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Profile", "type": "string", "jsonPath": ".spec.profile"},
-                    {"name": "Ready", "type": "string",
-                     "jsonPath": '.status.conditions[?(@.type=="Available")].status'},
-                    {"name": "Applied", "type": "string", "jsonPath": ".status.nodesApplied"},
-                    {"name": "Config", "type": "integer", "jsonPath": ".status.configGeneration",
-                     "priority": 1},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
+                "additionalPrinterColumns": PRINTER_COLUMNS,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "description": "Per-pod kernel metrics: the fleet profile (in the operator's "
@@ -180,7 +281,7 @@ def build_crd() -> dict[str, Any]:
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": spec_schema,
-                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        "status": status_schema(),
                     },
                 }},
             }],

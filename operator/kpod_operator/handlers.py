@@ -18,8 +18,8 @@ from typing import Any
 import kopf
 
 from kpod_agent import config as agentconfig
+from kpod_operator import events, model, render, status, tenancy
 from kpod_operator import kube as kubeapi
-from kpod_operator import model, render, status
 
 log = logging.getLogger("kpod_operator")
 
@@ -156,51 +156,28 @@ def _running_overrides(config_text: str | None) -> dict[str, agentconfig.Namespa
         return {}
 
 
-def _gather_overrides(op: Operator, fleet_present: bool,
+def _report(op: Operator, cr: dict[str, Any], outcome: status.ReconcileOutcome,
+            new_status: dict[str, Any]) -> None:
+    """Status of one CR, and an Event when its outcome is a new refusal.
+    Failures are logged only: one CR's status must not hold up the others."""
+    previous = status.outcome_from_status(status.previous_status(cr))
+    meta = cr.get("metadata") or {}
+    try:
+        _write_status(op, cr, new_status)
+    except kubeapi.ApiError as exc:
+        log.warning("cannot write status of %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+    events.post_if_new(op.kube, cr, previous, outcome)
+
+
+def _gather_overrides(op: Operator, fleet: model.FleetSpec | None,
                       running: dict[str, agentconfig.NamespaceOverride] | None = None,
                       ) -> dict[str, agentconfig.NamespaceOverride]:
-    """Valid overrides by namespace; each override CR gets its own condition.
-
-    Two CRs in one namespace: the oldest wins, as for the fleet. An override
-    edited into an invalid one keeps its version in ``running`` (what the
-    agents run): a bad edit must not reset its namespace to the fleet's defaults."""
-    overrides: dict[str, agentconfig.NamespaceOverride] = {}
-    running = running or {}
-    crs = sorted(op.kube.list(_cr_path()), key=_fleet_order)
-    for cr in crs:
-        meta = cr.get("metadata") or {}
-        ns = meta.get("namespace")
-        if not ns or ns == op.config.namespace or meta.get("deletionTimestamp"):
-            continue
-        try:
-            parsed = model.parse_override(cr.get("spec"))
-            too_big = render.size_error(parsed.model_dump(mode="json", exclude_none=True),
-                                        render.MAX_OVERRIDE_BYTES, "this override")
-            if too_big:
-                raise model.SpecError(too_big)
-        except model.SpecError as exc:
-            message = str(exc)
-            if ns in running and ns not in overrides:
-                overrides[ns] = running[ns]
-                message += "; its last valid version stays in effect"
-            outcome = status.ReconcileOutcome(False, "InvalidSpec", message)
-        else:
-            if ns in overrides:
-                outcome = status.ReconcileOutcome(
-                    False, "Conflict", f"namespace {ns} already has an override; this one is ignored")
-            elif not fleet_present:
-                overrides[ns] = parsed
-                outcome = status.ReconcileOutcome(
-                    False, "NoFleetProfile",
-                    f"no KpodMetricsProfile in {op.config.namespace}: no agents run to apply it")
-            else:
-                overrides[ns] = parsed
-                outcome = status.ReconcileOutcome(True, "Merged", f"applies to namespace {ns}")
-        try:
-            _write_status(op, cr, status.conflict_status(status.previous_status(cr), meta.get("generation"),
-                                                         outcome, _now()))
-        except kubeapi.ApiError as exc:
-            log.warning("cannot write status of %s/%s: %s", ns, meta.get("name"), exc)
+    """Overrides to render by namespace (tenancy.resolve); each CR gets its own verdict."""
+    overrides, verdicts = tenancy.resolve(op.kube.list(_cr_path()), op.config.namespace, fleet, running)
+    for verdict in verdicts:
+        cr = verdict.cr
+        _report(op, cr, verdict.outcome, status.conflict_status(
+            status.previous_status(cr), (cr.get("metadata") or {}).get("generation"), verdict.outcome, _now()))
     return overrides
 
 
@@ -217,11 +194,8 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
                 False, "Conflict",
                 f"{op.config.namespace}/{fleet['metadata']['name']} is the fleet profile; "
                 f"only one is allowed in {op.config.namespace}, this one is ignored")
-            try:
-                _write_status(op, other, status.conflict_status(status.previous_status(other),
-                                                                meta.get("generation"), outcome, _now()))
-            except kubeapi.ApiError as exc:  # an ignored CR must not hold up the fleet
-                log.warning("cannot write status of %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+            _report(op, other, outcome, status.conflict_status(status.previous_status(other),
+                                                               meta.get("generation"), outcome, _now()))
         if fleet is None:
             # Namespaced objects go with their owner (garbage collector); the
             # cluster-scoped ones cannot be owned by a namespaced CR.
@@ -231,7 +205,7 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
                 except kubeapi.ApiError as exc:
                     log.warning("cannot delete %s/%s: %s", obj["kind"], obj["metadata"]["name"], exc)
             # Overrides without a fleet still get told why nothing happens.
-            _gather_overrides(op, fleet_present=False)
+            _gather_overrides(op, None)
             return None
         previous = status.previous_status(fleet)
         floor = status.as_int(previous.get("configGeneration"))
@@ -246,7 +220,7 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
         cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
-        overrides = _gather_overrides(op, fleet_present=True, running=_running_overrides(current_text))
+        overrides = _gather_overrides(op, spec, _running_overrides(current_text))
         owner = render.owner_reference(fleet)
         try:
             candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
@@ -317,7 +291,9 @@ def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutco
         now=_now(),
         stuck_after=op.config.stuck_after_seconds,
     )
+    previous = status.outcome_from_status(status.previous_status(fleet))
     _write_status(op, fleet, new)
+    events.post_if_new(op.kube, fleet, previous, outcome)
 
 
 def refresh_status(op: Operator) -> None:

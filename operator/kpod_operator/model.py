@@ -8,9 +8,18 @@ these models (``kpod_operator.crd``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kpod_agent import config as agentconfig
 
@@ -22,7 +31,7 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "agent",
-                     "serviceMonitor", "prometheusRule")
+                     "serviceMonitor", "prometheusRule", "overridePolicy")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -33,7 +42,8 @@ Quantity = Annotated[str | int, Field(json_schema_extra={"intOrString": True, "p
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a CR's "true" string or "7" is refused, never read as a bool or an int.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Resources(_Strict):
@@ -96,7 +106,26 @@ class AgentSpec(_Strict):
     sysAdmin: bool = False
 
 
-DurationStr = agentconfig.Duration
+# What both Prometheus (model.ParseDuration) and the API server's CEL
+# duration() read: whole hours, minutes, seconds, milliseconds, in that order.
+PROMETHEUS_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+
+
+def parse_prometheus_duration(value: Any) -> float:
+    if not isinstance(value, str) or not value or not re.match(PROMETHEUS_DURATION_PATTERN, value):
+        raise ValueError(f"not a Prometheus duration: {value!r} (use e.g. 30s, 1m30s, 500ms)")
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    seconds = sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", value))
+    return agentconfig.parse_duration(seconds)
+
+
+PrometheusDuration = Annotated[
+    float,
+    BeforeValidator(parse_prometheus_duration),
+    PlainSerializer(agentconfig.format_duration, return_type=str),
+]
+# The ServiceMonitor's durations are read by Prometheus.
+DurationStr = PrometheusDuration
 
 
 class ServiceMonitorSpec(_Strict):
@@ -111,33 +140,65 @@ class PrometheusRuleSpec(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class OverridePolicy(_Strict):
+    """What a namespace override may ask for: its cost lands on every node."""
+
+    allowedProfiles: list[agentconfig.ProfileName] = Field(
+        default_factory=lambda: ["minimal", "standard", "comprehensive", "custom"],
+        description=("Profiles an override may name. An override may also turn on only the collectors "
+                     "of these profiles (beyond those the fleet already runs)."))
+    maxSyscalls: int = Field(default=64, ge=0, le=agentconfig.MAX_SYSCALLS, description=(
+        "Most syscalls an override's allowlist may name (each one attached is a tracepoint on every node)."))
+    minInterval: agentconfig.Interval = Field(default=5.0, description=(
+        "Shortest collector interval an override may ask for, e.g. 5s."))
+    allowLatency: bool = Field(default=False, description=(
+        "May an override turn on syscall latency histograms (a second probe on every counted syscall "
+        "of the node, about twice the cost)?"))
+
+
 class ProfileSpec(_Strict):
-    """spec of a KpodMetricsProfile. None means "not set" (an override inherits)."""
+    """What to measure: the fleet profile in the operator's namespace, a namespace override elsewhere (its unset fields inherit the fleet's)."""
 
-    profile: agentconfig.ProfileName | None = None
-    collectors: dict[agentconfig.CollectorName, agentconfig.CollectorConfig] = Field(default_factory=dict)
+    profile: agentconfig.ProfileName | None = Field(default=None, description=(
+        "Collector set to start from: minimal | standard | comprehensive | custom (custom: only the "
+        "collectors listed). Fleet default: standard; an override without it inherits the fleet's result."))
+    collectors: dict[agentconfig.CollectorName, agentconfig.CollectorConfig] = Field(
+        default_factory=dict, description="Per-collector switches and intervals, applied on top of the profile.")
     # maxItems in the CRD: the API server refuses an over-long list by itself.
-    syscalls: list[str] | None = Field(default=None, json_schema_extra={"maxItems": agentconfig.MAX_SYSCALLS})
-    podSelector: agentconfig.LabelSelector | None = None
-    namespaces: agentconfig.NamespaceFilter | None = None
-    includeLabels: list[str] | None = None
-    histogramBuckets: agentconfig.HistogramBuckets | None = None
-    agent: AgentSpec | None = None
-    serviceMonitor: ServiceMonitorSpec | None = None
-    prometheusRule: PrometheusRuleSpec | None = None
-
-    @field_validator("syscalls")
-    @classmethod
-    def _known_syscalls(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else agentconfig._check_syscalls(value)
+    syscalls: agentconfig.Syscalls | None = Field(default=None, description=(
+        "Syscalls counted by the syscall collector (names as in /sys/kernel/tracing/events/syscalls). "
+        "Fleet default: read, write, openat, close, connect, accept4, sendto, recvfrom, epoll_wait, futex."),
+        json_schema_extra={"maxItems": agentconfig.MAX_SYSCALLS})
+    podSelector: agentconfig.LabelSelector | None = Field(default=None, description=(
+        "Only pods matching this LabelSelector are measured (empty: all); an override's applies to its "
+        "namespace."))
+    namespaces: agentconfig.NamespaceFilter | None = Field(default=None, description=(
+        "Fleet only: namespaces measured (include empty = all) and skipped."))
+    includeLabels: list[str] | None = Field(default=None, description=(
+        "Fleet only: pod labels copied onto every series as label_<name>."))
+    histogramBuckets: agentconfig.HistogramBuckets | None = Field(default=None, description=(
+        "Fleet only: range of the exposed log2 histogram buckets, in seconds (min below max)."))
+    agent: AgentSpec | None = Field(default=None, description="Fleet only: the agent DaemonSet.")
+    serviceMonitor: ServiceMonitorSpec | None = Field(default=None, description=(
+        "Fleet only: Prometheus Operator ServiceMonitor (created when its CRD is served); "
+        "scrapeTimeout must not exceed interval."))
+    prometheusRule: PrometheusRuleSpec | None = Field(default=None, description=(
+        "Fleet only: Prometheus Operator PrometheusRule (created when its CRD is served)."))
+    overridePolicy: OverridePolicy | None = Field(default=None, description=(
+        "Fleet only: what namespace overrides may ask for; an override beyond it is refused on its own CR."))
 
     @model_validator(mode="after")
-    def _latency_only_for_syscall(self) -> "ProfileSpec":
-        # The node config refuses this too, but only once all CRs are merged:
-        # checked here, the CR that carries it is the one reported.
-        for name, conf in self.collectors.items():
-            if conf.latency is not None and name != "syscall":
-                raise ValueError(f"collectors.{name}.latency: only the syscall collector has a latency switch")
+    def _cross_field_rules(self) -> "ProfileSpec":
+        # The node config refuses latency elsewhere too, but only once all CRs
+        # are merged: checked here, the CR that carries it is the one reported.
+        errors = agentconfig.collector_option_errors(self.collectors)
+        sm = self.serviceMonitor
+        if sm is not None and sm.scrapeTimeout > sm.interval:
+            # The Prometheus Operator refuses such a ServiceMonitor endpoint.
+            errors.append(f"serviceMonitor.scrapeTimeout ({agentconfig.format_duration(sm.scrapeTimeout)}) "
+                          f"must not exceed serviceMonitor.interval ({agentconfig.format_duration(sm.interval)})")
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
 
@@ -188,6 +249,7 @@ class FleetSpec(_Strict):
     agent: AgentSpec
     serviceMonitor: ServiceMonitorSpec
     prometheusRule: PrometheusRuleSpec
+    overridePolicy: OverridePolicy
 
 
 def parse_fleet(spec: object) -> FleetSpec:
@@ -203,4 +265,59 @@ def parse_fleet(spec: object) -> FleetSpec:
         agent=parsed.agent or AgentSpec(),
         serviceMonitor=parsed.serviceMonitor or ServiceMonitorSpec(),
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),
+        overridePolicy=parsed.overridePolicy or OverridePolicy(),
     )
+
+
+# ---- status (written by the operator; typed so `kubectl explain` describes it) ----
+
+class Condition(BaseModel):
+    """A metav1.Condition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Reconciled", "Available", "Progressing", "Degraded", "ConfigApplied"] = Field(description=(
+        "Reconciled: the spec was acted on (fleet) or merged (override); Available, Progressing, "
+        "Degraded, ConfigApplied: fleet profile only."))
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description=(
+        "One word per case, e.g. Reconciled, Merged, InvalidSpec, OverBudget, NamespaceExcluded, Conflict, "
+        "ApplyFailed."))
+    message: str = Field(description="What happened, naming the field or limit at fault.")
+    lastTransitionTime: str = Field(description="When status last changed (RFC 3339).",
+                                    json_schema_extra={"format": "date-time"})
+
+
+class CollectorFailure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(description="Node whose agent reported the failure.")
+    collector: str = Field(description="Collector that did not attach.")
+    reason: str = Field(description="The agent's error.")
+
+
+class RolloutProgress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    marker: str | None = Field(default=None, description="DaemonSet counts last seen (internal).")
+    since: str = Field(description="When those counts last changed (RFC 3339).")
+
+
+class ProfileStatus(BaseModel):
+    """Status written by kpod-operator; overrides carry observedGeneration and conditions only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    observedGeneration: int | None = Field(default=None, description="metadata.generation last handled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current state, one per type.")
+    configGeneration: int | None = Field(default=None, description=(
+        "Fleet: generation of the node config (ConfigMap kpod-agent-config) the agents should run."))
+    desiredNumberScheduled: int | None = Field(default=None, description="Fleet: nodes that should run an agent.")
+    updatedNumberScheduled: int | None = Field(default=None, description="Fleet: agents on the current template.")
+    numberReady: int | None = Field(default=None, description="Fleet: agents ready.")
+    numberAvailable: int | None = Field(default=None, description="Fleet: agents available.")
+    nodesApplied: str | None = Field(default=None, description=(
+        "Fleet: nodes whose agent reports the current config generation, over nodes scheduled."))
+    collectorFailures: list[CollectorFailure] = Field(default_factory=list, description=(
+        "Fleet: collectors that failed to attach, per node."))
+    rollout: RolloutProgress | None = Field(default=None, description="Fleet: rollout progress tracking.")

@@ -76,6 +76,23 @@ def _fields_match(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
+def _validate_event(event: dict[str, Any]) -> None:
+    """What the API server checks of a core/v1 Event (ValidateEventCreate): an
+    event about a namespaced object lives in that object's namespace."""
+    involved = event.get("involvedObject") or {}
+    problems = []
+    if involved.get("namespace") != (event.get("metadata") or {}).get("namespace"):
+        problems.append("involvedObject.namespace: does not match event.namespace")
+    if event.get("type") not in ("Normal", "Warning"):
+        problems.append(f"type: Unsupported value: {event.get('type')!r}")
+    if not event.get("reason") or len(event["reason"]) > 128:
+        problems.append("reason: Required value, at most 128 characters")
+    if not involved.get("kind") or not involved.get("name"):
+        problems.append("involvedObject: kind and name are required")
+    if problems:
+        raise k8s.KubernetesError(status=422, reason="Invalid", message="; ".join(problems))
+
+
 def _rv(obj: dict[str, Any]) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -132,6 +149,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         namespace = request.namespace or meta.get("namespace")
         if namespace:
             meta["namespace"] = namespace
+        if request.resource is not None and request.resource.plural == "events":
+            _validate_event(obj)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         if self._has_status(request.resource):

@@ -223,15 +223,13 @@ def crd() -> dict[str, Any]:
 
 
 def schema_errors(spec: Any, strict: bool = True) -> list[str]:
-    """Errors the API server's structural-schema validation gives ``spec``.
+    """Errors the API server's admission gives ``spec``: structural schema and CEL rules.
 
     ``strict``: unknown fields are errors, as with kubectl's default
     server-side field validation; without it the server prunes them silently."""
-    validator = schemas.crd_validator(crd(), strict=strict)
     obj = {"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
            "metadata": {"name": "x", "namespace": "x"}, "spec": spec}
-    return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
-            for e in validator.iter_errors(obj)]
+    return schemas.admission_errors(crd(), obj, strict=strict)
 
 
 # ---- RBAC ---------------------------------------------------------------------
