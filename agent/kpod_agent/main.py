@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kpod_agent.version import version
+
 log = logging.getLogger("kpod_agent")
 
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="node label of every series (default: $NODE_NAME, then the hostname)")
     parser.add_argument("--listen", type=parse_listen, default=("0.0.0.0", 9090), metavar="HOST:PORT",
                         help="HTTP address for /metrics /healthz /readyz /config (default 0.0.0.0:9090)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default=os.environ.get("KPOD_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     return parser
