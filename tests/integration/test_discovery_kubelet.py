@@ -15,7 +15,7 @@ from kpod_agent.config import DiscoveryConfig
 from kpod_agent.discovery import Discovery, PodIndex
 from tests.support.fake_kubelet import FakeKubelet, create_pod_cgroups, make_pod, remove_cgroup_tree
 
-INTERVAL = "100ms"
+INTERVAL = "50ms"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:

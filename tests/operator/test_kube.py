@@ -77,7 +77,8 @@ def test_watches_are_filtered_by_the_api_server() -> None:
 
 
 def test_agent_events_count_only_from_the_agents_namespace() -> None:
-    op = handlers.Operator(handlers.OperatorConfig(namespace="ns1"), kube=None)  # type: ignore[arg-type]
+    op = types.SimpleNamespace(config=handlers.OperatorConfig(namespace="ns1"),
+                               agent_namespace=handlers.Operator.agent_namespace)  # the default
     memo = types.SimpleNamespace(op=op)
     assert handlers._in_agent_namespace("kpod-agents", memo)
     assert not handlers._in_agent_namespace("ns1", memo)
