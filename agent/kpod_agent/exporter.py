@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
 
+from kpod_agent import runtime_info
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
 from kpod_agent.histograms import log2_to_buckets
 
@@ -203,6 +204,10 @@ class KpodCollector(PromCollector):
     def self_metrics(self) -> Iterator[Metric]:
         agent = self.agent
         config = agent.config
+        info = runtime_info.build_info()
+        build = GaugeMetricFamily("kpod_build_info", "Build information (value 1).", labels=list(info))
+        build.add_metric(list(info.values()), 1.0)
+        yield build
         generation = GaugeMetricFamily("kpod_agent_config_generation", "Generation of the applied node config.")
         if config is not None:
             generation.add_metric([], float(config.generation))

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HTTP address for /metrics /healthz /readyz /config (default 0.0.0.0:9090)")
     parser.add_argument("--log-level", default=os.environ.get("KPOD_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=os.environ.get("KPOD_LOG_FORMAT", "text"),
+                        choices=["text", "json"], help="text (default) or json, one object per line")
     return parser
 
 
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return top.main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kpod_agent import runtime_info
+
+    runtime_info.configure_logging(args.log_format, args.log_level)
     if args.print_bpf:
         return print_bpf(args.print_bpf)
     if not args.config and not args.configmap:
@@ -108,12 +112,18 @@ def run(args: argparse.Namespace) -> int:
     from kpod_agent.exporter import KpodCollector
     from kpod_agent.server import AgentHTTPServer
 
+    from kpod_agent import labels
+
     agent = Agent(node_name=args.node_name, discovery_factory=_discovery_factory(args.node_name))
     registry = CollectorRegistry(auto_describe=False)
     exporter = KpodCollector(agent)
-    registry.register(exporter)
+    # clusterName (node config) -> a cluster label on every series, both exposition paths.
+    registry.register(labels.ConstantLabel(exporter, "cluster", lambda: labels.cluster_of(agent)))
+
+    def text() -> bytes:
+        return labels.add_label_to_text(exporter.render_text(), "cluster", labels.cluster_of(agent))
     try:
-        server = AgentHTTPServer(args.listen, agent, registry, fast_text=exporter.render_text)
+        server = AgentHTTPServer(args.listen, agent, registry, fast_text=text)
     except OSError as exc:
         print(f"kpod-agent: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
