@@ -7,7 +7,7 @@ CONFIG ?= examples/standalone.yaml
 LISTEN ?= 127.0.0.1:9090
 PYTEST_ARGS ?=
 
-.PHONY: run test top setup setup-test bench
+.PHONY: run test top setup setup-test bench images
 
 setup:
 	@KPOD_TARGET=run scripts/setup.sh
@@ -26,3 +26,9 @@ test: setup-test
 
 bench: setup-test
 	@.venv/bin/python bench/run_all.py
+
+# kpod-agent:dev and kpod-operator:dev (plain docker build; the Debian base is
+# bootstrapped from the package mirror when no registry answers). Starts a
+# Docker engine for the build when none runs, and stops it afterwards.
+images: setup-test
+	@scripts/images.sh; rc=$$?; scripts/images.sh stop; exit $$rc

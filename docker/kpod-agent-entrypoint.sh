@@ -10,8 +10,10 @@
 #   3. /usr/src/linux-headers-<release> (Debian, Ubuntu) or
 #      /usr/src/kernels/<release> (RHEL, Fedora, Amazon Linux);
 #   4. the kernel's own archive /sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS;
-#      `modprobe kheaders` is tried when it is a module), extracted once into
-#      a root-owned cache;
+#      `modprobe kheaders` is tried when it is a module and the container has
+#      CAP_SYS_MODULE, otherwise the log says to load it on the node),
+#      extracted once into a root-owned cache ($KPOD_HEADERS_CACHE: the image
+#      points it into the pod's /tmp emptyDir, which outlives restarts);
 #   then a clear error naming what to install.
 #
 # Sourcing this file defines the functions without running anything, so the
@@ -61,6 +63,25 @@ kpod_extract_kheaders() {
   printf '%s\n' "$dest"
 }
 
+# Whether this process holds capability number $1 (CAP_SYS_MODULE is 16).
+kpod_has_cap() {
+  local eff
+  eff="$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)"
+  (( (16#${eff:-0} >> $1) & 1 ))
+}
+
+# `modprobe kheaders` needs CAP_SYS_MODULE, which the DaemonSet does not
+# grant (loading kernel code is more than reading it): say so instead of
+# failing silently, and name the node-side fix.
+kpod_load_kheaders() {
+  if ! kpod_has_cap 16; then
+    kpod_log "not trying 'modprobe kheaders': it needs CAP_SYS_MODULE, which this container does not have (the DaemonSet does not grant it). If the kernel has CONFIG_IKHEADERS=m, run 'modprobe kheaders' on the node."
+    return 0
+  fi
+  local out
+  out="$(modprobe kheaders 2>&1)" || kpod_log "modprobe kheaders failed: ${out:-no message}"
+}
+
 # Sets KPOD_HEADERS_KIND (override | lib-modules | usr-src | kheaders) and
 # KPOD_HEADERS_DIR (as seen from the container, ROOT excluded), or prints an
 # error naming what to install and returns 1.
@@ -90,7 +111,7 @@ kpod_find_headers() {
   done
 
   if [[ ! -f "$root/sys/kernel/kheaders.tar.xz" ]] && [[ -z "$root" ]] && [[ "${KPOD_NO_MODPROBE:-0}" != 1 ]]; then
-    modprobe kheaders 2>/dev/null || true
+    kpod_load_kheaders
   fi
   if [[ -f "$root/sys/kernel/kheaders.tar.xz" ]]; then
     local dir
@@ -119,8 +140,35 @@ kpod_prepare_tmpdir() {
   fi
 }
 
+# Whether the command needs the kernel (headers, TMPDIR, tracefs): printing
+# the version, the help or a collector's C, and the `top`/`topology` clients
+# do not, so they run in any container.
+kpod_needs_kernel() {
+  [[ $# -eq 0 ]] && return 0
+  if [[ "$1" == kpod-agent ]]; then
+    shift
+  elif [[ "$1" != -* ]]; then
+    return 1
+  fi
+  [[ "${1:-}" == top || "${1:-}" == topology ]] && return 1
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --version|-h|--help|--print-bpf|--print-bpf=*) return 1 ;;
+    esac
+  done
+  return 0
+}
+
 kpod_main() {
   local root="${KPOD_HOST_ROOT:-}" release="${KPOD_KERNEL_RELEASE:-$(uname -r)}"
+  # The DaemonSet passes only the agent's flags as args.
+  if [[ $# -eq 0 ]] || [[ "$1" == -* ]]; then
+    set -- kpod-agent "$@"
+  fi
+  if ! kpod_needs_kernel "$@"; then
+    exec "$@"
+  fi
   KPOD_HEADERS_DIR_OVERRIDE="${KPOD_HEADERS_DIR:-}"
   kpod_find_headers "$root" "$release" || exit 1
   kpod_log "kernel $release: headers from $KPOD_HEADERS_KIND ($KPOD_HEADERS_DIR)"
@@ -140,10 +188,6 @@ kpod_main() {
       || kpod_log "tracefs is not mounted and cannot be mounted: collectors will fail to attach (run privileged, or mount /sys/kernel/tracing on the host)"
   fi
 
-  # The DaemonSet passes only the agent's flags as args.
-  if [[ $# -eq 0 ]] || [[ "$1" == -* ]]; then
-    set -- kpod-agent "$@"
-  fi
   exec "$@"
 }
 

@@ -3,6 +3,10 @@
 # checks first and says what it does. Run as root (BPF needs it).
 #   scripts/setup.sh          runtime: bcc, kernel headers, tracefs, venv
 #   scripts/setup.sh --test   also the test tools (promtool, bpftool, iproute2)
+#                             and the image tools: a Docker engine (docker.io,
+#                             with containerd's ctr) and mmdebstrap; the image
+#                             tests and `make images` start the engine through
+#                             scripts/images.sh when none runs, and stop it.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,7 +30,8 @@ case "$(uname -m)" in
   aarch64) apt_pkgs+=(linux-headers-arm64) ;;
 esac
 if (( want_test )); then
-  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl)
+  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl
+             docker.io mmdebstrap)
 fi
 
 missing=()
@@ -36,8 +41,9 @@ done
 if (( ${#missing[@]} )); then
   say "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Others may hold the dpkg lock (unattended upgrades, a parallel setup): wait.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   say "apt packages present"
 fi
@@ -77,12 +83,13 @@ if [[ ! -x "$venv/bin/python" ]]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
 stamp="$venv/.kpod-installed"
-extra=""
+extra="[all]"
 (( want_test )) && extra="[test]"
-if [[ ! -f "$stamp$extra" ]] || [[ "$here/pyproject.toml" -nt "$stamp$extra" ]]; then
-  say "installing kpod-metrics$extra into the venv"
+if [[ ! -f "$stamp$extra" ]] || [[ "$here/pyproject.toml" -nt "$stamp$extra" ]] \
+   || [[ "$here/constraints.txt" -nt "$stamp$extra" ]]; then
+  say "installing kpod-metrics$extra into the venv (versions from constraints.txt)"
   # pip warns about every unreachable local index mirror: keep real errors only.
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here$extra" \
+  "$venv/bin/pip" install -q --disable-pip-version-check -c "$here/constraints.txt" -e "$here$extra" \
     2> >(grep -v "^WARNING: Location '" >&2)
   touch "$stamp$extra"
 else

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kpod_agent.version import version
+
 log = logging.getLogger("kpod_agent")
 
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="node label of every series (default: $NODE_NAME, then the hostname)")
     parser.add_argument("--listen", type=parse_listen, default=("0.0.0.0", 9090), metavar="HOST:PORT",
                         help="HTTP address for /metrics /healthz /readyz /config (default 0.0.0.0:9090)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default=os.environ.get("KPOD_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=os.environ.get("KPOD_LOG_FORMAT", "text"),
@@ -61,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return top.main(argv[1:])
     args = build_parser().parse_args(argv)
-    from kpod_agent import runtime_info
+    from kpod_agent import redact, runtime_info
 
     runtime_info.configure_logging(args.log_format, args.log_level)
+
+    redact.install()  # no URL credentials in the log, whoever logs them
     if args.print_bpf:
         return print_bpf(args.print_bpf)
     if not args.config and not args.configmap:
@@ -112,18 +117,12 @@ def run(args: argparse.Namespace) -> int:
     from kpod_agent.exporter import KpodCollector
     from kpod_agent.server import AgentHTTPServer
 
-    from kpod_agent import labels
-
     agent = Agent(node_name=args.node_name, discovery_factory=_discovery_factory(args.node_name))
     registry = CollectorRegistry(auto_describe=False)
     exporter = KpodCollector(agent)
-    # clusterName (node config) -> a cluster label on every series, both exposition paths.
-    registry.register(labels.ConstantLabel(exporter, "cluster", lambda: labels.cluster_of(agent)))
-
-    def text() -> bytes:
-        return labels.add_label_to_text(exporter.render_text(), "cluster", labels.cluster_of(agent))
+    registry.register(exporter)
     try:
-        server = AgentHTTPServer(args.listen, agent, registry, fast_text=text)
+        server = AgentHTTPServer(args.listen, agent, registry, metrics=exporter.exposition)
     except OSError as exc:
         print(f"kpod-agent: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -179,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
               f"  live view: {sys.argv[0] if sys.argv[0].endswith('kpod-agent') else 'kpod-agent'} top "
               f"--url http://{shown}:{port}\n"
               f"  stop:      Ctrl-C (detaches every probe)\n", file=sys.stderr, flush=True)
-    loop = threading.Thread(target=_collection_loop, args=(agent, stop), name="collect", daemon=True)
+    loop = threading.Thread(target=_collection_loop, args=(agent, stop, exporter.prewarm), name="collect",
+                            daemon=True)
     loop.start()
     # Wake up regularly: signal handlers run on the main thread between waits.
     while not stop.wait(0.5):
@@ -194,11 +194,13 @@ def run(args: argparse.Namespace) -> int:
 STATUS_REPORT_SECONDS = 15.0
 
 
-def _collection_loop(agent: Any, stop: threading.Event) -> None:
+def _collection_loop(agent: Any, stop: threading.Event, after_cycle: Any = None) -> None:
     last_report = time.monotonic()
     while not stop.is_set():
         try:
             agent.collect_due()
+            if after_cycle is not None:
+                after_cycle()  # /metrics rendered here, once, not by each scraper
         except Exception:
             log.exception("collection cycle failed")
         if agent.on_applied and time.monotonic() - last_report >= STATUS_REPORT_SECONDS:

@@ -8,15 +8,10 @@ import logging
 import platform
 import sys
 
+from kpod_agent.version import version
+
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("kpod-metrics")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def bcc_version() -> str:

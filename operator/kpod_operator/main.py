@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import getpass
 import logging
 import os
 import sys
+import secrets
+import socket
 from typing import Any
 
 import kopf
@@ -61,6 +65,22 @@ async def _follow(flag: Any, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.1)
 
 
+def operator_identity() -> str:
+    """Who this operator is, as kopf records it: the pod name when set, else
+    user@host/start/random like kopf's own, except that a uid with no passwd
+    entry (the Deployment's non-root uid in a distroless-style image) does not
+    crash it: kopf's detection calls getpass.getuser(), which raises there."""
+    pod = os.environ.get("POD_ID") or os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+    return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(2)}"
+
+
 async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
                     registry: kopf.OperatorRegistry, *,
                     stop_flag: Any = None, ready_flag: Any = None,
@@ -90,6 +110,7 @@ async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
             op.metrics.set_leader(True)
         await kopf.operator(
             registry=registry, memo=memo, clusterwide=True, standalone=True,
+            identity=operator_identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
             stop_flag=stop, ready_flag=ready_flag, liveness_endpoint=liveness_endpoint,
         )
         return elector is None or elector.holding() or (stop_flag is not None and stop_flag.is_set())
@@ -109,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="namespace of the fleet CR and the agent DaemonSet "
                              "(default: $KPOD_OPERATOR_NAMESPACE or kpod-system)")
     parser.add_argument("--verbose", action="store_true", help="debug logging (as --log-level debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {runtime_info.version()}")
     parser.add_argument("--log-format", choices=runtime_info.LOG_FORMATS,
                         default=os.environ.get("KPOD_LOG_FORMAT", "text"),
                         help="text (default) or json, one object per line")

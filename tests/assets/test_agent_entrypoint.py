@@ -172,6 +172,6 @@ def test_entrypoint_refuses_a_tmpdir_owned_by_someone_else(tmp_path):
     headers(tmp_path / "host", f"/lib/modules/{RELEASE}/build")
     (tmp_path / "kpod-tmp").mkdir()
     os.chown(tmp_path / "kpod-tmp", 65534, 65534)
-    out = entrypoint(tmp_path, "--help")
+    out = entrypoint(tmp_path, "--configmap", "kpod-system/kpod-agent-config")
     assert out.returncode == 1
     assert "is not owned by uid 0" in out.stderr

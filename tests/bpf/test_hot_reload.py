@@ -52,6 +52,33 @@ def test_removed_syscall_stops_counting_at_once(scraper: Scraper, node: KernelNo
     assert "getppid" not in collector.attached_syscalls  # type: ignore[union-attr]
 
 
+def test_allowlist_churn_counts_each_call_once(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    """Dropped tracepoints close in the background; adding their syscalls back
+    before that takes the queued ones back instead of attaching a second
+    program (which would count every call twice)."""
+    from kpod_agent.collectors.syscall import CLOSER
+    from kpod_agent.config import syscall_numbers
+
+    a = pods["a"]
+    every = ["getppid", *sorted(syscall_numbers())[:60]]
+    _apply(scraper, node.config(collectors={"syscall": {"latency": True}}, syscalls=every))
+    collector = scraper.agent.states["syscall"].collector
+    a.workload("getppid", 101)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101
+    assert scraper.pod_value("kpod_syscall_latency_seconds_count", a, syscall="getppid") == 101
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["close"]))
+    assert CLOSER.pending() > 60, "the dropped tracepoints are closed in the background"
+    a.workload("getppid", 50)  # not counted: its bit is gone, its program may still run
+    _apply(scraper, node.config(collectors={"syscall": {"latency": True}}, syscalls=every))
+    assert scraper.agent.states["syscall"].collector is collector
+    a.workload("getppid", 7)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101 + 7
+    assert scraper.pod_value("kpod_syscall_latency_seconds_count", a, syscall="getppid") == 101 + 7
+    assert CLOSER.wait_idle(60)
+
+
 def test_excluded_namespace_stops_counting_and_its_series_go(
         scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
     a, b = pods["a"], pods["b"]

@@ -1,26 +1,12 @@
-"""The cluster label added to finished exposition text, and the JSON log format."""
+"""The cluster label wrapper, and the JSON log format."""
 from __future__ import annotations
 
 import json
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry, Counter
 
 from kpod_agent import labels, runtime_info
-
-
-def test_cluster_label_on_every_sample_of_the_text_format() -> None:
-    registry = CollectorRegistry()
-    c = Counter("kpod_x", "x", ["pod"], registry=registry)
-    c.labels('a"} 1\nkpod_evil{pod="b').inc(3)
-    Counter("kpod_bare", "no labels", registry=registry).inc()
-    text = labels.add_label_to_text(generate_latest(registry), "cluster", 'eu\\1 "x"')
-    samples = [s for f in text_string_to_metric_families(text.decode()) for s in f.samples]
-    assert {s.name for s in samples} == {"kpod_x_total", "kpod_x_created", "kpod_bare_total", "kpod_bare_created"}
-    assert all(s.labels["cluster"] == 'eu\\1 "x"' for s in samples)
-    assert [s.labels["pod"] for s in samples if s.name == "kpod_x_total"] == ['a"} 1\nkpod_evil{pod="b']
-    assert labels.add_label_to_text(b"kpod_y 1\n", "cluster", "") == b"kpod_y 1\n"
 
 
 def test_cluster_label_on_collected_families() -> None:
