@@ -26,6 +26,8 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
 
+from kpod_agent import labels as constant_labels
+from kpod_agent import runtime_info
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
 from kpod_agent.histograms import log2_to_buckets
 
@@ -236,8 +238,12 @@ class KpodCollector(PromCollector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self.pod_metrics()
-        yield from self.restart_metrics()
-        yield from self.self_metrics()
+        yield from self._with_cluster(lambda: [*self.restart_metrics(), *self.self_metrics()]).collect()
+
+    def _with_cluster(self, families: Callable[[], list[Metric]]) -> PromCollector:
+        """clusterName (node config) as a cluster label on every sample."""
+        return constant_labels.ConstantLabel(_Families(families), "cluster",
+                                             lambda: constant_labels.cluster_of(self.agent))
 
     # ---- per-pod series -------------------------------------------------
 
@@ -249,6 +255,7 @@ class KpodCollector(PromCollector):
         if config is None:
             return
         node = agent.node_name
+        cluster = config.clusterName
         include = list(config.includeLabels)
         extra_names = [label_name(n) for n in include]
         pods = agent.index.pods
@@ -290,6 +297,8 @@ class KpodCollector(PromCollector):
                     else:
                         key = (node, *extra)
                     add_into(merged, key, value)
+                if cluster:  # clusterName: a cluster label on every series
+                    labels, merged = ["cluster", *labels], {(cluster, *k): v for k, v in merged.items()}
                 yield spec, labels, merged
 
     def pod_metrics(self) -> Iterator[Metric]:
@@ -346,7 +355,7 @@ class KpodCollector(PromCollector):
 
     def _library_text(self, families: Callable[[], list[Metric]], openmetrics: bool) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(families))
+        registry.register(self._with_cluster(families))
         if openmetrics:
             return openmetrics_exposition.generate_latest(registry)
         return generate_latest(registry)
@@ -418,6 +427,10 @@ class KpodCollector(PromCollector):
     def self_metrics(self) -> Iterator[Metric]:
         agent = self.agent
         config = agent.config
+        info = runtime_info.build_info()
+        build = GaugeMetricFamily("kpod_build_info", "Build information (value 1).", labels=list(info))
+        build.add_metric(list(info.values()), 1.0)
+        yield build
         generation = GaugeMetricFamily("kpod_agent_config_generation", "Generation of the applied node config.")
         if config is not None:
             generation.add_metric([], float(config.generation))
