@@ -79,8 +79,9 @@ create_cluster() {
 
 build_images() {
   log "building $AGENT_IMAGE and $OPERATOR_IMAGE"
-  "$DOCKER" build -f "$REPO/Dockerfile.agent" -t "$AGENT_IMAGE" "$REPO"
-  "$DOCKER" build -f "$REPO/Dockerfile.operator" -t "$OPERATOR_IMAGE" "$REPO"
+  # The same build as `make images`: plain docker build, the Debian base
+  # pulled or bootstrapped from the package mirror.
+  DOCKER="$DOCKER" AGENT_IMAGE="$AGENT_IMAGE" OPERATOR_IMAGE="$OPERATOR_IMAGE" "$REPO/scripts/images.sh"
   # Same content under a new tag: changing the CR's image to it must roll out.
   "$DOCKER" tag "$AGENT_IMAGE" "$ROLLOUT_IMAGE"
   "$KIND" load docker-image --name "$CLUSTER" "$AGENT_IMAGE" "$OPERATOR_IMAGE" "$ROLLOUT_IMAGE"

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default=os.environ.get("KPOD_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=os.environ.get("KPOD_LOG_FORMAT", "text"),
+                        choices=["text", "json"], help="text (default) or json, one object per line")
     return parser
 
 
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return top.main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kpod_agent import redact
+    from kpod_agent import redact, runtime_info
+
+    runtime_info.configure_logging(args.log_format, args.log_level)
 
     redact.install()  # no URL credentials in the log, whoever logs them
     if args.print_bpf:

@@ -119,7 +119,9 @@ async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
         if keeper is not None:
             keeper.cancel()
         if elector is not None:
-            await asyncio.get_running_loop().run_in_executor(None, elector.release)
+            # Inline, not in the executor: its threads may all be busy with
+            # reconciles, and a stop must not wait for them (two short requests).
+            elector.release()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -304,3 +304,5 @@ def test_agent_image_counts_as_the_rendered_daemonset_runs_it(images: None, tmp_
     finally:
         node.close()
         shutil.rmtree(empty_dirs, ignore_errors=True)
+        # containerd's garbage collector frees the layers once no image names them.
+        engine.ctr("images", "rm", ref, capture_output=True)

@@ -124,8 +124,9 @@ def _raise_fd_limit() -> None:
     default soft limit of 1024 fds is too low for the whole table."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.debug("cannot raise the open file limit: %s", exc)
 
