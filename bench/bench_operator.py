@@ -7,7 +7,7 @@ run against the same server, is one API write plus one read of the CR (what a
 client pays with no operator in between), so the ratio says how many API
 round trips the operator's reaction costs, independent of the machine.
 
-    .venv/bin/python bench/bench_operator.py [--edits 40]
+    .venv/bin/python bench/bench_operator.py [--edits 40] [--overrides 0,1,100,1000]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ NS = "kpod-system"
 CR = f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default"
 CM = f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config"
 SYSCALL_SETS = [["read", "write"], ["read", "write", "close"]]
+SETTLE_SECONDS = 3.0
 
 
 def _generation(kube: kubeapi.Kube) -> int:
@@ -54,11 +55,76 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _override(i: int) -> dict:
+    return {"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+            "metadata": {"name": "team", "namespace": f"team-{i}"},
+            "spec": {"profile": "comprehensive" if i % 2 else "minimal", "syscalls": ["read", f"{SYSCALL_SETS[i % 2][-1]}"]}}
+
+
+def overrides_table(counts: list[int], edits: int) -> None:
+    """Fleet CR edit -> ConfigMap written with N namespace override CRs in the
+    cluster (each edit renders every override into the node config): median
+    per N, as a ratio to N = 0 measured in the same run."""
+    results: dict[int, tuple[float, float, float]] = {}
+    for n in counts:
+        cluster = EmulatedCluster()
+        with tempfile.TemporaryDirectory() as tmp:
+            config = handlers.OperatorConfig(namespace=NS, resync_seconds=300, stuck_after_seconds=3600,
+                                             rules_path=pathlib.Path(tmp) / "none.yaml")
+            kube = kubeapi.Kube.for_url(cluster.url)
+            kube.create({"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
+                         "metadata": {"name": "default", "namespace": NS},
+                         "spec": {"syscalls": SYSCALL_SETS[0]}})
+            for i in range(n):
+                kube.create(_override(i))
+            operator = RunningOperator(cluster.url, config)
+            try:
+                started = time.perf_counter()
+                deadline = started + 600
+                while True:  # first node config listing every override
+                    cm = kube.get(CM)
+                    if cm is not None and len(agentconfig.parse_config(
+                            cm["data"]["agent.yaml"]).namespaceOverrides) == n:
+                        break
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"the ConfigMap never listed {n} overrides")
+                    time.sleep(0.01)
+                first = time.perf_counter() - started
+                # The operator is still writing the overrides' statuses: an
+                # edit landing then waits for the periodic resync (300 s).
+                time.sleep(SETTLE_SECONDS)
+                generation = _generation(kube)
+                latencies = []
+                for i in range(edits):
+                    t0 = time.perf_counter()
+                    kube.merge_patch(CR, {"spec": {"syscalls": SYSCALL_SETS[(i + 1) % 2]}})
+                    generation += 1
+                    _wait_generation(kube, generation, timeout=120)
+                    latencies.append(time.perf_counter() - t0)
+                results[n] = (first, statistics.median(latencies), _pct(latencies, 0.9))
+                print(f"{n} overrides: first config {first:.2f} s, edit median {results[n][1] * 1000:.0f} ms",
+                      flush=True)
+            finally:
+                operator.stop()
+                cluster.close()
+    base = results[counts[0]][1]
+    print(f"\n## Operator: fleet CR edit -> ConfigMap written, against override CRs (median of {edits} edits)\n")
+    print("| override CRs | start -> first full config | edit median | edit p90 | vs " + f"{counts[0]} overrides |")
+    print("|---|---|---|---|---|")
+    for n, (first, med, p90) in results.items():
+        print(f"| {n:,} | {first:.2f} s | {med * 1000:.0f} ms | {p90 * 1000:.0f} ms | {med / base:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=40)
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--overrides", default="",
+                        help="comma-separated override CR counts, e.g. 0,1,100,1000: time edits against them")
     args = parser.parse_args()
+    if args.overrides:
+        overrides_table([int(x) for x in args.overrides.split(",")], max(5, args.edits // 4))
+        return
     logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.WARNING, format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.INFO if "--debug" in sys.argv else logging.WARNING)
     cluster = EmulatedCluster()

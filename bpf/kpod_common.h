@@ -16,7 +16,7 @@
 #define KPOD_COMMON_H
 
 #ifndef KPOD_MAX_CGROUPS
-#define KPOD_MAX_CGROUPS 10240
+#define KPOD_MAX_CGROUPS 4096
 #endif
 /* log2 slots per histogram: slot s counts values in [2^(s-1), 2^s) of the
  * histogram's unit; the last slot also takes everything larger. */

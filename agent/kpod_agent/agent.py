@@ -52,8 +52,9 @@ class Agent:
     collector_classes: dict[str, type[Collector]] = field(default_factory=lambda: dict(REGISTRY))
     # Made from the applied config: a test passes one pointing at a fake API.
     discovery_factory: Callable[[AgentConfig, cgroups.CgroupResolver, Callable[[PodIndex], None]], Discovery] | None = None
-    # Capacity of every per-cgroup BPF map; small in tests that fill them.
-    max_cgroups: int = 10240
+    # Capacity of every per-cgroup BPF map, over the config's maxCgroups;
+    # small in tests that fill them.
+    max_cgroups: int | None = None
 
     def __post_init__(self) -> None:
         self.kernel_lock = threading.RLock()
@@ -74,6 +75,8 @@ class Agent:
         self._apply_lock = threading.Lock()
         self.on_applied: list[Callable[[dict[str, Any]], None]] = []
         self._tops_cache: tuple[PodIndex, set[str]] | None = None
+        # collector -> pods (namespace/name) it cannot count: its filter map is full
+        self.uncounted: dict[str, set[str]] = {}
 
     # ---- config -------------------------------------------------------
 
@@ -109,12 +112,12 @@ class Agent:
             if layout_changed:
                 self.resolver = cgroups.CgroupResolver(layout, kubepods_roots=config.discovery.kubepodsRoots)
                 if self.ctx is None:
-                    self.ctx = CollectorContext(layout=layout, proc_root=config.procRoot,
-                                                max_cgroups=self.max_cgroups)
+                    self.ctx = CollectorContext(layout=layout, proc_root=config.procRoot)
                 else:
                     self.ctx.layout = layout
             assert self.ctx is not None and self.resolver is not None
             self.ctx.proc_root = config.procRoot
+            self.ctx.max_cgroups = self.max_cgroups or config.maxCgroups
             plan = reload.plan_reload(old, config)
             # Collectors that failed to attach are kept ones whose inputs may
             # not have changed: every new config is still a new chance.
@@ -130,9 +133,11 @@ class Agent:
                 # Published only once applied: /config then reports a
                 # generation whose probes are all in place.
                 self.config = config
+                # Filters before the lock goes: a collection never sees a new
+                # collector that counts nothing yet.
+                self._refresh_filters()
             if layout_changed or plan.restart_discovery:
-                self._restart_discovery(config)
-            self._refresh_filters()
+                self._restart_discovery(config)  # refreshes the filters with its first view
             self.reloads.success += 1
             self.reloads.applied_at = _now()
             log.info("applied config generation %d from %s in %.0f ms (attached: %s; failed: %s)",
@@ -225,6 +230,27 @@ class Agent:
                 if state.collector is not None:
                     state.collector.set_filter(new_filters.get(name))
             self.filters = new_filters
+            self._note_uncounted()
+
+    def _note_uncounted(self) -> None:
+        """Pods with a cgroup a full filter map refused: each named once in
+        the log (again only after it was counted meanwhile), counted in
+        kpod_pods_not_counted and reported as "map full" in the status."""
+        now: dict[str, set[str]] = {}
+        for name, state in self.states.items():
+            collector = state.collector
+            if collector is None or not collector.refused_cgroups:
+                continue
+            pods = set()
+            for cgid in collector.refused_cgroups:
+                entry = self.index.entries.get(cgid)
+                pods.add(f"{entry.namespace}/{entry.pod}" if entry is not None else f"cgroup {cgid}")
+            now[name] = pods
+            for pod in sorted(pods - self.uncounted.get(name, set())):
+                capacity = collector.map_stats.get("allowed_cgroups", (0, 0))[1]
+                log.warning("%s: map full (allowed_cgroups, capacity %d): pod %s is not counted; "
+                            "raise maxCgroups", name, capacity, pod)
+        self.uncounted = now
 
     # ---- collection -----------------------------------------------------
 
@@ -261,12 +287,15 @@ class Agent:
             if not force and now < state.next_due:
                 state.skipped_total += 1
                 continue
-            state.next_due = now + config.interval_of(name)
             started = time.monotonic()
             try:
                 with self.kernel_lock:
                     if self.states.get(name) is not state:
                         continue
+                    # The config of this moment, not the cycle's start: a
+                    # reload may have attached this collector meanwhile, and
+                    # the old config gives it the default interval.
+                    state.next_due = now + (self.config or config).interval_of(name)
                     snapshot = collector.collect(self.targets_for(name))
                     self._forget_vanished(collector, snapshot)
             except Exception as exc:
@@ -328,6 +357,8 @@ class Agent:
                 extra = getattr(state.collector, "unavailable", None)
                 if extra:
                     entry["partial"] = dict(extra)
+                if self.uncounted.get(name):
+                    entry["mapFull"] = {"map": "allowed_cgroups", "podsNotCounted": len(self.uncounted[name])}
             collectors[name] = entry
         disc = self.discovery
         return {

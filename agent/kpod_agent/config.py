@@ -62,8 +62,7 @@ DEFAULT_SYSCALLS = (
     "read", "write", "openat", "close", "connect", "accept4",
     "sendto", "recvfrom", "epoll_wait", "futex",
 )
-# Beyond this many allowlisted syscalls the collector attaches to
-# raw_syscalls once instead of one tracepoint per syscall.
+# Syscall numbers the in-kernel allowlist bitmap holds (bpf/syscall.c).
 MAX_SYSCALLS = 512
 # Distinct syscall allowlists one node holds (the fleet's is one of them):
 # the size of the BPF policy map, compiled into the syscall program.
@@ -75,6 +74,7 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 DURATION_RESOLUTION_SECONDS = 1e-6
 # The agent's loops wake at every interval: below this they only burn CPU.
 MIN_INTERVAL_SECONDS = 0.1
+MIN_DISCOVERY_INTERVAL_SECONDS = 0.01
 _UNIT_SECONDS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _UNIT_MICROS = (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1000), ("us", 1))
 
@@ -267,7 +267,9 @@ class NamespaceOverride(_Strict):
 class DiscoveryConfig(_Strict):
     mode: Literal["informer", "kubelet", "none"] = "none"
     kubeletURL: str = "https://127.0.0.1:10250/pods"
-    interval: Interval = 10.0
+    # Fleet-only (the operator keeps the default): a floor against a spinning
+    # loop, lower than the collectors' so that tests can resync fast.
+    interval: Annotated[Duration, AfterValidator(Bounds(MIN_DISCOVERY_INTERVAL_SECONDS))] = 10.0
     # Service-account files used for the kubelet's https endpoint.
     tokenPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     caPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -336,6 +338,11 @@ class AgentConfig(_Strict):
     procRoot: str = "/proc"
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
     defaultInterval: Interval = DEFAULT_INTERVAL_SECONDS
+    # Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
+    # containers per pod has ~1,000 cgroups: 4,096 leaves room for nested
+    # cgroups and churn. A change re-attaches the BPF collectors (map sizes
+    # are fixed when a program loads).
+    maxCgroups: int = Field(default=4096, ge=64, le=1_048_576)
 
     @field_validator("includeLabels")
     @classmethod

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import requests
 import urllib3
 
-from kpod_agent import cgroups
+from kpod_agent import cgroups, redact
 from kpod_agent.config import DiscoveryConfig
 
 if TYPE_CHECKING:
@@ -525,7 +525,7 @@ class Discovery:
             self._logged_error = None
 
     def _failed(self, exc: BaseException, level: int = logging.WARNING) -> None:
-        message = _describe(exc)
+        message = redact.redact(_describe(exc))
         self.errors_total += 1
         self.last_error = message
         self._failures += 1

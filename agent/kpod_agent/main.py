@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default=os.environ.get("KPOD_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=os.environ.get("KPOD_LOG_FORMAT", "text"),
+                        choices=["text", "json"], help="text (default) or json, one object per line")
     return parser
 
 
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return top.main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kpod_agent import redact, runtime_info
+
+    runtime_info.configure_logging(args.log_format, args.log_level)
+
+    redact.install()  # no URL credentials in the log, whoever logs them
     if args.print_bpf:
         return print_bpf(args.print_bpf)
     if not args.config and not args.configmap:
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     exporter = KpodCollector(agent)
     registry.register(exporter)
     try:
-        server = AgentHTTPServer(args.listen, agent, registry, fast_text=exporter.render_text)
+        server = AgentHTTPServer(args.listen, agent, registry, metrics=exporter.exposition)
     except OSError as exc:
         print(f"kpod-agent: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -172,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
               f"  live view: {sys.argv[0] if sys.argv[0].endswith('kpod-agent') else 'kpod-agent'} top "
               f"--url http://{shown}:{port}\n"
               f"  stop:      Ctrl-C (detaches every probe)\n", file=sys.stderr, flush=True)
-    loop = threading.Thread(target=_collection_loop, args=(agent, stop), name="collect", daemon=True)
+    loop = threading.Thread(target=_collection_loop, args=(agent, stop, exporter.prewarm), name="collect",
+                            daemon=True)
     loop.start()
     # Wake up regularly: signal handlers run on the main thread between waits.
     while not stop.wait(0.5):
@@ -187,11 +194,13 @@ def run(args: argparse.Namespace) -> int:
 STATUS_REPORT_SECONDS = 15.0
 
 
-def _collection_loop(agent: Any, stop: threading.Event) -> None:
+def _collection_loop(agent: Any, stop: threading.Event, after_cycle: Any = None) -> None:
     last_report = time.monotonic()
     while not stop.is_set():
         try:
             agent.collect_due()
+            if after_cycle is not None:
+                after_cycle()  # /metrics rendered here, once, not by each scraper
         except Exception:
             log.exception("collection cycle failed")
         if agent.on_applied and time.monotonic() - last_report >= STATUS_REPORT_SECONDS:

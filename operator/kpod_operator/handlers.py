@@ -20,6 +20,7 @@ import kopf
 from kpod_agent import config as agentconfig
 from kpod_operator import events, model, render, status, tenancy
 from kpod_operator import kube as kubeapi
+from kpod_operator import metrics as opmetrics
 
 log = logging.getLogger("kpod_operator")
 
@@ -52,6 +53,11 @@ class Coalescer:
         self._guard = threading.Lock()
         self._running = False
         self._dirty = False
+
+    def depth(self) -> int:
+        """Passes running or asked for (0, 1 or 2)."""
+        with self._guard:
+            return int(self._running) + int(self._dirty)
 
     def run(self, work: Callable[[], Any]) -> None:
         with self._guard:
@@ -90,6 +96,14 @@ class Operator:
     # in an event handler (kopf retries change handlers, never event handlers).
     wake_resync: Any = None
     failed: bool = False
+    metrics: opmetrics.OperatorMetrics = dataclasses.field(default_factory=opmetrics.OperatorMetrics)
+    # uid of the KpodMetricsProfile CRD object: owner of the cluster-scoped
+    # objects, so deleting the CRD removes them without the operator.
+    crd_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        self.kube.errors = self.metrics
+        self.metrics.track_queue(lambda: self.reconciles.depth() + self.refreshes.depth())
 
     def retry_soon(self) -> None:
         self.failed = True
@@ -182,12 +196,22 @@ def _gather_overrides(op: Operator, fleet: model.FleetSpec | None,
 
 
 def reconcile(op: Operator) -> status.ReconcileOutcome | None:
+    """One reconcile, timed and counted by result in the operator's metrics."""
+    with op.metrics.reconcile() as counted:
+        outcome = _reconcile(op)
+        counted["result"] = "no_fleet" if outcome is None else \
+            opmetrics.RESULTS.get(outcome.reason, "success" if outcome.ok else "error")
+        return outcome
+
+
+def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
     """Converge the fleet: node config, agent workload, monitoring objects, status.
 
     Returns the fleet's outcome (None without a fleet CR); never raises for a
     bad spec or a failed write: those are in the status."""
     with op.lock:
         fleet, others = _active_fleet(op)
+        op.metrics.fleets.set(0 if fleet is None else 1)
         for other in others:
             meta = other["metadata"]
             outcome = status.ReconcileOutcome(
@@ -221,6 +245,7 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
         overrides = _gather_overrides(op, spec, _running_overrides(current_text))
+        op.metrics.overrides.set(len(overrides))
         owner = render.owner_reference(fleet)
         try:
             candidate = render.render_agent_config(spec, overrides, 1, op.config.cluster_name)
@@ -240,14 +265,22 @@ def reconcile(op: Operator) -> status.ReconcileOutcome | None:
             _refresh(op, fleet, outcome, floor)
             return outcome
         objects = render.render_workload(ns, spec, config, owner)
+        if op.crd_uid:
+            # Cluster-scoped objects cannot have a namespaced owner: the CRD
+            # owns them, so uninstalling (deleting the CRD) removes them even
+            # when the operator is gone.
+            for obj in objects:
+                if "namespace" not in obj["metadata"]:
+                    obj["metadata"]["ownerReferences"] = [render.crd_owner_reference(op.crd_uid)]
         wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
         monitoring_served = op.kube.served(MONITORING)
         unwanted: list[dict[str, Any]] = []
         if monitoring_served:
             monitoring = render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
             objects += monitoring
-            wanted = {obj["kind"] for obj in monitoring}
-            unwanted = [obj for obj in render.monitoring_objects(ns) if obj["kind"] not in wanted]
+            wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in monitoring}
+            unwanted = [obj for obj in render.monitoring_objects(ns)
+                        if (obj["kind"], obj["metadata"]["name"]) not in wanted]
         failures = []
         config_written = True
         for obj in objects:
@@ -291,6 +324,7 @@ def _refresh(op: Operator, fleet: dict[str, Any], outcome: status.ReconcileOutco
         now=_now(),
         stuck_after=op.config.stuck_after_seconds,
     )
+    op.metrics.observe_status(new)
     previous = status.outcome_from_status(status.previous_status(fleet))
     _write_status(op, fleet, new)
     events.post_if_new(op.kube, fleet, previous, outcome)
@@ -453,15 +487,29 @@ class _TolerantProgressStorage(kopf.AnnotationsProgressStorage):
 
 
 class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """The last handled spec; unreadable counts as absent (the CR is handled
-    as new, which the idempotent reconcile makes harmless)."""
+    """The last handled spec, kept as a digest: kopf's own copy of the whole
+    spec would outgrow the API server's 256 KiB annotation limit with a large
+    namespace list, and every later patch of the CR would then be refused.
+    A matching digest stands for "unchanged"; a different one makes the CR
+    look changed, which is all the fleet handler needs (it reads the CR
+    afresh). Unreadable counts as absent (the CR is handled as new, which the
+    idempotent reconcile makes harmless); a full copy from an older version
+    is still read."""
 
     def fetch(self, *, body: Any) -> Any:
         try:
             essence = super().fetch(body=body)
         except ValueError:
             return None
-        return essence if isinstance(essence, dict) else None
+        if not isinstance(essence, dict):
+            return None
+        if set(essence) == {"sha256"}:
+            current = self.build(body=body)
+            return current if essence["sha256"] == kubeapi.digest(dict(current)) else {}
+        return essence
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        super().store(body=body, patch=patch, essence={"sha256": kubeapi.digest(dict(essence))})
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -479,6 +527,26 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.level = logging.WARNING
 
 
+def _is_crd_of_interest(body: Any, **_: Any) -> bool:
+    spec = body.get("spec") or {}
+    return spec.get("group") in (model.GROUP, MONITORING.split("/")[0])
+
+
+def on_crd_event(memo: Any, event: dict[str, Any], body: Any, **_: Any) -> None:
+    """The Prometheus Operator CRDs appearing (or going) reconcile at once,
+    not at the next resync; our own CRD's uid owns the cluster-scoped objects."""
+    op: Operator = memo.op
+    spec = body.get("spec") or {}
+    if spec.get("group") == model.GROUP:
+        if (spec.get("names") or {}).get("plural") != model.PLURAL:
+            return
+        uid = None if event.get("type") == "DELETED" else (body.get("metadata") or {}).get("uid")
+        if uid == op.crd_uid:
+            return
+        op.crd_uid = uid
+    _reconcile_from_event(op)
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Attach the handlers to ``registry`` (a fresh one per test, the default in main)."""
     labels = {render.APP_LABEL: render.AGENT_NAME}
@@ -492,3 +560,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                   when=_in_operator_namespace, registry=registry)(on_agent_event)
     kopf.on.event("apps", "v1", "daemonsets", id="agent-daemonset", labels=labels,
                   when=_in_operator_namespace, registry=registry)(on_agent_event)
+    kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds",
+                  when=_is_crd_of_interest, registry=registry)(on_crd_event)

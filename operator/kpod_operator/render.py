@@ -136,6 +136,13 @@ def owner_reference(fleet: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def crd_owner_reference(uid: str) -> dict[str, Any]:
+    """The KpodMetricsProfile CRD as owner (no blockOwnerDeletion: that would
+    need update on the CRD's finalizers)."""
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "name": f"{model.PLURAL}.{model.GROUP}", "uid": uid}
+
+
 def _meta(name: str, namespace: str | None, owner: dict[str, Any] | None,
           labels: dict[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": {**COMMON_LABELS, **(labels or {})}}
@@ -340,6 +347,31 @@ def render_service_monitor(namespace: str, fleet: model.FleetSpec,
     }
 
 
+OPERATOR_NAME = "kpod-operator"
+OPERATOR_METRICS_PORT = "metrics"  # the port name of deploy/operator/service.yaml
+
+
+def render_operator_service_monitor(namespace: str, fleet: model.FleetSpec,
+                                    owner: dict[str, Any] | None) -> dict[str, Any]:
+    """Scrapes the operator's own /metrics (every replica: the standby says leader 0)."""
+    sm = fleet.serviceMonitor
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(OPERATOR_NAME, namespace, owner, sm.labels),
+        "spec": {
+            "selector": {"matchLabels": {APP_LABEL: OPERATOR_NAME}},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{
+                "port": OPERATOR_METRICS_PORT,
+                "path": "/metrics",
+                "interval": agentconfig.format_duration(sm.interval),
+                "scrapeTimeout": agentconfig.format_duration(sm.scrapeTimeout),
+            }],
+        },
+    }
+
+
 def load_rule_groups(path: pathlib.Path = RULES_ASSET) -> list[dict[str, Any]]:
     """Groups from the rules asset, or the built-in default while it is
     missing or unreadable (a broken asset must not stop the reconcile)."""
@@ -382,6 +414,7 @@ def render_monitoring(namespace: str, fleet: model.FleetSpec, owner: dict[str, A
     out = []
     if fleet.serviceMonitor.enabled:
         out.append(render_service_monitor(namespace, fleet, owner))
+        out.append(render_operator_service_monitor(namespace, fleet, owner))
     if fleet.prometheusRule.enabled:
         out.append(render_prometheus_rule(namespace, fleet, owner, groups))
     return out
@@ -395,6 +428,7 @@ def _stub(api_version: str, kind: str, name: str, namespace: str | None) -> dict
 def monitoring_objects(namespace: str) -> list[dict[str, Any]]:
     """Identity of every monitoring object the operator may create (for pruning)."""
     return [_stub("monitoring.coreos.com/v1", "ServiceMonitor", AGENT_NAME, namespace),
+            _stub("monitoring.coreos.com/v1", "ServiceMonitor", OPERATOR_NAME, namespace),
             _stub("monitoring.coreos.com/v1", "PrometheusRule", AGENT_NAME, namespace)]
 
 

@@ -111,6 +111,8 @@ class FleetReport:
     desired: int
     failures: list[dict[str, str]]
     stale: list[str]  # nodes on another generation
+    # Attached collectors whose cgroup filter map is full: pods go uncounted.
+    map_full: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def nodes_applied(self) -> str:
@@ -130,14 +132,18 @@ def aggregate_reports(reports: list[AgentReport], config_generation: int,
             by_node[rep.node] = rep
     applied = sum(1 for r in by_node.values() if r.generation == config_generation)
     failures = []
+    map_full: list[dict[str, Any]] = []
     for node, rep in sorted(by_node.items()):
         for name, state in sorted(rep.collectors.items()):
             if state.get("attached") is False:
                 failures.append({"node": node, "collector": name,
                                  "reason": str(state.get("error") or "not attached")})
+            full = state.get("mapFull")
+            if isinstance(full, dict):
+                map_full.append({"node": node, "collector": name, "pods": as_int(full.get("podsNotCounted"))})
     stale = sorted(n for n, r in by_node.items() if r.generation != config_generation)
     return FleetReport(applied=applied, desired=desired if desired is not None else len(by_node),
-                       failures=failures, stale=stale)
+                       failures=failures, stale=stale, map_full=map_full)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +236,10 @@ def compute_conditions(
         names = ", ".join(f"{f['collector']}@{f['node']}" for f in fleet.failures[:5])
         degraded = Condition("Degraded", True, "CollectorsFailed",
                              f"{len(fleet.failures)} collector(s) failed to load: {names}")
+    elif fleet is not None and fleet.map_full:
+        where = "; ".join(f"map full on node {f['node']} ({f['collector']}: {f['pods']} pods not counted)"
+                          for f in fleet.map_full[:5])
+        degraded = Condition("Degraded", True, "MapFull", f"{where}; raise maxCgroups")
     else:
         degraded = Condition("Degraded", False, "AsExpected", "")
     conds.append(degraded)

@@ -125,9 +125,10 @@ def resolve(crs: list[dict[str, Any]], operator_namespace: str, fleet: model.Fle
         if not fleet.namespaces.allows(ns):
             # Rendered, it would attach collectors on every node for pods that are never measured.
             why = "excludes" if ns in fleet.namespaces.exclude else "does not include"
-            verdicts.append(Verdict(cr, ReconcileOutcome(
-                False, "NamespaceExcluded",
-                f"the fleet profile's namespaces filter {why} {ns}: this override changes nothing on the nodes")))
+            verdicts.append(Verdict(cr, ReconcileOutcome(False, reason, message) if parsed is None else
+                                    ReconcileOutcome(False, "NamespaceExcluded",
+                                                     f"the fleet profile's namespaces filter {why} {ns}: "
+                                                     f"this override changes nothing on the nodes")))
             continue
         if parsed is not None:
             refused = refusal(parsed)

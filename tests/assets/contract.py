@@ -43,8 +43,14 @@ SELF_METRICS = (
     "kpod_bpf_program_load_duration_seconds", "kpod_bpf_map_entries", "kpod_bpf_map_capacity",
     "kpod_bpf_map_update_errors_total",
 )
+# The operator's own /metrics (operator/kpod_operator/metrics.py) and the build info of both binaries.
+OPERATOR_METRICS = (
+    "kpod_operator_reconciles_total", "kpod_operator_reconcile_duration_seconds", "kpod_operator_api_errors_total",
+    "kpod_operator_queue_depth", "kpod_operator_fleet_profiles", "kpod_operator_namespace_overrides",
+    "kpod_operator_nodes_applied", "kpod_operator_nodes_desired", "kpod_operator_leader", "kpod_build_info",
+)
 WORKLOAD_METRICS = frozenset(m for ms in COLLECTOR_METRICS.values() for m in ms) | set(DISCOVERY_METRICS)
-ALL_METRICS = WORKLOAD_METRICS | set(SELF_METRICS)
+ALL_METRICS = WORKLOAD_METRICS | set(SELF_METRICS) | set(OPERATOR_METRICS)
 
 # A kpod metric name not glued to a recording-rule name (level:metric:ops).
 _NAME = re.compile(r"(?<![\w:])kpod_[a-z0-9_]+(?![\w:])")

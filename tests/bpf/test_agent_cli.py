@@ -7,9 +7,12 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of, running_agent
@@ -98,3 +101,33 @@ def test_sigterm_detaches_every_probe(running: RunningAgent) -> None:
     assert not held & loaded_prog_ids()
     log = running.log.read_text()
     assert "shutting down: detaching probes" in log and "collector cpu detached" in log
+
+
+def test_cluster_label_on_every_series_and_build_info(node: KernelNode, tmp_path) -> None:
+    """clusterName set: every series of both exposition formats carries
+    cluster="..."; counting stays exact; kpod_build_info names the versions."""
+    pod = node.add_pod("cli-c", "cli", labels={"app": "cli"})
+    with running_agent(node, tmp_path, 1, clusterName='prod "eu"', collectors={"syscall": {"interval": "500ms"}},
+                       syscalls=["getppid"]) as agent:
+        n = 211
+        pod.workload("getppid", n)
+        labels = {"cluster": 'prod "eu"', "namespace": "cli", "pod": "cli-c", "syscall": "getppid"}
+        agent.wait(lambda: agent.metric("kpod_syscall_count_total", **labels) >= n, "count with cluster label")
+        time.sleep(1.2)
+        assert agent.metric("kpod_syscall_count_total", **labels) == n
+        text = agent.get("/metrics")[1]
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        assert samples and all(s.labels.get("cluster") == 'prod "eu"' for s in samples)
+        build = [s for s in samples if s.name == "kpod_build_info"]
+        assert len(build) == 1 and build[0].value == 1
+        assert build[0].labels["version"] and build[0].labels["python"] and build[0].labels["bcc"]
+        req = urllib.request.Request(agent.url + "/metrics",
+                                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            om = resp.read().decode()
+        om_samples = [s for f in openmetrics_parser.text_string_to_metric_families(om) for s in f.samples]
+        assert om_samples and all(s.labels.get("cluster") == 'prod "eu"' for s in om_samples)
+        promtool = shutil.which("promtool")
+        assert promtool
+        result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

@@ -52,6 +52,56 @@ def test_removed_syscall_stops_counting_at_once(scraper: Scraper, node: KernelNo
     assert "getppid" not in collector.attached_syscalls  # type: ignore[union-attr]
 
 
+def test_allowlist_churn_counts_each_call_once(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    """Dropped tracepoints close in the background; adding their syscalls back
+    before that takes the queued ones back instead of attaching a second
+    program (which would count every call twice)."""
+    from kpod_agent.collectors.syscall import CLOSER
+    from kpod_agent.config import syscall_numbers
+
+    a = pods["a"]
+    every = ["getppid", *sorted(syscall_numbers())[:60]]
+    _apply(scraper, node.config(collectors={"syscall": {"latency": True}}, syscalls=every))
+    collector = scraper.agent.states["syscall"].collector
+    a.workload("getppid", 101)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101
+    assert scraper.pod_value("kpod_syscall_latency_seconds_count", a, syscall="getppid") == 101
+    _apply(scraper, node.config(collectors={"syscall": {}}, syscalls=["close"]))
+    assert CLOSER.pending() > 60, "the dropped tracepoints are closed in the background"
+    a.workload("getppid", 50)  # not counted: its bit is gone, its program may still run
+    _apply(scraper, node.config(collectors={"syscall": {"latency": True}}, syscalls=every))
+    assert scraper.agent.states["syscall"].collector is collector
+    a.workload("getppid", 7)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 101 + 7
+    assert scraper.pod_value("kpod_syscall_latency_seconds_count", a, syscall="getppid") == 101 + 7
+    assert CLOSER.wait_idle(60)
+
+
+def test_namespace_moving_to_another_allowlist_keeps_counts_exact(
+        scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    """A (cgroup, syscall) entry remembers the policy it was counted under:
+    when an override gives the namespace another allowlist, the entries start
+    afresh (their counts carried), so a syscall the new list lacks stops."""
+    a = pods["a"]
+    fleet = {"collectors": {"syscall": {}}, "syscalls": ["getppid", "close"]}
+    _apply(scraper, node.config(**fleet))
+    a.workload("getppid", 61)
+    a.workload("badclose", 3)
+    scraper.sync()
+    _apply(scraper, node.config(**fleet, namespaceOverrides={"ns-a": {"syscalls": ["close"]}}))
+    a.workload("getppid", 67)  # no longer allowed for ns-a
+    a.workload("badclose", 5)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 61
+    assert scraper.pod_value("kpod_syscall_errors_total", a, syscall="close", errno="EBADF") == 3 + 5
+    _apply(scraper, node.config(**fleet))  # and back to the fleet's list
+    a.workload("getppid", 71)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 61 + 71
+
+
 def test_excluded_namespace_stops_counting_and_its_series_go(
         scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
     a, b = pods["a"], pods["b"]

@@ -11,7 +11,8 @@ from typing import Any
 import kopf
 import pytest
 
-from kpod_operator import handlers, main
+from kpod_operator import handlers, leader, main
+from kpod_operator import metrics as opmetrics
 from kpod_operator import kube as kubeapi
 
 from .emulator import EmulatedCluster
@@ -27,6 +28,7 @@ class RunningOperator:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.errors: list[BaseException] = []
+        self.metrics = opmetrics.OperatorMetrics()
         registry = kopf.OperatorRegistry()
 
         def login(**_: Any) -> kopf.ConnectionInfo:
@@ -42,8 +44,11 @@ class RunningOperator:
     def _run(self, config: handlers.OperatorConfig, kube: kubeapi.Kube,
              registry: kopf.OperatorRegistry) -> None:
         try:
-            asyncio.run(main.run_async(config, kube, registry,
-                                       stop_flag=self.stop_flag, ready_flag=self.ready_flag))
+            # Leader election on, as in production: the first one takes the Lease at once.
+            asyncio.run(main.run_async(config, kube, registry, stop_flag=self.stop_flag,
+                                       ready_flag=self.ready_flag,
+                                       lease=leader.LeaseConfig(namespace=config.namespace),
+                                       metrics=self.metrics))
         except BaseException as exc:  # reported by the test, not lost in a thread
             self.errors.append(exc)
             self.ready_flag.set()

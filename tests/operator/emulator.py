@@ -6,25 +6,36 @@ subresource, takes the namespace from the URL, filters lists and watches by
 label/field selectors, resumes a watch from a resourceVersion and holds a
 deletion until the finalizers are gone. Only that is added here; discovery,
 fetch, watch streaming and the event buses are kmock's.
+Server-side apply (PATCH application/apply-patch+yaml with fieldManager and
+force) keeps managedFields per manager as the API server does
+(``managed_fields.py``); every other write records its manager too. Writes
+over the API's size limits are refused (annotations 256 KiB, ConfigMap data
+1 MiB, objects 1.5 MiB), PUT honours resourceVersion preconditions (leader
+election on Leases), and deletions cascade as the garbage collector and the
+namespace and CRD controllers do: dependents of a deleted owner, the objects
+of a deleted namespace, the custom resources of a deleted CRD.
 Tests can make writes of one resource fail (as RBAC would), to see failures
-reported and retried. No garbage collector: owner references are checked,
-not acted on.
+reported and retried.
 """
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import json
+
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock._internal import dicts as kdicts
 from kmock._internal import enums, k8s, rendering
+
+from . import managed_fields
 
 # The resources the operator touches: (group/version/plural, kind, namespaced, subresources).
 RESOURCES = [
@@ -41,12 +52,49 @@ RESOURCES = [
     ("rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", False, set()),
     ("rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding", False, set()),
     ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, {"status"}),
+    ("coordination.k8s.io/v1/leases", "Lease", True, set()),
+    ("apps/v1/deployments", "Deployment", True, {"status"}),  # the operator's own, in uninstall tests
 ]
 MONITORING_RESOURCES = [
     ("monitoring.coreos.com/v1/servicemonitors", "ServiceMonitor", True, set()),
     ("monitoring.coreos.com/v1/prometheusrules", "PrometheusRule", True, set()),
 ]
 VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
+APPLY_PATCH = "application/apply-patch+yaml"
+# The API server's limits (apimachinery ValidateAnnotations, ConfigMap
+# validation, etcd's request size).
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+MAX_CONFIGMAP_BYTES = 1024 * 1024
+MAX_OBJECT_BYTES = 1536 * 1024
+
+
+def _limit_error(obj: dict[str, Any]) -> k8s.KubernetesError | None:
+    anns = (obj.get("metadata") or {}).get("annotations") or {}
+    size = sum(len(str(k)) + len(str(v)) for k, v in anns.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        return k8s.KubernetesError(status=422, reason="Invalid", message=(
+            f"metadata.annotations: Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes, got {size}"))
+    if obj.get("kind") == "ConfigMap":
+        size = sum(len(str(k)) + len(str(v)) for part in ("data", "binaryData")
+                   for k, v in (obj.get(part) or {}).items())
+        if size > MAX_CONFIGMAP_BYTES:
+            return k8s.KubernetesError(status=422, reason="Invalid", message=(
+                f"data: Too long: must have at most {MAX_CONFIGMAP_BYTES} bytes"))
+    if len(json.dumps(obj)) > MAX_OBJECT_BYTES:
+        return k8s.KubernetesError(status=413, reason="RequestEntityTooLarge",
+                                   message="etcdserver: request is too large")
+    return None
+
+
+def _clone(obj: Any) -> Any:
+    """A deep copy of JSON data: a JSON round trip is 2-3x faster than
+    copy.deepcopy on the large objects the size tests write."""
+    return json.loads(json.dumps(obj))
+
+
+def _manager(request: rendering.Request) -> str:
+    return request.params.get("fieldManager") or \
+        managed_fields.manager_from_user_agent(request.headers.get("User-Agent", ""))
 
 
 def _selector_matches(labels: dict[str, str], selector: str) -> bool:
@@ -105,6 +153,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     # plural -> HTTP status for creates and patches (e.g. 403 as RBAC would answer).
     fail_writes: dict[str, int] = attrs.field(factory=dict, init=False)
+    # Deleted namespaces and CRDs (group, plural): their objects go too.
+    _gone_namespaces: set[str] = attrs.field(factory=set, init=False)
+    _gone_crds: set[tuple[str, str]] = attrs.field(factory=set, init=False)
 
     def _check_write(self, request: rendering.Request) -> None:
         code = self.fail_writes.get(request.resource.plural if request.resource else "")
@@ -137,14 +188,39 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.resource is not None and request.action == enums.action.CREATE:
             return aiohttp.web.json_response(await self._create(request), status=201)
         if request.resource is not None and request.action == enums.action.UPDATE and request.name:
+            if request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
+                obj, created = await self._apply(request)
+                return aiohttp.web.json_response(obj, status=201 if created else 200)
             return aiohttp.web.json_response(await self._update(request))
+        if request.resource is not None and str(request.method.value).upper() == "PUT" and request.name:
+            return aiohttp.web.json_response(await self._replace(request))
         if request.resource is not None and request.action == enums.action.DELETE and request.name:
             return aiohttp.web.json_response(await self._delete(request))
         return await super()._handle(request)
 
+    def _stamp_new(self, obj: dict[str, Any]) -> None:
+        obj.setdefault("metadata", {}).update({
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": self._next_rv(),
+            "generation": 1,
+            "creationTimestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+
+    async def _store_new(self, request: rendering.Request, key: Any, obj: dict[str, Any]) -> None:
+        """Store a created object (under the lock) and announce it."""
+        error = _limit_error(obj)
+        if error is not None:
+            raise error
+        self._stamp_new(obj)
+        if key in self.objects:
+            self.objects[key].create(obj)
+        else:
+            self.objects[key] = obj
+        await self._buses[request.resource].put({"type": "ADDED", "object": _clone(obj)})
+
     async def _create(self, request: rendering.Request) -> dict[str, Any]:
         self._check_write(request)
-        obj = copy.deepcopy(request.data or {})
+        obj = _clone(request.data or {})
         meta = obj.setdefault("metadata", {})
         namespace = request.namespace or meta.get("namespace")
         if namespace:
@@ -153,25 +229,81 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             _validate_event(obj)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-        if self._has_status(request.resource):
+        has_status = self._has_status(request.resource)
+        if has_status:
             obj.pop("status", None)
+        meta.pop("managedFields", None)
+        obj = managed_fields.update(None, obj, _manager(request), has_status)
         async with self._lock:
-            key = (request.resource, namespace, meta.get("name"))
+            key = (request.resource, namespace, obj["metadata"].get("name"))
             if key in self.objects and not self.objects[key].deleted:
                 raise k8s.KubernetesObjectConflictError()
-            meta.update({
-                "uid": str(uuid.uuid4()),
-                "resourceVersion": self._next_rv(),
-                "generation": 1,
-                "creationTimestamp": datetime.datetime.now(datetime.timezone.utc)
-                .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            })
-            if key in self.objects:
-                self.objects[key].create(obj)
-            else:
-                self.objects[key] = obj
-            await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+            await self._store_new(request, key, obj)
         return obj
+
+    async def _apply(self, request: rendering.Request) -> tuple[dict[str, Any], bool]:
+        """Server-side apply: create, or merge with managedFields per manager."""
+        self._check_write(request)
+        try:
+            applied = yaml.safe_load(request.text)
+        except yaml.YAMLError as exc:
+            raise k8s.KubernetesError(status=400, reason="BadRequest", message=f"apply body: {exc}") from None
+        if not isinstance(applied, dict) or "fieldManager" not in request.params:
+            raise k8s.KubernetesError(status=400, reason="BadRequest",
+                                      message="apply needs an object body and a fieldManager")
+        meta = applied.setdefault("metadata", {})
+        if meta.get("name", request.name) != request.name:
+            raise k8s.KubernetesError(status=400, reason="BadRequest", message="name in body and URL differ")
+        meta["name"] = request.name
+        if request.namespace:
+            meta["namespace"] = request.namespace
+        manager = request.params["fieldManager"]
+        force = request.params.get("force") == "true"
+        has_status = self._has_status(request.resource)
+        async with self._lock:
+            key = (request.resource, request.namespace, request.name)
+            live = None if key not in self.objects or self.objects[key].deleted else \
+                _clone(self.objects[key].raw)
+            try:
+                new = managed_fields.apply(live, applied, manager, force, has_status)
+            except managed_fields.Conflict as exc:
+                raise k8s.KubernetesError(status=409, reason="Conflict", message=str(exc)) from None
+            if live is None:
+                await self._store_new(request, key, new)
+                return new, True
+            return await self._commit(request, key, live, new), False
+
+    async def _commit(self, request: rendering.Request, key: Any, old: dict[str, Any],
+                      new: dict[str, Any]) -> dict[str, Any]:
+        """Store a changed object (under the lock): identity kept, versions bumped."""
+        new_meta = new.setdefault("metadata", {})
+        for ident in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion",
+                      "deletionTimestamp"):
+            if ident in old.get("metadata", {}):
+                new_meta[ident] = old["metadata"][ident]
+        if self._has_status(request.resource) and request.subresource != "status":
+            new["status"] = old.get("status")
+            if new["status"] is None:
+                new.pop("status")
+        if new == old:
+            return old
+        error = _limit_error(new)
+        if error is not None:
+            raise error
+        spec_old = {k: v for k, v in old.items() if k not in ("metadata", "status")}
+        spec_new = {k: v for k, v in new.items() if k not in ("metadata", "status")}
+        if spec_old != spec_new:
+            new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            self.objects[key].create(new)
+            self.objects[key].delete()
+            await self._buses[request.resource].put({"type": "DELETED", "object": _clone(new)})
+            await self._collect_garbage()
+            return new
+        self.objects[key].create(new)
+        await self._buses[request.resource].put({"type": "MODIFIED", "object": _clone(new)})
+        return new
 
     async def _update(self, request: rendering.Request) -> dict[str, Any]:
         self._check_write(request)
@@ -182,35 +314,41 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             key = (request.resource, request.namespace, request.name)
             if key not in self.objects or self.objects[key].deleted:
                 raise k8s.KubernetesObjectNotFoundError()
-            old = copy.deepcopy(self.objects[key].raw)
-            new = copy.deepcopy(dict(kdicts.patch_dict(old, patch)))
-            new_meta = new.setdefault("metadata", {})
-            for ident in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion",
-                          "deletionTimestamp"):
-                if ident in old.get("metadata", {}):
-                    new_meta[ident] = old["metadata"][ident]
+            old = _clone(self.objects[key].raw)
+            try:
+                new = _clone(dict(kdicts.patch_dict(old, patch)))
+            except Exception as exc:  # a failed JSON-patch test or path
+                raise k8s.KubernetesError(status=422 if isinstance(patch, list) else 400,
+                                          reason="Invalid", message=f"patch: {exc}") from None
             # The status subresource and the main resource each change only their part.
             if request.subresource == "status":
                 new = {**old, "status": new.get("status")}
-            elif self._has_status(request.resource):
-                new["status"] = old.get("status")
-                if new["status"] is None:
-                    new.pop("status")
-            if new == old:
-                return old
-            spec_old = {k: v for k, v in old.items() if k not in ("metadata", "status")}
-            spec_new = {k: v for k, v in new.items() if k not in ("metadata", "status")}
-            if spec_old != spec_new:
-                new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
-            new["metadata"]["resourceVersion"] = self._next_rv()
-            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-                self.objects[key].create(new)
-                self.objects[key].delete()
-                await self._buses[request.resource].put({"type": "DELETED", "object": copy.deepcopy(new)})
-                return new
-            self.objects[key].create(new)
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
-        return new
+            else:
+                has_status = self._has_status(request.resource)
+                new.setdefault("metadata", {})["managedFields"] = old.get("metadata", {}).get("managedFields")
+                new = managed_fields.update(old, new, _manager(request), has_status)
+            return await self._commit(request, key, old, new)
+
+    async def _replace(self, request: rendering.Request) -> dict[str, Any]:
+        """PUT: the whole object, refused (409) when its resourceVersion is stale."""
+        self._check_write(request)
+        body = request.data
+        if not isinstance(body, dict):
+            raise k8s.KubernetesError(status=400, reason="BadRequest", message="body is not an object")
+        async with self._lock:
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise k8s.KubernetesObjectNotFoundError()
+            old = _clone(self.objects[key].raw)
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted and wanted != old["metadata"].get("resourceVersion"):
+                raise k8s.KubernetesError(status=409, reason="Conflict", message=(
+                    "Operation cannot be fulfilled: the object has been modified; "
+                    "please apply your changes to the latest version and try again"))
+            new = _clone(body)
+            new.setdefault("metadata", {})["managedFields"] = old.get("metadata", {}).get("managedFields")
+            new = managed_fields.update(old, new, _manager(request), self._has_status(request.resource))
+            return await self._commit(request, key, old, new)
 
     async def _delete(self, request: rendering.Request) -> dict[str, Any]:
         # Deletion is a change too: the event carries a fresh resourceVersion, so
@@ -219,26 +357,57 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             key = (request.resource, request.namespace, request.name)
             if key not in self.objects or self.objects[key].deleted:
                 raise k8s.KubernetesObjectNotFoundError()
-            last = copy.deepcopy(self.objects[key].raw)
-            meta = last.setdefault("metadata", {})
-            meta["resourceVersion"] = self._next_rv()
-            if meta.get("finalizers"):
-                # Soft deletion until the finalizers are removed (see _update).
-                if not meta.get("deletionTimestamp"):
-                    meta["deletionTimestamp"] = datetime.datetime.now(datetime.timezone.utc) \
-                        .strftime("%Y-%m-%dT%H:%M:%SZ")
-                    self.objects[key].create(last)
-                    await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(last)})
-                return last
-            self.objects[key].delete()
-            await self._buses[request.resource].put({"type": "DELETED", "object": copy.deepcopy(last)})
+            last = await self._delete_one(key)
+            await self._collect_garbage()
         return last
+
+    async def _delete_one(self, key: Any) -> dict[str, Any]:
+        last = _clone(self.objects[key].raw)
+        meta = last.setdefault("metadata", {})
+        meta["resourceVersion"] = self._next_rv()
+        if meta.get("finalizers"):
+            # Soft deletion until the finalizers are removed (see _commit).
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = datetime.datetime.now(datetime.timezone.utc) \
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.objects[key].create(last)
+                await self._buses[key[0]].put({"type": "MODIFIED", "object": _clone(last)})
+            return last
+        self.objects[key].delete()
+        await self._buses[key[0]].put({"type": "DELETED", "object": _clone(last)})
+        if key[0].plural == "namespaces":
+            self._gone_namespaces.add(key[2])
+        elif key[0].plural == "customresourcedefinitions":
+            spec = last.get("spec") or {}
+            self._gone_crds.add((spec.get("group"), (spec.get("names") or {}).get("plural")))
+        return last
+
+    async def _collect_garbage(self) -> None:
+        """What the garbage collector and the namespace and CRD controllers do
+        after a deletion (background propagation), until nothing more goes."""
+        while True:
+            live = {k: o.raw for k, o in self.objects.items() if not o.deleted}
+            uids = {(o.get("metadata") or {}).get("uid") for o in live.values()}
+            doomed = []
+            for key, obj in live.items():
+                resource, namespace, _ = key
+                if (obj.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+                if (refs and all(r.get("uid") not in uids for r in refs)) \
+                        or (namespace in self._gone_namespaces and resource.plural != "namespaces") \
+                        or (resource.group, resource.plural) in self._gone_crds:
+                    doomed.append(key)
+            if not doomed:
+                return
+            for key in doomed:
+                await self._delete_one(key)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         if request.resource not in self._get_resources():
             raise k8s.KubernetesResourceNotFoundError()
         async with self._lock:
-            items = [copy.deepcopy(obj.raw) for (res, _, _), obj in self.objects.items()
+            items = [_clone(obj.raw) for (res, _, _), obj in self.objects.items()
                      if res == request.resource and not obj.deleted]
             revision = str(self._revision)
         return {"metadata": {"resourceVersion": revision},
@@ -250,7 +419,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         since = int(since_param) if since_param.isdigit() else 0
         bus = self._buses[request.resource]
         async with self._lock:
-            existing = [copy.deepcopy(obj.raw) for (res, _, _), obj in self.objects.items()
+            existing = [_clone(obj.raw) for (res, _, _), obj in self.objects.items()
                         if res == request.resource and not obj.deleted]
             mark = await bus.mark()
         for raw in existing:
@@ -295,11 +464,48 @@ class EmulatedCluster:
             subresources=subresources, shortnames={"kmp"} if plural == "kpodmetricsprofiles" else set())
 
     def install_monitoring(self) -> None:
-        """The Prometheus Operator CRDs appear (served from now on)."""
+        """The Prometheus Operator CRDs appear: served from now on, and their
+        CustomResourceDefinition objects created (watchers see them)."""
         async def declare() -> None:
-            for spec in MONITORING_RESOURCES:
-                self._declare(*spec)
+            assert self.handler is not None
+            crds = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            for key, kind, namespaced, subresources in MONITORING_RESOURCES:
+                self._declare(key, kind, namespaced, subresources)
+                group, version, plural = key.split("/")
+                obj = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                       "metadata": {"name": f"{plural}.{group}"},
+                       "spec": {"group": group, "names": {"plural": plural, "kind": kind},
+                                "scope": "Namespaced" if namespaced else "Cluster",
+                                "versions": [{"name": version, "served": True, "storage": True}]}}
+                async with self.handler._lock:
+                    self.handler._stamp_new(obj)
+                    self.handler.objects[crds, None, obj["metadata"]["name"]] = obj
+                    await self.handler._buses[crds].put({"type": "ADDED", "object": _clone(obj)})
         self._call(declare())
+
+    def delete_namespace(self, name: str) -> None:
+        """DELETE /api/v1/namespaces/<name> (kmock's router reads that URL as a
+        namespace prefix, not an object): the namespace and everything in it go."""
+        async def delete() -> None:
+            assert self.handler is not None
+            key = (kmock.resource("", "v1", "namespaces"), None, name)
+            async with self.handler._lock:
+                if key in self.handler.objects and not self.handler.objects[key].deleted:
+                    await self.handler._delete_one(key)
+                else:
+                    self.handler._gone_namespaces.add(name)
+                await self.handler._collect_garbage()
+        self._call(delete())
+
+    def create_namespace(self, name: str) -> None:
+        async def create() -> None:
+            assert self.handler is not None
+            key = (kmock.resource("", "v1", "namespaces"), None, name)
+            obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            async with self.handler._lock:
+                self.handler._stamp_new(obj)
+                self.handler.objects[key] = obj
+        self._call(create())
 
     def fail_writes(self, plural: str, code: int | None) -> None:
         """Creates and patches of ``plural`` answer ``code`` (None: heal)."""
@@ -314,7 +520,7 @@ class EmulatedCluster:
     def objects(self, plural: str) -> list[dict[str, Any]]:
         async def snapshot() -> list[dict[str, Any]]:
             assert self.handler is not None
-            return [copy.deepcopy(obj.raw) for (res, _, _), obj in self.handler.objects.items()
+            return [_clone(obj.raw) for (res, _, _), obj in self.handler.objects.items()
                     if res.plural == plural and not obj.deleted]
         return self._call(snapshot())
 

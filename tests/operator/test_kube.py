@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from kpod_operator import handlers, kube as kubeapi, render
+from kpod_operator import handlers, kube as kubeapi, model, render
 
 from .emulator import EmulatedCluster
 
@@ -72,3 +72,32 @@ def test_watches_are_filtered_by_the_api_server() -> None:
         assert keys, plural
         assert settings.watching.label_selectors[keys[0]] == "app.kubernetes.io/name=kpod-agent"
         assert settings.watching.field_selectors[keys[0]] == "metadata.namespace=ns1"
+
+
+def _apply_as(kube: kubeapi.Kube, obj: dict, manager: str, force: bool) -> dict:
+    query = {"fieldManager": manager, **({"force": "true"} if force else {})}
+    return kube.request("PATCH", kubeapi.object_path(obj), body=obj, query=query, content_type=kubeapi.APPLY_PATCH)
+
+
+def test_server_side_apply_conflicts_and_ownership(kube: kubeapi.Kube) -> None:
+    """As kube-apiserver: another manager changing an owned field conflicts
+    (409) unless forced; a field only another manager set survives our apply."""
+    kubeapi.apply(kube, _cm({"a": "1"}))
+    with pytest.raises(kubeapi.ApiError) as err:
+        _apply_as(kube, _cm({"a": "2"}), "other", force=False)
+    assert err.value.status == 409 and "kpod-operator" in err.value.message
+    _apply_as(kube, _cm({"a": "1", "b": "theirs"}), "other", force=False)  # same value: shared, no conflict
+    current = kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")
+    assert {e["manager"] for e in current["metadata"]["managedFields"]} == {"kpod-operator", "other"}
+    kubeapi.apply(kube, _cm({"a": "1", "c": "3"}))
+    assert kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")["data"] == {"a": "1", "b": "theirs", "c": "3"}
+    _apply_as(kube, _cm({"a": "forced"}), "other", force=True)
+    assert kubeapi.apply(kube, _cm({"a": "1", "c": "3"})) == "updated"  # drift repaired, forced back
+    assert kube.get(f"/api/v1/namespaces/{NS}/configmaps/c")["data"]["a"] == "1"
+
+
+def test_plural_convention_matches_discovery(kube: kubeapi.Kube) -> None:
+    fleet_objects = render.render_workload(NS, model.parse_fleet({}), render.render_agent_config(
+        model.parse_fleet({}), {}, 1), None) + render.monitoring_objects(NS)
+    for obj in fleet_objects:
+        assert kubeapi.plural_of(obj["kind"]) == kube.plural(obj["apiVersion"], obj["kind"]), obj["kind"]

@@ -276,9 +276,9 @@ def test_conflicting_fleet_takes_over_when_the_active_one_is_deleted(harness: Ha
     second_uid = harness.cr(NS, "second")["metadata"]["uid"]
     harness.kube.request("DELETE", "/apis/kpod.io/v1alpha1/namespaces/kpod-system/kpodmetricsprofiles/default")
     wait_for(lambda: _config(harness).profile == "minimal", what="second fleet rendered")
-    # The emulator has no garbage collector: the survivors are re-owned.
+    # Recreated (garbage collector) or re-owned: owned by the new fleet only.
     owners = harness.configmap()["metadata"]["ownerReferences"]
-    assert [o["uid"] for o in owners] == [second_uid]
+    assert [o["uid"] for o in owners] == [second_uid], owners
     wait_for(lambda: (_reason(harness, "second", "Reconciled") or "").startswith("True/"), what="active")
 
 

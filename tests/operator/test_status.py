@@ -134,6 +134,19 @@ def test_collector_failures_are_named() -> None:
     assert _conds(st)["Degraded"] == "True/CollectorsFailed"
 
 
+def test_full_filter_map_says_map_full_on_which_node() -> None:
+    full = _report("n2", 7, cpu={"attached": True},
+                   syscall={"attached": True, "mapFull": {"map": "allowed_cgroups", "podsNotCounted": 12}})
+    st = _build(_ds(), reports=[_report("n1", 7), full])
+    assert _conds(st)["Degraded"] == "True/MapFull"
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["message"] == "map full on node n2 (syscall: 12 pods not counted); raise maxCgroups"
+    assert st["collectorFailures"] == []
+    # a failed collector is the worse news and is named first
+    failed = _report("n3", 7, tcpdrop={"attached": False})
+    assert _conds(_build(_ds(), reports=[full, failed]))["Degraded"] == "True/CollectorsFailed"
+
+
 def _pod(annotation: Any) -> dict[str, Any]:
     anns = {} if annotation is None else {"kpod.io/agent-status": annotation}
     return {"metadata": {"name": "kpod-agent-x", "annotations": anns}, "spec": {"nodeName": "n9"}}

@@ -117,9 +117,13 @@ def test_an_override_in_an_excluded_namespace_changes_nothing_on_the_nodes(harne
     assert "syscalls: 385 listed, overridePolicy.maxSyscalls is 64" in message
     assert "collectors.syscall.latency: overridePolicy.allowLatency is false" in message
     assert "collectors.syscall.interval: 100ms is below overridePolicy.minInterval 5s" in message
-    # And with 1us intervals it is not even a valid spec.
-    harness.apply_cr("team-d", "metrics", {**costly, "collectors": {"syscall": {"interval": "1us"}}})
-    wait_for(lambda: _settled(harness, "team-d", "metrics") == "False/InvalidSpec", what="invalid")
+    # And with 1us intervals it is not even a valid spec, excluded namespace or not.
+    tiny = {**costly, "collectors": {"syscall": {"interval": "1us"}}}
+    assert any("must be between 100ms and 168h" in e for e in _admitted("kube-public", tiny))
+    for namespace in ("team-d", "kube-public"):
+        harness.apply_cr(namespace, "metrics", tiny)
+        wait_for(lambda: _settled(harness, namespace, "metrics") == "False/InvalidSpec", what="invalid")
+        assert "collectors.syscall.interval" in harness.condition(namespace, "metrics", "Reconciled")["message"]
     time.sleep(1.5)  # several resyncs
     assert harness.configmap()["data"]["agent.yaml"] == before
     config = _config(harness)

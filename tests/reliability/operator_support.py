@@ -67,7 +67,7 @@ class Fault:
                 and (self.name is None or request.name == self.name))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Logged:
     method: str
     path: str
@@ -76,6 +76,7 @@ class Logged:
     time: float  # monotonic
     plural: str | None
     subresource: str | None
+    status: int | None = None  # HTTP status, once answered (201: created, also by an apply)
 
 
 _REASONS = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}
@@ -88,10 +89,19 @@ class FaultyEmulator(opemu.ClusterEmulator):
 
     async def _handle(self, request: rendering.Request) -> Any:
         url = request.url
-        self.log.append(Logged(str(request.method.value).upper(), url.path,
-                               {k: v for k, v in url.query.items()},
-                               request.headers.get("User-Agent", ""), time.monotonic(),
-                               request.resource.plural if request.resource else None, request.subresource))
+        entry = Logged(str(request.method.value).upper(), url.path, {k: v for k, v in url.query.items()},
+                       request.headers.get("User-Agent", ""), time.monotonic(),
+                       request.resource.plural if request.resource else None, request.subresource)
+        self.log.append(entry)
+        try:
+            response = await self._faulty_handle(request)
+        except k8s.KubernetesError as exc:
+            entry.status = exc.status
+            raise
+        entry.status = response.status
+        return response
+
+    async def _faulty_handle(self, request: rendering.Request) -> Any:
         fault = next((f for f in self.faults if f.matches(request)), None)
         if fault is not None:
             fault.hits += 1

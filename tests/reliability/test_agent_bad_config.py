@@ -106,7 +106,7 @@ def test_unreadable_file_sources(cli: RunningAgent, pod: FakePod) -> None:
     cli.path.unlink()
     cli.path.symlink_to("/dev/zero")
     cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 1, "/dev/zero rejected")
-    assert "bytes" in cli.config()["lastError"]
+    assert "character device, not a regular file" in cli.config()["lastError"]
     cli.path.unlink()
     cli.proc.send_signal(signal.SIGHUP)
     cli.wait(lambda: cli.metric("kpod_config_reloads_total", result="error") == errors + 2, "missing file reported")

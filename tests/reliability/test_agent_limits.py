@@ -1,4 +1,4 @@
-"""Limits: more cgroups than the BPF maps hold (capacity 8 instead of 10240).
+"""Limits: more cgroups than the BPF maps hold (capacity 8, or a small maxCgroups).
 
 Full maps refuse updates: the refusals are counted
 (kpod_bpf_map_update_errors_total), nothing crashes, and the cgroups that
@@ -64,6 +64,62 @@ def test_full_filter_map_counts_refusals_and_keeps_the_rest_exact(crowded: tuple
         expected = 100 + i if pod in tracked else 0  # untracked: nothing, never someone else's figure
         assert scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid") == expected, pod.name
     assert agent.status()["collectors"]["syscall"]["attached"] is True
+
+
+def test_full_filter_map_is_reported_once_per_cgroup_and_pod(
+        crowded: tuple[Scraper, list[FakePod]], caplog: pytest.LogCaptureFixture) -> None:
+    scraper, pods = crowded
+    agent = scraper.agent
+    collector = agent.states["syscall"].collector
+    assert collector is not None
+    in_map = {k.value for k in collector.bpf["allowed_cgroups"].keys()}
+    refused_cgroups = [c for p in pods for c in (p.cgroup_id(""), p.cgroup_id()) if c not in in_map]
+    not_counted = {f"{p.namespace}/{p.name}" for p in pods
+                   if p.cgroup_id("") not in in_map or p.cgroup_id() not in in_map}
+    assert len(refused_cgroups) == 20 - MAX_CGROUPS
+    with caplog.at_level("WARNING", logger="kpod_agent.agent"):
+        for _ in range(3):  # every discovery refresh retries them: still counted once
+            agent.on_index(agent.discovery.refresh())
+    errors = scraper.value("kpod_bpf_map_update_errors_total", map="allowed_cgroups", collector="syscall")
+    assert errors == len(refused_cgroups)
+    assert scraper.value("kpod_bpf_map_entries", map="allowed_cgroups", collector="syscall") == MAX_CGROUPS
+    assert scraper.value("kpod_bpf_map_capacity", map="allowed_cgroups", collector="syscall") == MAX_CGROUPS
+    assert scraper.value("kpod_pods_not_counted", collector="syscall") == len(not_counted)
+    assert agent.status()["collectors"]["syscall"]["mapFull"] == {"map": "allowed_cgroups",
+                                                                  "podsNotCounted": len(not_counted)}
+    # named when first refused (at apply), not again on each retry
+    assert not [r for r in caplog.records if "is not counted" in r.getMessage()]
+    assert agent.uncounted["syscall"] == not_counted
+
+
+def test_map_capacity_follows_max_cgroups_on_reload(node: KernelNode, caplog: pytest.LogCaptureFixture) -> None:
+    pods = [node.add_pod(f"cap-{i}", "cap") for i in range(40)]  # 80 cgroups
+    agent = Agent(node_name="node-1")
+    scraper = Scraper(agent)
+    try:
+        with caplog.at_level("WARNING", logger="kpod_agent.agent"):
+            assert agent.apply(node.config(collectors={"syscall": {}}, syscalls=["getppid"], maxCgroups=64))
+            scraper.sync()
+        assert scraper.value("kpod_bpf_map_capacity", map="allowed_cgroups", collector="syscall") == 64
+        assert scraper.value("kpod_bpf_map_capacity", map="syscall_stats", collector="syscall") == 64 * 4
+        uncounted = agent.uncounted["syscall"]
+        assert uncounted and scraper.value("kpod_pods_not_counted", collector="syscall") == len(uncounted)
+        # (the module's other agent, capacity 8, names these new pods too)
+        named = [r.getMessage() for r in caplog.records if "capacity 64): pod" in r.getMessage()]
+        assert sorted(m.split("pod ")[1].split(" is")[0] for m in named) == sorted(uncounted)  # each once
+        left_out = next(p for p in pods if f"{p.namespace}/{p.name}" in uncounted)
+        assert agent.apply(node.config(collectors={"syscall": {}}, syscalls=["getppid"], maxCgroups=128))
+        scraper.sync()
+        assert scraper.value("kpod_bpf_map_capacity", map="allowed_cgroups", collector="syscall") == 128
+        assert scraper.value("kpod_pods_not_counted", collector="syscall") == 0
+        assert "mapFull" not in agent.status()["collectors"]["syscall"]
+        left_out.workload("getppid", 77)
+        scraper.sync()
+        assert scraper.pod_value("kpod_syscall_count_total", left_out, syscall="getppid") == 77
+    finally:
+        agent.shutdown()
+        for pod in pods:
+            node.remove_pod(pod)
 
 
 def test_full_stats_map_counts_refusals_in_bpf_and_keeps_existing_keys_exact(

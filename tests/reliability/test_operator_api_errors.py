@@ -48,7 +48,7 @@ def _one_of_each(h: Harness) -> None:
 
 def test_500_on_creates_is_retried_until_everything_exists_once(op_harness: Harness) -> None:
     h = op_harness
-    faults = [h.cluster.inject(plural, {"POST"}, 500, times)
+    faults = [h.cluster.inject(plural, {"PATCH"}, 500, times)  # apply creates
               for plural, times in (("configmaps", 2), ("daemonsets", 3), ("services", 1), ("clusterroles", 1))]
     _start(h)
     h.apply_cr(NS, "default", SPEC)

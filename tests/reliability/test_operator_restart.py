@@ -72,7 +72,9 @@ def test_restart_keeps_the_no_progress_clock(op_harness: Harness) -> None:
     h.start()
     h.fleet_ready(SPEC)
     h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
-    wait_for(lambda: h.reason("default", "Progressing") == "True/RolloutInProgress", what="rolling")
+    # The condition is already "in progress" before the DaemonSet reports: wait for its counts.
+    wait_for(lambda: h.reason("default", "Progressing") == "True/RolloutInProgress"
+             and _status(h).get("updatedNumberScheduled") == 1, what="rolling")
     started = _status(h)["rollout"]["since"]
     h.stop()
     time.sleep(h.config.stuck_after_seconds + 0.5)

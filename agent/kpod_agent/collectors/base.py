@@ -90,7 +90,7 @@ class CollectorContext:
     layout: cgroups.CgroupLayout
     proc_root: str = "/proc"
     bpf_dir: Path = field(default_factory=lambda: default_bpf_dir())
-    max_cgroups: int = 10240
+    max_cgroups: int = 4096
     # Set by the agent: load duration of each BPF program, by collector name.
     load_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -117,6 +117,8 @@ class Collector(ABC):
         # (map name -> entries, capacity, update errors), refreshed by collect()
         self.map_stats: dict[str, tuple[int, int]] = {}
         self.map_update_errors: dict[str, int] = {}
+        # Cgroups the filter map had no room for: not counted until there is.
+        self.refused_cgroups: set[int] = set()
 
     def attach(self, config: AgentConfig) -> None:
         self.attached = True
@@ -217,19 +219,24 @@ class BpfCollector(Collector):
                 del table[table.Key(cgid)]
             except KeyError:
                 pass
-        rejected = []
+        rejected = set()
         for cgid, policy in target.items():
             if self._allowed.get(cgid) != policy:
                 try:
                     table[table.Key(cgid)] = table.Leaf(policy)
-                except Exception:  # full map: counted, the cgroup stays uncounted
-                    rejected.append(cgid)
+                except Exception:  # full map: the cgroup stays uncounted, retried on every refresh
+                    rejected.add(cgid)
         for cgid in rejected:
             del target[cgid]
-        errors = len(rejected)
-        if errors:
-            self.map_update_errors["allowed_cgroups"] = self.map_update_errors.get("allowed_cgroups", 0) + errors
-            log.warning("%s: %d cgroups did not fit in allowed_cgroups", self.name, errors)
+        # Each refused cgroup counts once, not once per retry.
+        new = rejected - self.refused_cgroups
+        if new:
+            self.map_update_errors["allowed_cgroups"] = self.map_update_errors.get("allowed_cgroups", 0) + len(new)
+            log.warning("%s: %d cgroups did not fit in allowed_cgroups (capacity %d)",
+                        self.name, len(new), table.max_entries)
+        self.refused_cgroups = rejected
+        self.map_stats["allowed_cgroups"] = (len(target), table.max_entries)
+        self.map_update_errors.setdefault("allowed_cgroups", 0)
         self._allowed = target
         if gone:
             self.forget(set(gone))
