@@ -177,9 +177,11 @@ class PodNetworkEmulator(EmulatorServer):
         self.url = str(self._server.url).rstrip("/")
 
 
-def agent_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
-    """The container's env with the downward API resolved for a pod on node-1."""
-    fields = {"spec.nodeName": "node-1", "metadata.name": pod_name, "metadata.namespace": manifests.NAMESPACE}
+def agent_env(container: dict[str, Any], pod_name: str, host_ip: str) -> dict[str, str]:
+    """The container's env with the downward API resolved for a pod on node-1,
+    whose address seen from the pod is ``host_ip``."""
+    fields = {"spec.nodeName": "node-1", "metadata.name": pod_name, "metadata.namespace": manifests.NAMESPACE,
+              "status.hostIP": host_ip}
     env = {}
     for var in container.get("env") or []:
         if "value" in var:
@@ -260,7 +262,7 @@ def test_agent_image_counts_as_the_rendered_daemonset_runs_it(images: None, tmp_
                 # manifest asks for more than a node grants, which is a defect.
                 pytest.fail(f"rendered DaemonSet cannot run on this machine: {exc}")
             flags.append(f"--mount=type=bind,src={kube_dir},dst=/var/run/secrets/kpod-test,options=rbind:ro")
-            env = {**agent_env(container, "kpod-agent-test"), "KUBECONFIG": "/var/run/secrets/kpod-test/kubeconfig"}
+            env = {**agent_env(container, "kpod-agent-test", net.host_ip), "KUBECONFIG": "/var/run/secrets/kpod-test/kubeconfig"}
             args = [runtimes.expand(arg, env) for arg in container["args"]]
             port = int(args[args.index("--listen") + 1].rsplit(":", 1)[1])
             url = f"http://{net.pod_ip}:{port}"
