@@ -40,7 +40,7 @@ k() { "$KUBECTL" "$@"; }
 
 # Lines "<pod> <node>" of the live agent pods (owned by DaemonSet kpod-agent).
 agent_pods() {
-  k -n "$NS" get pods -o json | "${CHECKS[@]}" agent-pods
+  k -n "${AGENTS_NS:-kpod-agents}" get pods -o json | "${CHECKS[@]}" agent-pods
 }
 
 # scrape_agents DIR: one DIR/<node>.prom per agent, read through the API
@@ -50,7 +50,7 @@ scrape_agents() {
   rm -rf "$dir"
   mkdir -p "$dir"
   while read -r pod node; do
-    k get --raw "/api/v1/namespaces/$NS/pods/$pod:9090/proxy/metrics" >"$dir/$node.prom" || return 1
+    k get --raw "/api/v1/namespaces/${AGENTS_NS:-kpod-agents}/pods/$pod:9090/proxy/metrics" >"$dir/$node.prom" || return 1
     n=$((n + 1))
   done < <(agent_pods)
   (( n > 0 ))
@@ -88,7 +88,7 @@ config_generation_moved() {
 
 # Pods of the agent DaemonSet as JSON, for checks.py same-pods/rolled-pods.
 agent_pods_json() {
-  k -n "$NS" get pods -o json
+  k -n "${AGENTS_NS:-kpod-agents}" get pods -o json
 }
 
 dump_diagnostics() {
@@ -99,13 +99,15 @@ dump_diagnostics() {
   k get pods -A -o wide >"$dir/pods.txt" 2>&1 || true
   k get events -A --sort-by=.lastTimestamp >"$dir/events.txt" 2>&1 || true
   k get kpodmetricsprofiles -A -o yaml >"$dir/kpodmetricsprofiles.yaml" 2>&1 || true
-  k -n "$NS" get daemonsets,deployments,configmaps,services -o yaml >"$dir/kpod-system.yaml" 2>&1 || true
+  k -n "$NS" get deployments,servicemonitors,prometheusrules -o yaml >"$dir/kpod-system.yaml" 2>&1 || true
+  k -n "${AGENTS_NS:-kpod-agents}" get daemonsets,configmaps,services,networkpolicies -o yaml \
+    >"$dir/kpod-agents.yaml" 2>&1 || true
   local deploy pod node
   for deploy in $(k -n "$NS" get deployments -o name 2>/dev/null); do
     k -n "$NS" logs "$deploy" --all-containers --tail=2000 >"$dir/${deploy#*/}.log" 2>&1 || true
   done
   while read -r pod node; do
-    k -n "$NS" logs "$pod" --all-containers --tail=2000 >"$dir/agent-$node.log" 2>&1 || true
-    k -n "$NS" logs "$pod" --all-containers --previous >"$dir/agent-$node.previous.log" 2>&1 || true
+    k -n "${AGENTS_NS:-kpod-agents}" logs "$pod" --all-containers --tail=2000 >"$dir/agent-$node.log" 2>&1 || true
+    k -n "${AGENTS_NS:-kpod-agents}" logs "$pod" --all-containers --previous >"$dir/agent-$node.previous.log" 2>&1 || true
   done < <(agent_pods 2>/dev/null || true)
 }

@@ -30,6 +30,7 @@ source "$E2E_DIR/lib.sh"
 
 CLUSTER="${KPOD_E2E_CLUSTER:-kpod-e2e}"
 NS="${KPOD_OPERATOR_NAMESPACE:-kpod-system}"
+AGENTS_NS="${KPOD_AGENTS_NAMESPACE:-kpod-agents}"  # the fleet's spec.agent.namespace
 # The default node image of kind v0.33.0, pinned by digest as kind asks.
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5}"
 PROM_OPERATOR_VERSION="${PROM_OPERATOR_VERSION:-v0.80.0}"
@@ -78,8 +79,9 @@ create_cluster() {
 
 build_images() {
   log "building $AGENT_IMAGE and $OPERATOR_IMAGE"
-  "$DOCKER" build -f "$REPO/Dockerfile.agent" -t "$AGENT_IMAGE" "$REPO"
-  "$DOCKER" build -f "$REPO/Dockerfile.operator" -t "$OPERATOR_IMAGE" "$REPO"
+  # The same build as `make images`: plain docker build, the Debian base
+  # pulled or bootstrapped from the package mirror.
+  DOCKER="$DOCKER" AGENT_IMAGE="$AGENT_IMAGE" OPERATOR_IMAGE="$OPERATOR_IMAGE" "$REPO/scripts/images.sh"
   # Same content under a new tag: changing the CR's image to it must roll out.
   "$DOCKER" tag "$AGENT_IMAGE" "$ROLLOUT_IMAGE"
   "$KIND" load docker-image --name "$CLUSTER" "$AGENT_IMAGE" "$OPERATOR_IMAGE" "$ROLLOUT_IMAGE"
@@ -192,7 +194,7 @@ change_image() {
   log "changing the agent image to $ROLLOUT_IMAGE"
   k -n "$NS" patch kpodmetricsprofiles "$FLEET" --type merge -p "{\"spec\": {\"agent\": {\"image\": \"$ROLLOUT_IMAGE\"}}}"
   generation="$(fleet_generation)"
-  k -n "$NS" rollout status daemonset/kpod-agent --timeout=300s
+  k -n "$AGENTS_NS" rollout status daemonset/kpod-agent --timeout=300s
   wait_until 180 "the fleet CR to report the rollout done" fleet_settled "$generation"
   sleep 2
   kill "$WATCH_PID" 2>/dev/null || true

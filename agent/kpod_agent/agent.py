@@ -8,6 +8,7 @@ scrapes never take it, so a slow detach never stalls /metrics.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kpod_agent import cgroups, filters, reload
+from kpod_agent import bpfload, cgroups, filters, reload
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot
 from kpod_agent.config import AgentConfig, ConfigError, parse_config
@@ -160,11 +161,12 @@ class Agent:
             state.error = "not available in this agent build"
             return
         collector = cls(self.ctx)
+        ctypes.set_errno(0)
         try:
             collector.attach(config)
         except Exception as exc:  # a probe that fails degrades its collector only
             state.collector = None
-            state.error = str(exc) or type(exc).__name__
+            state.error = bpfload.describe(exc)
             state.errors_total += 1
             log.error("collector %s not attached: %s", name, state.error)
             return

@@ -266,16 +266,19 @@ class NamespaceOverride(_Strict):
 
 class DiscoveryConfig(_Strict):
     mode: Literal["informer", "kubelet", "none"] = "none"
-    kubeletURL: str = "https://127.0.0.1:10250/pods"
+    # Empty: the node's own kubelet, https://$HOST_IP:10250/pods (HOST_IP is the
+    # pod's status.hostIP from the downward API; 127.0.0.1 without it).
+    kubeletURL: str = ""
     # Fleet-only (the operator keeps the default): a floor against a spinning
     # loop, lower than the collectors' so that tests can resync fast.
     interval: Annotated[Duration, AfterValidator(Bounds(MIN_DISCOVERY_INTERVAL_SECONDS))] = 10.0
-    # Service-account files used for the kubelet's https endpoint.
-    tokenPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    caPath: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-    # The kubelet's serving certificate is often self-signed and not in the
-    # cluster CA: verification is opt-in, as in metrics-server.
-    kubeletInsecureTLS: bool = True
+    # The kubelet's serving certificate is verified against the cluster CA
+    # (the service account's ca.crt). Kubelets with self-signed serving
+    # certificates (no serverTLSBootstrap) need this opt-out; the bearer token
+    # is then sent only to the node's own address. The token and CA files are
+    # the agent's service account's, fixed: whoever can write this document
+    # must not be able to send another file to a URL of their choice.
+    kubeletInsecureTLS: bool = False
     # kubelet's top cgroups relative to the cgroup2 mount (its --cgroup-root
     # moves them): systemd-driver names end in .slice.
     kubepodsRoots: list[str] = Field(default_factory=lambda: ["kubepods.slice", "kubepods"], min_length=1)
@@ -283,7 +286,7 @@ class DiscoveryConfig(_Strict):
     @field_validator("kubeletURL")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
             raise ValueError(f"kubeletURL must be an http:// or https:// URL, got {value!r}")
         return value
 

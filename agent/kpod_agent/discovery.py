@@ -3,7 +3,7 @@
 Three sources (contract §2, ``discovery.mode``):
 
 - ``kubelet``: poll the kubelet's ``GET /pods`` (https with the service-account
-  token, or plain http) every ``interval``.
+  token, verified against the cluster CA; or plain http) every ``interval``.
 - ``informer``: list + watch pods with ``fieldSelector=spec.nodeName=<node>``
   through the API server, re-listing when the watch expires (410 Gone).
 - ``none``: no Kubernetes; every cgroup2 directory is its own "pod" in
@@ -16,8 +16,10 @@ retried with backoff.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The agent's service account, mounted by Kubernetes; not settable from the config.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+KUBELET_PORT = 10250
 # requests timeouts for the kubelet: (connect, read) seconds.
 KUBELET_TIMEOUT = (2.0, 5.0)
 # Longest wait between retries of a failing source (seconds); never below the interval.
@@ -213,10 +218,35 @@ def parse_pod_list(payload: Any) -> list[PodInfo]:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (f"cannot verify the kubelet's serving certificate against the cluster CA ({exc}"[:300]
+                + "): sign it with the cluster CA (kubelet serverTLSBootstrap) or set "
+                  "discovery.kubeletInsecureTLS (fleet CR: spec.agent.discovery.kubeletInsecureTLS)")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} from {exc.response.url}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+def kubelet_url(config: DiscoveryConfig, host_ip: str | None) -> str:
+    """The kubelet's /pods URL: the configured one, else the node's address."""
+    if config.kubeletURL:
+        return config.kubeletURL
+    host = host_ip or "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"https://{host}:{KUBELET_PORT}/pods"
+
+
+def is_node_address(host: str, host_ip: str | None) -> bool:
+    """True for this node's own address (HOST_IP) or loopback."""
+    host = host.strip("[]")
+    if host == "localhost" or (host_ip and host == host_ip.strip("[]")):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _WatchExpired(Exception):
@@ -236,6 +266,8 @@ class Discovery:
         *,
         max_backoff: float = MAX_BACKOFF,
         watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+        service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+        host_ip: str | None = None,
     ) -> None:
         if config.mode == "informer" and api_client is None:
             raise ValueError("discovery mode informer needs an api_client")
@@ -260,13 +292,16 @@ class Discovery:
         self._threads: list[threading.Thread] = []
         self._publish_lock = threading.Lock()
         self._session = requests.Session()
-        self._token_path = Path(config.tokenPath)
+        self._token_path = service_account_dir / "token"
+        self._ca_path = service_account_dir / "ca.crt"
+        self.host_ip = host_ip if host_ip is not None else os.environ.get("HOST_IP")
+        self.kubelet_url = kubelet_url(config, self.host_ip)
         # Informer state, owned by the watch thread.
         self._api_pods: dict[str, PodInfo] = {}
         self._api_pods_lock = threading.Lock()
         self._resource_version: str | None = None
         self._watch_response: Any = None
-        if config.mode == "kubelet" and config.kubeletInsecureTLS and config.kubeletURL.startswith("https:"):
+        if config.mode == "kubelet" and config.kubeletInsecureTLS and self.kubelet_url.startswith("https:"):
             # Verification is off on purpose (kubelet serving certs are often
             # self-signed); the per-request warning would only flood the log.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -392,14 +427,20 @@ class Discovery:
     # -- sources -------------------------------------------------------------------
 
     def _fetch_kubelet(self) -> list[PodInfo]:
-        url = self.config.kubeletURL
+        url = self.kubelet_url
         headers = {"Accept": "application/json"}
         verify: bool | str = True
-        if urlparse(url).scheme == "https":
+        parsed = urlparse(url)
+        if parsed.scheme == "https":
+            insecure = self.config.kubeletInsecureTLS
+            if insecure and not is_node_address(parsed.hostname or "", self.host_ip):
+                # Unverified TLS to another host could be anyone: no token for it.
+                raise SourceError(f"kubeletInsecureTLS is set and {parsed.hostname} is not this node's "
+                                  f"address ({self.host_ip or 'HOST_IP unset'}): the token is not sent")
             token = self._read_token()
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            verify = False if self.config.kubeletInsecureTLS else self.config.caPath
+            verify = False if insecure else str(self._ca_path)
         response = self._session.get(url, headers=headers, timeout=KUBELET_TIMEOUT, verify=verify)
         response.raise_for_status()
         try:

@@ -135,15 +135,18 @@ class ExpositionCache:
 
     The per-pod part (megabytes, ~1 s to render at 15,000 cgroups) is
     rendered by the collection loop's `prewarm()` after each cycle: a
-    scraper gets the last one rendered, never waits for a render (at most
-    one cycle old, as if it had come a moment earlier). The self metrics (a
+    scraper gets the last one rendered and does not wait for new readings
+    (at most one cycle old, as if it had come a moment earlier). The self metrics (a
     few dozen lines) are rendered fresh when they changed. Without a
     collection loop (tests), a stale cache is rendered by the first scraper
     that finds it, once, the others waiting for it."""
 
     def __init__(self, head_key: Callable[[], tuple[object, ...]], tail_key: Callable[[], tuple[object, ...]],
-                 head: Callable[[bool], tuple[bytes, ...]], tail: Callable[[bool], bytes]) -> None:
+                 head: Callable[[bool], tuple[bytes, ...]], tail: Callable[[bool], bytes], frame: int = 0) -> None:
         self._head_key, self._tail_key, self._render_head, self._render_tail = head_key, tail_key, head, tail
+        # The first `frame` inputs of head_key must be current to serve a head
+        # rendered before the latest collection.
+        self._frame = frame
         self._render_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._formats: dict[bool, _Rendered] = {}  # replaced whole, read without a lock
@@ -157,9 +160,12 @@ class ExpositionCache:
     def get(self, openmetrics: bool, gzip: bool) -> Exposition:
         self._wanted[(openmetrics, gzip)] = time.monotonic()
         seen = rendered = self._formats.get(openmetrics)
-        if rendered is not None and openmetrics in self._warm and (not gzip or rendered.gz_state is not None):
-            # The per-pod part is the collection loop's to refresh (it does,
-            # right after each cycle); the self metrics are ours, always fresh.
+        if (rendered is not None and openmetrics in self._warm and (not gzip or rendered.gz_state is not None)
+                and _same(rendered.head_key[:self._frame], self._head_key()[:self._frame])):
+            # New readings are the collection loop's to render (it does,
+            # right after each cycle); a new pod list or config is not
+            # waited for (deleted pods vanish at once, as /config says);
+            # the self metrics are ours, always fresh.
             tail_key = self._tail_key()
             if not _same(rendered.tail_key, tail_key):
                 rendered = _Rendered(rendered.head_key, rendered.head, tail_key, self._render_tail(openmetrics),
@@ -228,7 +234,7 @@ def _family(spec: MetricSpec, labels: list[str]) -> Metric:
 class KpodCollector(PromCollector):
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
-        self._cache = ExpositionCache(self._head_key, self._tail_key, self._head, self._tail)
+        self._cache = ExpositionCache(self._head_key, self._tail_key, self._head, self._tail, frame=3)
 
     def collect(self) -> Iterator[Metric]:
         yield from self.pod_metrics()
@@ -384,6 +390,7 @@ class KpodCollector(PromCollector):
 
     def _head_key(self) -> tuple[object, ...]:
         agent = self.agent
+        # Config, pods and filters first: the cache's frame (see ExpositionCache).
         return (agent.config, agent.index, agent.filters, *agent.snapshots.values(),
                 *(state.collector for state in agent.states.values()))
 

@@ -142,6 +142,8 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         return out
     if origin is dict:
         key, value = get_args(annotation)
+        if value is Any:  # a Kubernetes type passed through (affinity): the API server checks it
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         if get_origin(key) is Literal:
             return {"type": "object",
                     "properties": {k: _keyed_schema(k, value) for k in get_args(key)}}
@@ -175,6 +177,8 @@ def _default_of(info: FieldInfo) -> Any:
         return None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        value = [v.model_dump(mode="json", exclude_none=True) if isinstance(v, BaseModel) else v for v in value]
     if (_func_of(info.metadata, agentconfig.parse_duration) or _func_of(info.metadata, model.parse_prometheus_duration)
             or _is_duration_type(info.annotation)) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = agentconfig.format_duration(value)

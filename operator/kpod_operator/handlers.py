@@ -96,6 +96,9 @@ class Operator:
     # in an event handler (kopf retries change handlers, never event handlers).
     wake_resync: Any = None
     failed: bool = False
+    # The agents' namespace of the last fleet spec that parsed: used while the
+    # current one is invalid, and to filter the agents' pod events.
+    agent_namespace: str = model.AgentSpec().namespace
     metrics: opmetrics.OperatorMetrics = dataclasses.field(default_factory=opmetrics.OperatorMetrics)
     # uid of the KpodMetricsProfile CRD object: owner of the cluster-scoped
     # objects, so deleting the CRD removes them without the operator.
@@ -141,8 +144,16 @@ def _active_fleet(op: Operator) -> tuple[dict[str, Any] | None, list[dict[str, A
     return (fleets[0] if fleets else None), fleets[1:]
 
 
+def _agent_namespace(op: Operator, fleet: dict[str, Any]) -> str:
+    try:
+        op.agent_namespace = model.parse_fleet(fleet.get("spec")).agent.namespace
+    except model.SpecError:
+        pass  # an invalid spec keeps the agents where they run
+    return op.agent_namespace
+
+
 def _agent_reports(op: Operator) -> list[status.AgentReport]:
-    pods = op.kube.list(kubeapi.collection_path("v1", "Pod", op.config.namespace),
+    pods = op.kube.list(kubeapi.collection_path("v1", "Pod", op.agent_namespace),
                         label_selector=f"{render.APP_LABEL}={render.AGENT_NAME}")
     reports = []
     for pod in pods:
@@ -156,8 +167,26 @@ def _agent_reports(op: Operator) -> list[status.AgentReport]:
 
 
 def _daemonset(op: Operator) -> dict[str, Any] | None:
-    return op.kube.get(kubeapi.collection_path("apps/v1", "DaemonSet", op.config.namespace)
+    return op.kube.get(kubeapi.collection_path("apps/v1", "DaemonSet", op.agent_namespace)
                        + f"/{render.AGENT_NAME}")
+
+
+def _previous_agent_namespace(op: Operator) -> str | None:
+    """Where the agents were granted their rights (our ClusterRoleBinding), if anywhere."""
+    path = kubeapi.object_path(render.cluster_scoped_objects(op.config.namespace)[0])
+    return render.bound_agent_namespace(op.kube.get(path))
+
+
+def _delete_all(op: Operator, objects: list[dict[str, Any]]) -> list[str]:
+    """Delete what we made of ``objects``; the failures, as messages."""
+    failures = []
+    for obj in objects:
+        try:
+            if kubeapi.delete_managed(op.kube, obj):
+                log.info("deleted %s/%s", obj["kind"], obj["metadata"]["name"])
+        except kubeapi.ApiError as exc:
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+    return failures
 
 
 def _running_overrides(config_text: str | None) -> dict[str, agentconfig.NamespaceOverride]:
@@ -221,13 +250,17 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
             _report(op, other, outcome, status.conflict_status(status.previous_status(other),
                                                                meta.get("generation"), outcome, _now()))
         if fleet is None:
-            # Namespaced objects go with their owner (garbage collector); the
-            # cluster-scoped ones cannot be owned by a namespaced CR.
-            for obj in render.cluster_scoped_objects(op.config.namespace):
-                try:
-                    kubeapi.delete_managed(op.kube, obj)
-                except kubeapi.ApiError as exc:
-                    log.warning("cannot delete %s/%s: %s", obj["kind"], obj["metadata"]["name"], exc)
+            # Namespaced objects beside the CR go with their owner (garbage
+            # collector); those in the agents' namespace and the cluster-scoped
+            # ones cannot be owned by it.
+            try:
+                previous_ns = _previous_agent_namespace(op)
+            except kubeapi.ApiError as exc:
+                log.warning("cannot read the agents' ClusterRoleBinding: %s", exc)
+                previous_ns = None
+            stale = render.agent_objects(previous_ns) if previous_ns else []
+            for failure in _delete_all(op, stale + render.cluster_scoped_objects(op.config.namespace)):
+                log.warning("cannot delete %s", failure)
             # Overrides without a fleet still get told why nothing happens.
             _gather_overrides(op, None)
             return None
@@ -241,7 +274,9 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
             _refresh(op, fleet, outcome, floor)
             return outcome
         ns = op.config.namespace
-        cm_path = kubeapi.collection_path("v1", "ConfigMap", ns) + f"/{render.CONFIGMAP_NAME}"
+        op.agent_namespace = spec.agent.namespace
+        previous_ns = _previous_agent_namespace(op)
+        cm_path = kubeapi.collection_path("v1", "ConfigMap", spec.agent.namespace) + f"/{render.CONFIGMAP_NAME}"
         current_cm = op.kube.get(cm_path)
         current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
         overrides = _gather_overrides(op, spec, _running_overrides(current_text))
@@ -274,13 +309,16 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
                     obj["metadata"]["ownerReferences"] = [render.crd_owner_reference(op.crd_uid)]
         wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
         monitoring_served = op.kube.served(MONITORING)
-        unwanted: list[dict[str, Any]] = []
+        unwanted = render.unwanted_workload(spec)
+        if previous_ns and previous_ns != spec.agent.namespace:
+            # The agents moved: the old namespace's workload goes once the new one is applied.
+            unwanted += render.agent_objects(previous_ns)
         if monitoring_served:
             monitoring = render.render_monitoring(ns, spec, owner, render.load_rule_groups(op.config.rules_path))
             objects += monitoring
             wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in monitoring}
-            unwanted = [obj for obj in render.monitoring_objects(ns)
-                        if (obj["kind"], obj["metadata"]["name"]) not in wanted]
+            unwanted += [obj for obj in render.monitoring_objects(ns)
+                         if (obj["kind"], obj["metadata"]["name"]) not in wanted]
         failures = []
         config_written = True
         for obj in objects:
@@ -292,12 +330,8 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
                 continue
             if action != "unchanged":
                 log.info("%s %s/%s", action, obj["kind"], obj["metadata"]["name"])
-        for obj in unwanted:  # switched off in the spec: remove what we made
-            try:
-                if kubeapi.delete_managed(op.kube, obj):
-                    log.info("deleted %s/%s", obj["kind"], obj["metadata"]["name"])
-            except kubeapi.ApiError as exc:
-                failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+        # Switched off in the spec, or left behind by a move: remove what we made.
+        failures += _delete_all(op, unwanted)
         if failures:
             outcome = status.ReconcileOutcome(False, "ApplyFailed", "; ".join(failures))
         elif wants_monitoring and not monitoring_served:
@@ -336,6 +370,7 @@ def refresh_status(op: Operator) -> None:
         fleet, _ = _active_fleet(op)
         if fleet is None:
             return
+        _agent_namespace(op, fleet)
         previous = status.previous_status(fleet)
         outcome = status.outcome_from_status(previous)
         if outcome is None:  # not reconciled yet: the reconcile will write it all
@@ -353,8 +388,8 @@ def _is_override(namespace: str | None, memo: Any, **_: Any) -> bool:
     return namespace != memo.op.config.namespace
 
 
-def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
-    return namespace == memo.op.config.namespace
+def _in_agent_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
+    return namespace == memo.op.agent_namespace
 
 
 def retry_delay(retry: int, base: float, cap: float) -> float:
@@ -517,13 +552,11 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.persistence.progress_storage = _TolerantProgressStorage(prefix="kpod.io")
     settings.persistence.diffbase_storage = _TolerantDiffBaseStorage(
         prefix="kpod.io", key="last-handled-configuration")
-    # Only the agent's pods and DaemonSet, filtered by the API server.
+    # Only the agent's pods and DaemonSet, filtered by the API server; their
+    # namespace is the fleet's choice, so it is checked per event.
     selector = f"{render.APP_LABEL}={render.AGENT_NAME}"
-    for res in ("v1/pods", "apps/v1/daemonsets"):
-        group_version, plural = res.rsplit("/", 1)
-        group = group_version.split("/")[0] if "/" in group_version else ""
+    for group, plural in (("", "pods"), ("apps", "daemonsets")):
         settings.watching.label_selectors[group, plural] = selector
-        settings.watching.field_selectors[group, plural] = f"metadata.namespace={config.namespace}"
     settings.posting.level = logging.WARNING
 
 
@@ -557,8 +590,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     kopf.on.event(*CR, id="override", when=_is_override, registry=registry)(on_override_event)
     kopf.on.event(*CR, id="fleet-deleted", when=_is_fleet, registry=registry)(on_fleet_deleted)
     kopf.on.event("", "v1", "pods", id="agent-pods", labels=labels,
-                  when=_in_operator_namespace, registry=registry)(on_agent_event)
+                  when=_in_agent_namespace, registry=registry)(on_agent_event)
     kopf.on.event("apps", "v1", "daemonsets", id="agent-daemonset", labels=labels,
-                  when=_in_operator_namespace, registry=registry)(on_agent_event)
+                  when=_in_agent_namespace, registry=registry)(on_agent_event)
     kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds",
                   when=_is_crd_of_interest, registry=registry)(on_crd_event)

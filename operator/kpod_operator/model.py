@@ -31,12 +31,14 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "agent",
-                     "serviceMonitor", "prometheusRule", "overridePolicy")
+                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 PERCENT_OR_INT_PATTERN = r"^[0-9]+%?$"
 IMAGE_PATTERN = r"^[^\s]+$"
+# A namespace name (RFC 1123 label).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 Quantity = Annotated[str | int, Field(json_schema_extra={"intOrString": True, "pattern": QUANTITY_PATTERN})]
 
@@ -90,20 +92,68 @@ class UpdateStrategy(_Strict):
 
 class AgentDiscovery(_Strict):
     mode: Literal["informer", "kubelet"] = "informer"
+    kubeletInsecureTLS: bool = Field(default=False, description=(
+        "kubelet mode: skip verifying the kubelet's serving certificate against the cluster CA (for "
+        "kubelets with self-signed certificates, no serverTLSBootstrap); the token then goes only to "
+        "the node's own address."))
+
+
+# Beyond BPF + PERFMON, by kernel: before 5.8 there is no CAP_BPF/CAP_PERFMON
+# (BPF and perf events need SYS_ADMIN); before 5.11 BPF maps are charged to
+# RLIMIT_MEMLOCK, which only SYS_RESOURCE may raise.
+ExtraCapability = Literal["SYS_ADMIN", "SYS_RESOURCE"]
+
+
+class LocalObjectReference(_Strict):
+    name: str
+
+
+def _tolerate_all() -> list["Toleration"]:
+    # A node agent belongs on every node, tainted or not (as kube-proxy, CNIs).
+    return [Toleration(operator="Exists", effect="NoSchedule"),
+            Toleration(operator="Exists", effect="NoExecute")]
 
 
 class AgentSpec(_Strict):
     image: Annotated[str, Field(pattern=IMAGE_PATTERN)] = "kpod-agent:dev"
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # Memory limit: the agent's peak RSS with 5,000 pods on the node (222 MiB,
+    # comprehensive profile, after scrapes; bench/bench_agent_pods.py) + 30 %.
     resources: Resources = Field(default_factory=lambda: Resources(
-        requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "256Mi"}))
+        requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "288Mi"}))
     nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    priorityClassName: str = ""
+    tolerations: list[Toleration] = Field(default_factory=_tolerate_all)
+    priorityClassName: str = "system-node-critical"
     updateStrategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
     discovery: AgentDiscovery = Field(default_factory=AgentDiscovery)
-    # Kernels before 5.8 have no CAP_BPF/CAP_PERFMON: BPF needs SYS_ADMIN there.
+    # Namespace of the agents' DaemonSet, ConfigMap, Service and RBAC: apart
+    # from the operator's, so what the agents may write (their own Pods'
+    # status annotation) never reaches the operator's Pod.
+    namespace: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] = Field(default="kpod-agents", description=(
+        "Namespace of the agents' DaemonSet, ConfigMap, Service and RBAC (must exist); apart from the "
+        "operator's so that no agent can write the operator's Pod."))
+    extraCapabilities: list[ExtraCapability] = Field(default_factory=list, description=(
+        "Capabilities beyond BPF and PERFMON, for older kernels: 5.8-5.10 [SYS_RESOURCE], "
+        "before 5.8 [SYS_ADMIN, SYS_RESOURCE]."))
+    # Kept for old CRs: the same as extraCapabilities [SYS_ADMIN].
     sysAdmin: bool = False
+    imagePullSecrets: list[LocalObjectReference] = Field(default_factory=list)
+    # A core/v1 Affinity, passed through (checked by the API server).
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    podAnnotations: dict[str, str] = Field(default_factory=dict)
+    podLabels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("podLabels")
+    @classmethod
+    def _keeps_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        if "app.kubernetes.io/name" in value:
+            raise ValueError("app.kubernetes.io/name is the DaemonSet's selector label and cannot be set")
+        return value
+
+    @property
+    def capabilities(self) -> list[str]:
+        extra = set(self.extraCapabilities) | ({"SYS_ADMIN"} if self.sysAdmin else set())
+        return ["BPF", "PERFMON", *sorted(extra)]
 
 
 # What both Prometheus (model.ParseDuration) and the API server's CEL
@@ -133,6 +183,22 @@ class ServiceMonitorSpec(_Strict):
     interval: DurationStr = 30.0
     scrapeTimeout: DurationStr = 10.0
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkPolicySpec(_Strict):
+    """Who may open the agents' metrics port. Off by default: a policy that
+    selects the agents denies every other ingress to them."""
+
+    enabled: bool = Field(default=False, description=(
+        "Render a NetworkPolicy that lets only the chosen namespaces reach the agents' metrics port."))
+    namespaces: list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN)]] = Field(
+        default_factory=lambda: ["monitoring"],
+        description="Namespaces (by name) whose pods may scrape the agents; default monitoring.")
+    namespaceSelector: agentconfig.LabelSelector | None = Field(default=None, description=(
+        "Instead of namespaces: the namespaces matching this selector, e.g. the one the Prometheus "
+        "resource scrapes from."))
+    podSelector: agentconfig.LabelSelector | None = Field(default=None, description=(
+        "Only these pods of those namespaces may scrape (empty: all of them)."))
 
 
 class PrometheusRuleSpec(_Strict):
@@ -186,6 +252,9 @@ class ProfileSpec(_Strict):
         "Fleet only: Prometheus Operator PrometheusRule (created when its CRD is served)."))
     overridePolicy: OverridePolicy | None = Field(default=None, description=(
         "Fleet only: what namespace overrides may ask for; an override beyond it is refused on its own CR."))
+    networkPolicy: NetworkPolicySpec | None = Field(default=None, description=(
+        "Fleet only: NetworkPolicy letting only these namespaces reach the agents' metrics port "
+        "(rendered only when enabled)."))
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "ProfileSpec":
@@ -249,6 +318,7 @@ class FleetSpec(_Strict):
     agent: AgentSpec
     serviceMonitor: ServiceMonitorSpec
     prometheusRule: PrometheusRuleSpec
+    networkPolicy: NetworkPolicySpec
     overridePolicy: OverridePolicy
 
 
@@ -265,6 +335,7 @@ def parse_fleet(spec: object) -> FleetSpec:
         agent=parsed.agent or AgentSpec(),
         serviceMonitor=parsed.serviceMonitor or ServiceMonitorSpec(),
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),
+        networkPolicy=parsed.networkPolicy or NetworkPolicySpec(),
         overridePolicy=parsed.overridePolicy or OverridePolicy(),
     )
 

@@ -26,8 +26,6 @@ COMMON_LABELS = {
     "app.kubernetes.io/managed-by": "kpod-operator",
 }
 STATUS_ANNOTATION = "kpod.io/agent-status"
-# Capabilities the agent needs for tracepoint programs on kernels >= 5.8.
-AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "NET_ADMIN"]
 RULES_ASSET = pathlib.Path(__file__).parent / "assets" / "prometheus-rules.yaml"
 
 # Used until the rules asset exists: the one alert nobody wants to miss.
@@ -64,7 +62,7 @@ def render_agent_config(
         "namespaceOverrides": {
             ns: ov.model_dump(mode="json", exclude_none=True) for ns, ov in sorted(overrides.items())
         },
-        "discovery": {"mode": fleet.agent.discovery.mode},
+        "discovery": fleet.agent.discovery.model_dump(mode="json"),
         "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
     })
 
@@ -168,12 +166,34 @@ def _host_volume(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "hostPath": {"path": path, "type": "Directory"}}
 
 
+# Host paths, all read-only: cgroups and /proc (hostPID) to attribute, /sys/kernel
+# for tracefs, BTF and kheaders, /lib/modules and /usr/src for the headers.
+HOST_MOUNTS = [("cgroup", "/sys/fs/cgroup"), ("sys-kernel", "/sys/kernel"),
+               ("modules", "/lib/modules"), ("usr-src", "/usr/src")]
+# Writable scratch under a read-only root filesystem: TMPDIR (bcc's compile
+# and kheaders), the entrypoint's unpacked-kheaders cache, and /tmp.
+SCRATCH_MOUNTS = [("tmp", "/tmp"), ("bcc-tmp", "/var/lib/kpod/tmp"), ("headers-cache", "/var/cache/kpod")]
+
+
+def agent_security_context(agent: model.AgentSpec) -> dict[str, Any]:
+    """Root (to read every pod's /proc and cgroup files) with no capability but
+    BPF and PERFMON: all 14 collectors load and count with these on kernels
+    >= 5.11; older kernels get extraCapabilities."""
+    return {
+        "privileged": False,
+        "runAsUser": 0,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": agent.capabilities},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def render_daemonset(namespace: str, fleet: model.FleetSpec,
                      owner: dict[str, Any] | None) -> dict[str, Any]:
     """The agent DaemonSet. Its pod template depends on spec.agent only: node
     config changes travel through the watched ConfigMap and never restart pods."""
     agent = fleet.agent
-    caps = AGENT_CAPABILITIES + (["SYS_ADMIN"] if agent.sysAdmin else [])
     resources: dict[str, Any] = {}
     if agent.resources.requests:
         resources["requests"] = {k: str(v) for k, v in agent.resources.requests.items()}
@@ -193,24 +213,19 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            # The node's address: the kubelet, in kubelet discovery mode (the
+            # pod's own 127.0.0.1 is not the node's).
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {"httpGet": {"path": "/healthz", **probe},
                           "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz", **probe},
                            "periodSeconds": 5, "failureThreshold": 3},
-        "securityContext": {
-            "privileged": False,
-            "runAsUser": 0,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"add": caps},
-        },
+        "securityContext": agent_security_context(agent),
         "volumeMounts": [
-            {"name": "cgroup", "mountPath": "/sys/fs/cgroup", "readOnly": True},
-            {"name": "sys-kernel", "mountPath": "/sys/kernel"},
-            {"name": "modules", "mountPath": "/lib/modules", "readOnly": True},
-            {"name": "usr-src", "mountPath": "/usr/src", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
+            *({"name": name, "mountPath": path, "readOnly": True} for name, path in HOST_MOUNTS),
+            *({"name": name, "mountPath": path} for name, path in SCRATCH_MOUNTS),
         ],
     }
     if resources:
@@ -220,12 +235,8 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
         "hostPID": True,
         "containers": [container],
         "volumes": [
-            _host_volume("cgroup", "/sys/fs/cgroup"),
-            _host_volume("sys-kernel", "/sys/kernel"),
-            _host_volume("modules", "/lib/modules"),
-            _host_volume("usr-src", "/usr/src"),
-            # bcc unpacks kernel headers under TMPDIR: a private, writable one.
-            {"name": "tmp", "emptyDir": {}},
+            *(_host_volume(name, path) for name, path in HOST_MOUNTS),
+            *({"name": name, "emptyDir": {}} for name, _ in SCRATCH_MOUNTS),
         ],
         "terminationGracePeriodSeconds": 30,
     }
@@ -235,6 +246,13 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
         pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in agent.tolerations]
     if agent.priorityClassName:
         pod_spec["priorityClassName"] = agent.priorityClassName
+    if agent.imagePullSecrets:
+        pod_spec["imagePullSecrets"] = [ref.model_dump() for ref in agent.imagePullSecrets]
+    if agent.affinity:
+        pod_spec["affinity"] = copy.deepcopy(agent.affinity)
+    template_meta: dict[str, Any] = {"labels": {**agent.podLabels, **COMMON_LABELS}}
+    if agent.podAnnotations:
+        template_meta["annotations"] = dict(agent.podAnnotations)
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -246,7 +264,7 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
                 "rollingUpdate": {"maxUnavailable": agent.updateStrategy.maxUnavailable},
             },
             "template": {
-                "metadata": {"labels": dict(COMMON_LABELS)},
+                "metadata": template_meta,
                 "spec": pod_spec,
             },
         },
@@ -268,14 +286,21 @@ def render_service(namespace: str, owner: dict[str, Any] | None) -> dict[str, An
     }
 
 
+def cluster_role_name(namespace: str) -> str:
+    """The agent's ClusterRole and binding, named after the operator's namespace."""
+    return f"{AGENT_NAME}-{namespace}"
+
+
 def render_rbac(namespace: str, fleet: model.FleetSpec,
                 owner: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Least privilege for the agent.
+    """Least privilege for the agent, whose ServiceAccount, Role and binding
+    live in the agents' namespace (``owner`` only if that is ``namespace``).
 
     Cluster-scoped objects cannot have a namespaced owner (the garbage collector
     refuses such references), so the ClusterRole and its binding carry labels
-    only and are named after the namespace; they hold no secrets."""
-    cluster_name = f"{AGENT_NAME}-{namespace}"
+    only and are named after the operator's namespace; they hold no secrets."""
+    agent_ns = fleet.agent.namespace
+    cluster_name = cluster_role_name(namespace)
     # Exactly the calls the agent makes: the informer lists and watches pods
     # of all namespaces (field selector spec.nodeName); the kubelet mode reads
     # the kubelet's /pods instead, which the kubelet authorizes as nodes/proxy.
@@ -284,7 +309,7 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
     else:
         pod_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(AGENT_NAME, namespace, owner)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(AGENT_NAME, agent_ns, owner)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
@@ -296,29 +321,30 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
             "kind": "ClusterRoleBinding",
             "metadata": _meta(cluster_name, None, None),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
-            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": agent_ns}],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": _meta(AGENT_NAME, namespace, owner),
+            "metadata": _meta(AGENT_NAME, agent_ns, owner),
             "rules": [
                 # List and watch with fieldSelector metadata.name, which RBAC
                 # matches against resourceNames; the agent never gets it by name.
                 {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CONFIGMAP_NAME],
                  "verbs": ["list", "watch"]},
                 # The agent writes its status annotation on its own Pod. RBAC cannot
-                # narrow this to "its own pod" (pod names are generated), so the
-                # grant covers the pods of this namespace only.
+                # narrow this to "its own pod" (pod names are generated): the
+                # grant covers the pods of the agents' namespace, where only
+                # agents run, never the operator.
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
             ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(AGENT_NAME, namespace, owner),
+            "metadata": _meta(AGENT_NAME, agent_ns, owner),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": agent_ns}],
         },
     ]
 
@@ -332,17 +358,48 @@ def render_service_monitor(namespace: str, fleet: model.FleetSpec,
         "metadata": _meta(AGENT_NAME, namespace, owner, sm.labels),
         "spec": {
             "selector": {"matchLabels": dict(SELECTOR_LABELS)},
-            "namespaceSelector": {"matchNames": [namespace]},
+            "namespaceSelector": {"matchNames": [fleet.agent.namespace]},
             "endpoints": [{
                 "port": "metrics",
                 "path": "/metrics",
                 "interval": agentconfig.format_duration(sm.interval),
                 "scrapeTimeout": agentconfig.format_duration(sm.scrapeTimeout),
-                "relabelings": [{
-                    "sourceLabels": ["__meta_kubernetes_pod_node_name"],
-                    "targetLabel": "instance",
-                }],
+                # The series carry the workload's namespace/pod/container: without
+                # this, the target's own labels (the agent pod's) would win and
+                # ours would become exported_namespace, exported_pod, ...
+                "honorLabels": True,
+                "relabelings": [
+                    {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "instance"},
+                    # Which agent answered, beside the workload's pod label.
+                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod"},
+                ],
             }],
+        },
+    }
+
+
+def render_network_policy(namespace: str, fleet: model.FleetSpec,
+                          owner: dict[str, Any] | None) -> dict[str, Any]:
+    """Only the chosen namespaces reach the metrics port; the agent serves
+    nothing else. Kubelet probes come from the node, which NetworkPolicy
+    implementations let through."""
+    np = fleet.networkPolicy
+    if np.namespaceSelector is not None:
+        namespaces = np.namespaceSelector.model_dump(mode="json", exclude_none=True)
+    else:
+        namespaces = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                            "values": list(np.namespaces)}]}
+    peer: dict[str, Any] = {"namespaceSelector": namespaces}
+    if np.podSelector is not None:
+        peer["podSelector"] = np.podSelector.model_dump(mode="json", exclude_none=True)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(AGENT_NAME, namespace, owner),
+        "spec": {
+            "podSelector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [peer], "ports": [{"port": "metrics", "protocol": "TCP"}]}],
         },
     }
 
@@ -395,17 +452,37 @@ def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[s
     }
 
 
+def agent_owner(namespace: str, fleet: model.FleetSpec,
+                owner: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Owner references cannot cross namespaces: objects in a separate agents'
+    namespace are removed by the operator itself (``agent_objects``)."""
+    return owner if fleet.agent.namespace == namespace else None
+
+
 def render_workload(namespace: str, fleet: model.FleetSpec, config: agentconfig.AgentConfig,
                     owner: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Everything the fleet needs regardless of the Prometheus Operator."""
+    """Everything the fleet needs regardless of the Prometheus Operator, in
+    the agents' namespace (``namespace`` is the operator's)."""
+    agent_ns = fleet.agent.namespace
+    agent_own = agent_owner(namespace, fleet, owner)
     # ConfigMap first: a node-config edit reaches the agents without waiting
     # for the convergence of the objects that rarely change.
-    return [
-        render_configmap(namespace, config, owner),
-        *render_rbac(namespace, fleet, owner),
-        render_daemonset(namespace, fleet, owner),
-        render_service(namespace, owner),
+    objects = [
+        render_configmap(agent_ns, config, agent_own),
+        *render_rbac(namespace, fleet, agent_own),
+        render_daemonset(agent_ns, fleet, agent_own),
+        render_service(agent_ns, agent_own),
     ]
+    if fleet.networkPolicy.enabled:
+        objects.append(render_network_policy(agent_ns, fleet, agent_own))
+    return objects
+
+
+def unwanted_workload(fleet: model.FleetSpec) -> list[dict[str, Any]]:
+    """Optional workload objects switched off in the spec (to delete if we made them)."""
+    if fleet.networkPolicy.enabled:
+        return []
+    return [_stub("networking.k8s.io/v1", "NetworkPolicy", AGENT_NAME, fleet.agent.namespace)]
 
 
 def render_monitoring(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
@@ -432,8 +509,30 @@ def monitoring_objects(namespace: str) -> list[dict[str, Any]]:
             _stub("monitoring.coreos.com/v1", "PrometheusRule", AGENT_NAME, namespace)]
 
 
+def agent_objects(agent_namespace: str) -> list[dict[str, Any]]:
+    """Identity of every object the operator may create in the agents'
+    namespace, DaemonSet first (its pods stop before their grants go)."""
+    return [_stub("apps/v1", "DaemonSet", AGENT_NAME, agent_namespace),
+            _stub("v1", "Service", AGENT_NAME, agent_namespace),
+            _stub("networking.k8s.io/v1", "NetworkPolicy", AGENT_NAME, agent_namespace),
+            _stub("v1", "ConfigMap", CONFIGMAP_NAME, agent_namespace),
+            _stub("rbac.authorization.k8s.io/v1", "RoleBinding", AGENT_NAME, agent_namespace),
+            _stub("rbac.authorization.k8s.io/v1", "Role", AGENT_NAME, agent_namespace),
+            _stub("v1", "ServiceAccount", AGENT_NAME, agent_namespace)]
+
+
+def bound_agent_namespace(binding: dict[str, Any] | None) -> str | None:
+    """The agents' namespace an existing ClusterRoleBinding of ours grants:
+    where the agents ran before a namespace change or the fleet's deletion."""
+    for subject in ((binding or {}).get("subjects") or []):
+        if isinstance(subject, dict) and subject.get("kind") == "ServiceAccount" \
+                and subject.get("name") == AGENT_NAME and isinstance(subject.get("namespace"), str):
+            return subject["namespace"]
+    return None
+
+
 def cluster_scoped_objects(namespace: str) -> list[dict[str, Any]]:
     """Identity of the cluster-scoped objects of a fleet (no owner reference possible)."""
-    name = f"{AGENT_NAME}-{namespace}"
+    name = cluster_role_name(namespace)
     return [_stub("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None),
             _stub("rbac.authorization.k8s.io/v1", "ClusterRole", name, None)]

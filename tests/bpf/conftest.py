@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from kpod_agent.agent import Agent
 from kpod_agent.exporter import KpodCollector
-from tests.support.kernel_node import KernelNode
+from tests.support.kernel_node import KernelNode, kernel_node
 
 pytestmark = pytest.mark.kernel
 
@@ -21,13 +21,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelNode]:
-    from tests.conftest import kernel_unavailable_reason
-
-    if kernel_unavailable_reason():
-        pytest.skip(kernel_unavailable_reason())  # the root conftest turns this into a failure in CI
-    kernel_node = KernelNode(tmp_path_factory.mktemp("node"))
-    yield kernel_node
-    kernel_node.close()
+    with kernel_node(tmp_path_factory.mktemp("node")) as made:
+        yield made
 
 
 class Scraper:

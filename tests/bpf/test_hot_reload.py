@@ -79,6 +79,29 @@ def test_allowlist_churn_counts_each_call_once(scraper: Scraper, node: KernelNod
     assert CLOSER.wait_idle(60)
 
 
+def test_namespace_moving_to_another_allowlist_keeps_counts_exact(
+        scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
+    """A (cgroup, syscall) entry remembers the policy it was counted under:
+    when an override gives the namespace another allowlist, the entries start
+    afresh (their counts carried), so a syscall the new list lacks stops."""
+    a = pods["a"]
+    fleet = {"collectors": {"syscall": {}}, "syscalls": ["getppid", "close"]}
+    _apply(scraper, node.config(**fleet))
+    a.workload("getppid", 61)
+    a.workload("badclose", 3)
+    scraper.sync()
+    _apply(scraper, node.config(**fleet, namespaceOverrides={"ns-a": {"syscalls": ["close"]}}))
+    a.workload("getppid", 67)  # no longer allowed for ns-a
+    a.workload("badclose", 5)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 61
+    assert scraper.pod_value("kpod_syscall_errors_total", a, syscall="close", errno="EBADF") == 3 + 5
+    _apply(scraper, node.config(**fleet))  # and back to the fleet's list
+    a.workload("getppid", 71)
+    scraper.sync()
+    assert scraper.pod_value("kpod_syscall_count_total", a, syscall="getppid") == 61 + 71
+
+
 def test_excluded_namespace_stops_counting_and_its_series_go(
         scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:
     a, b = pods["a"], pods["b"]

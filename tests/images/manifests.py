@@ -79,7 +79,9 @@ class OperatorRun:
 def kubeconfig_dir(url: str) -> pathlib.Path:
     """A world-readable directory holding a kubeconfig for `url` (plain http),
     so an unprivileged uid can read it. The caller removes it."""
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="kpod-kubeconfig-"))
+    # Under /tmp itself: $TMPDIR may be a root-only directory (the agent's
+    # bpfload points it at one when tests load BPF in-process).
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="kpod-kubeconfig-", dir="/tmp"))
     directory.chmod(0o755)
     path = directory / "kubeconfig"
     path.write_text(yaml.safe_dump({

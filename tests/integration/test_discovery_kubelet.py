@@ -57,9 +57,12 @@ def kubelet() -> Iterator[FakeKubelet]:
 def make_discovery(layout: cgroups.CgroupLayout) -> Iterator[Callable[..., Discovery]]:
     started: list[Discovery] = []
 
-    def make(url: str, on_change: Callable[[PodIndex], None] | None = None, **config: object) -> Discovery:
+    def make(url: str, on_change: Callable[[PodIndex], None] | None = None,
+             service_account_dir: Path = discovery.SERVICE_ACCOUNT_DIR, host_ip: str | None = None,
+             **config: object) -> Discovery:
         cfg = DiscoveryConfig(mode="kubelet", kubeletURL=url, interval=INTERVAL, **config)
-        disc = Discovery(cfg, "node-1", cgroups.CgroupResolver(layout), on_change=on_change, max_backoff=0.2)
+        disc = Discovery(cfg, "node-1", cgroups.CgroupResolver(layout), on_change=on_change, max_backoff=0.2,
+                         service_account_dir=service_account_dir, host_ip=host_ip)
         started.append(disc)
         return disc
 
@@ -188,11 +191,19 @@ def test_stop_returns_promptly_while_a_request_hangs(kubelet: FakeKubelet,
     assert time.monotonic() - started < 1.5
 
 
+def _service_account(directory: Path, token: str, ca: Path | None) -> Path:
+    """A service-account directory as Kubernetes mounts it: token and ca.crt."""
+    directory.mkdir(exist_ok=True)
+    (directory / "token").write_text(token + "\n")
+    if ca is not None:
+        (directory / "ca.crt").write_bytes(ca.read_bytes())
+    return directory
+
+
 def test_plain_http_sends_no_token(kubelet: FakeKubelet, tmp_path: Path,
                                    make_discovery: Callable[..., Discovery]) -> None:
-    token = tmp_path / "token"
-    token.write_text("secret\n")
-    disc = make_discovery(kubelet.url, tokenPath=str(token))
+    sa = _service_account(tmp_path / "sa", "secret", None)
+    disc = make_discovery(kubelet.url, service_account_dir=sa)
     disc.refresh()
     assert disc.synced
     assert "Authorization" not in kubelet.last_headers
@@ -202,11 +213,10 @@ def test_https_with_rotating_token(tmp_path: Path, layout: cgroups.CgroupLayout,
                                    make_discovery: Callable[..., Discovery]) -> None:
     pod = make_pod("secure")
     create_pod_cgroups(layout.unified, pod, "burstable")
-    token = tmp_path / "token"
-    token.write_text("first-token\n")
     with FakeKubelet(https=True, token="first-token") as kubelet:
+        sa = _service_account(tmp_path / "sa", "first-token", kubelet.ca_path)
         kubelet.set_pods([pod])
-        disc = make_discovery(kubelet.url, tokenPath=str(token))  # kubeletInsecureTLS defaults to on
+        disc = make_discovery(kubelet.url, service_account_dir=sa)  # verified against ca.crt
         disc.refresh()
         assert _names(disc.index) == {"secure": {"", "app"}}
         assert kubelet.last_headers["Authorization"] == "Bearer first-token"
@@ -215,24 +225,60 @@ def test_https_with_rotating_token(tmp_path: Path, layout: cgroups.CgroupLayout,
         kubelet.required_token = "second-token"
         disc.refresh()
         assert disc.errors_total == 1 and "401" in (disc.last_error or "")
-        token.write_text("second-token\n")
+        (sa / "token").write_text("second-token\n")
         kubelet.set_pods([])
         disc.refresh()
         assert disc.errors_total == 1 and disc.index.entries == {}
 
 
-def test_https_verification_with_ca(tmp_path: Path, make_discovery: Callable[..., Discovery]) -> None:
-    token = tmp_path / "token"
-    token.write_text("t")
+def test_https_is_verified_against_the_cluster_ca_by_default(
+        tmp_path: Path, make_discovery: Callable[..., Discovery]) -> None:
     with FakeKubelet(https=True, token="t") as kubelet, FakeKubelet(https=True) as other:
         assert kubelet.ca_path is not None and other.ca_path is not None
-        trusted = make_discovery(kubelet.url, tokenPath=str(token), kubeletInsecureTLS=False,
-                                 caPath=str(kubelet.ca_path))
+        trusted = make_discovery(kubelet.url, service_account_dir=_service_account(tmp_path / "a", "t",
+                                                                                   kubelet.ca_path))
         trusted.refresh()
         assert trusted.synced and trusted.errors_total == 0
 
-        wrong_ca = make_discovery(kubelet.url, tokenPath=str(token), kubeletInsecureTLS=False,
-                                  caPath=str(other.ca_path))
+        # No setting: a kubelet whose certificate the cluster CA did not sign is refused.
+        wrong_ca = make_discovery(kubelet.url, service_account_dir=_service_account(tmp_path / "b", "t",
+                                                                                    other.ca_path))
         wrong_ca.refresh()
-        assert not wrong_ca.synced
-        assert "SSLError" in (wrong_ca.last_error or "")
+        assert not wrong_ca.synced and kubelet.requests == 1
+        assert "cannot verify the kubelet's serving certificate" in (wrong_ca.last_error or "")
+        assert "kubeletInsecureTLS" in (wrong_ca.last_error or "")
+
+        # The documented opt-out reaches it, token included (the node's own address).
+        insecure = make_discovery(kubelet.url, kubeletInsecureTLS=True,
+                                  service_account_dir=_service_account(tmp_path / "c", "t", other.ca_path))
+        insecure.refresh()
+        assert insecure.synced and kubelet.last_headers["Authorization"] == "Bearer t"
+
+
+def test_unverified_tls_sends_no_token_to_another_host(
+        tmp_path: Path, make_discovery: Callable[..., Discovery]) -> None:
+    sa = _service_account(tmp_path / "sa", "t", None)
+    disc = make_discovery("https://kubelet.example.invalid:10250/pods", kubeletInsecureTLS=True,
+                          service_account_dir=sa, host_ip="10.0.0.7")
+    disc.refresh()
+    assert not disc.synced
+    assert "is not this node's address (10.0.0.7): the token is not sent" in (disc.last_error or "")
+
+
+def test_default_url_is_the_node_address_from_the_downward_api(
+        tmp_path: Path, layout: cgroups.CgroupLayout, make_discovery: Callable[..., Discovery]) -> None:
+    """No kubeletURL: https://$HOST_IP:10250/pods, the kubelet of the node the pod runs on
+    (a loopback address other than 127.0.0.1 stands for the node's IP)."""
+    assert discovery.kubelet_url(DiscoveryConfig(mode="kubelet"), "10.0.0.7") == "https://10.0.0.7:10250/pods"
+    assert discovery.kubelet_url(DiscoveryConfig(mode="kubelet"), "fd00::7") == "https://[fd00::7]:10250/pods"
+    host_ip = f"127.{os.getpid() % 200 + 20}.{os.getpid() // 200 % 250 + 1}.9"
+    pod = make_pod("on-this-node")
+    create_pod_cgroups(layout.unified, pod, "burstable")
+    with FakeKubelet(https=True, token="t", host=host_ip, port=discovery.KUBELET_PORT) as kubelet:
+        kubelet.set_pods([pod])
+        sa = _service_account(tmp_path / "sa", "t", kubelet.ca_path)
+        disc = make_discovery("", service_account_dir=sa, host_ip=host_ip)
+        disc.refresh()
+        assert disc.last_error is None and _names(disc.index) == {"on-this-node": {"", "app"}}
+
+

@@ -18,6 +18,7 @@ from kpod_operator import kube as kubeapi
 from .emulator import EmulatedCluster
 
 NS = "kpod-system"
+AGENTS = "kpod-agents"  # the fleet's default spec.agent.namespace
 CR_PATH = "/apis/kpod.io/v1alpha1"
 
 
@@ -115,10 +116,10 @@ class Harness:
         return self.kube.get(path)
 
     def configmap(self) -> dict[str, Any] | None:
-        return self.kube.get(f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config")
+        return self.kube.get(f"/api/v1/namespaces/{AGENTS}/configmaps/kpod-agent-config")
 
     def daemonset(self) -> dict[str, Any] | None:
-        return self.kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent")
+        return self.kube.get(f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent")
 
 
 @pytest.fixture()

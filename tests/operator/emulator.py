@@ -47,6 +47,7 @@ RESOURCES = [
     ("v1/serviceaccounts", "ServiceAccount", True, set()),
     ("v1/events", "Event", True, set()),
     ("apps/v1/daemonsets", "DaemonSet", True, {"status"}),
+    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, set()),
     ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
     ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
     ("rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", False, set()),

@@ -7,7 +7,9 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from kpod_operator import kube as kubeapi
 from kpod_operator import model, render
+from tests.reliability.operator_support import Attributes, authorized
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -37,43 +39,55 @@ def test_deploy_manifests_validate_against_kubernetes_schemas() -> None:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
 
 
-def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
-    return any(group in r.get("apiGroups", []) and resource in r.get("resources", [])
-               and verb in r.get("verbs", []) and not r.get("resourceNames") for r in rules)
+def _deploy_grants() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The operator's ClusterRole rules, and its Roles' rules by namespace."""
+    docs = _docs(*sorted((DEPLOY / "operator").glob("*.yaml")))
+    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    ns_rules: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        if doc["kind"] == "Role":
+            ns_rules.setdefault(doc["metadata"]["namespace"], []).extend(doc["rules"])
+    return cluster_rules, ns_rules
+
+
+def _allowed(verb: str, group: str, resource: str, namespace: str | None, name: str | None) -> bool:
+    cluster_rules, ns_rules = _deploy_grants()
+    return authorized(Attributes(verb, group, resource, namespace, name), cluster_rules, ns_rules)
 
 
 def test_operator_holds_every_permission_it_grants_the_agent() -> None:
     """RBAC forbids granting what one does not hold (escalation check)."""
-    docs = _docs(*sorted((DEPLOY / "operator").glob("*.yaml")))
-    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
-    ns_rules = next(d for d in docs if d["kind"] == "Role")["rules"]
     for mode in ("informer", "kubelet"):
         fleet = model.parse_fleet({"agent": {"discovery": {"mode": mode}}})
         for obj in render.render_rbac("kpod-system", fleet, None):
             if obj["kind"] not in ("ClusterRole", "Role"):
                 continue
-            held = cluster_rules if obj["kind"] == "ClusterRole" else cluster_rules + ns_rules
+            namespace = obj["metadata"].get("namespace")
             for rule in obj["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
                         for verb in rule["verbs"]:
-                            assert _allows(held, group, resource, verb), (obj["kind"], resource, verb)
+                            for name in rule.get("resourceNames") or [None]:
+                                assert _allowed(verb, group, resource, namespace, name), \
+                                    (obj["kind"], resource, verb)
 
 
 def test_operator_can_write_what_it_renders() -> None:
-    docs = _docs(*sorted((DEPLOY / "operator").glob("*.yaml")))
-    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
-    fleet = model.parse_fleet({})
+    fleet = model.parse_fleet({"networkPolicy": {"enabled": True}})
     objs = render.render_workload("kpod-system", fleet, render.render_agent_config(fleet, {}, 1), None) + \
         render.render_monitoring("kpod-system", fleet, None, render.DEFAULT_RULE_GROUPS)
-    plural = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "Role": "roles",
-              "ClusterRoleBinding": "clusterrolebindings", "RoleBinding": "rolebindings",
-              "ConfigMap": "configmaps", "DaemonSet": "daemonsets", "Service": "services",
-              "ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
     for obj in objs:
         group = obj["apiVersion"].rsplit("/", 1)[0] if "/" in obj["apiVersion"] else ""
-        for verb in ("get", "create", "patch"):
-            assert _allows(rules, group, plural[obj["kind"]], verb), (obj["kind"], verb)
+        meta = obj["metadata"]
+        plural = kubeapi.collection_path(obj["apiVersion"], obj["kind"], None).rsplit("/", 1)[1]
+        assert _allowed("create", group, plural, meta.get("namespace"), None), obj["kind"]
+        for verb in ("get", "patch", "delete"):
+            assert _allowed(verb, group, plural, meta.get("namespace"), meta["name"]), (obj["kind"], verb)
+        # ... and nothing of the same kind under another name.
+        assert not _allowed("delete", group, plural, meta.get("namespace"), "someone-elses"), obj["kind"]
+    # Not a single object in the operator's own namespace but the monitoring ones.
+    assert not _allowed("patch", "", "pods", "kpod-system", "kpod-operator-abc")
+    assert not _allowed("patch", "apps", "deployments", "kpod-system", "kpod-operator")
     for verb in ("list", "watch", "patch"):  # the operator never GETs a single CR
-        assert _allows(rules, "kpod.io", "kpodmetricsprofiles", verb)
-    assert _allows(rules, "kpod.io", "kpodmetricsprofiles/status", "patch")
+        assert _allowed(verb, "kpod.io", "kpodmetricsprofiles", None, None)
+    assert _allowed("patch", "kpod.io", "kpodmetricsprofiles/status", "team-a", "x")

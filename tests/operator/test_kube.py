@@ -1,6 +1,7 @@
 """The generic client's apply/delete against the emulated API server."""
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 
 import kopf
@@ -71,7 +72,19 @@ def test_watches_are_filtered_by_the_api_server() -> None:
         keys = [k for k in settings.watching.label_selectors if plural in str(k)]
         assert keys, plural
         assert settings.watching.label_selectors[keys[0]] == "app.kubernetes.io/name=kpod-agent"
-        assert settings.watching.field_selectors[keys[0]] == "metadata.namespace=ns1"
+        # The agents' namespace is the fleet CR's choice: checked per event, not in the URL.
+        assert keys[0] not in settings.watching.field_selectors
+
+
+def test_agent_events_count_only_from_the_agents_namespace() -> None:
+    op = types.SimpleNamespace(config=handlers.OperatorConfig(namespace="ns1"),
+                               agent_namespace=handlers.Operator.agent_namespace)  # the default
+    memo = types.SimpleNamespace(op=op)
+    assert handlers._in_agent_namespace("kpod-agents", memo)
+    assert not handlers._in_agent_namespace("ns1", memo)
+    op.agent_namespace = "observability"
+    assert handlers._in_agent_namespace("observability", memo)
+    assert not handlers._in_agent_namespace("kpod-agents", memo)
 
 
 def _apply_as(kube: kubeapi.Kube, obj: dict, manager: str, force: bool) -> dict:

@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from kpod_operator import render
 
 from . import emulator
-from .conftest import NS, Harness, RunningOperator, wait_for
+from .conftest import AGENTS, NS, Harness, RunningOperator, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent"
+DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,9 +7,14 @@ from typing import Any
 
 from kpod_agent import config as agentconfig
 
-from .conftest import NS, Harness, wait_for
+from .conftest import AGENTS, NS, Harness, wait_for
 
-DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent"
+DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
+AGENT_PATHS = (f"/api/v1/namespaces/{AGENTS}/configmaps/kpod-agent-config", DS_PATH,
+               f"/api/v1/namespaces/{AGENTS}/services/kpod-agent",
+               f"/api/v1/namespaces/{AGENTS}/serviceaccounts/kpod-agent",
+               f"/apis/rbac.authorization.k8s.io/v1/namespaces/{AGENTS}/roles/kpod-agent",
+               f"/apis/rbac.authorization.k8s.io/v1/namespaces/{AGENTS}/rolebindings/kpod-agent")
 
 
 def _config(h: Harness) -> agentconfig.AgentConfig:
@@ -39,22 +44,20 @@ def _write_ds_status(h: Harness, **counts: int) -> None:
     h.kube.merge_patch(f"{DS_PATH}/status", {"status": status})
 
 
-def test_apply_creates_owned_configmap_daemonset_service_rbac(harness: Harness, operator: Any) -> None:
+def test_apply_creates_configmap_daemonset_service_rbac_in_the_agents_namespace(
+        harness: Harness, operator: Any) -> None:
     cr = _fleet_ready(harness)
-    uid = cr["metadata"]["uid"]
     config = _config(harness)
     assert config.generation == 1
     assert config.discovery.mode == "informer"
     assert config.syscalls == ["read", "write"]
-    for path in (f"/api/v1/namespaces/{NS}/configmaps/kpod-agent-config", DS_PATH,
-                 f"/api/v1/namespaces/{NS}/services/kpod-agent",
-                 f"/api/v1/namespaces/{NS}/serviceaccounts/kpod-agent",
-                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/kpod-agent",
-                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/kpod-agent"):
+    for path in AGENT_PATHS:
         obj = harness.get(path)
         assert obj is not None, path
-        owners = obj["metadata"]["ownerReferences"]
-        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [("KpodMetricsProfile", uid, True)]
+        # Owner references cannot cross namespaces: the operator deletes these itself.
+        assert "ownerReferences" not in obj["metadata"], path
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kpod-operator"
+        assert harness.get(path.replace(f"/namespaces/{AGENTS}/", f"/namespaces/{NS}/")) is None, path
     assert harness.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}") is not None
     # No finalizer: deleting a CR never waits for the operator (children go by owner references).
     assert not harness.cr(NS, "default")["metadata"].get("finalizers")
@@ -224,7 +227,7 @@ def _agent_pod(name: str, node: str, generation: int, collectors: dict[str, Any]
               "lastError": None, "time": "2026-01-01T00:00:00Z"}
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS,
+        "metadata": {"name": name, "namespace": AGENTS,
                      "labels": {"app.kubernetes.io/name": "kpod-agent"},
                      "annotations": {"kpod.io/agent-status": json.dumps(report)}},
         "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "kpod-agent:dev"}]},
@@ -235,7 +238,7 @@ def test_agent_reports_give_nodes_applied_and_collector_failures(harness: Harnes
     # Start from a ConfigMap at generation 6 with other content: the operator's is 7.
     stale = agentconfig.AgentConfig(generation=6, profile="minimal")
     harness.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
-                         "metadata": {"name": "kpod-agent-config", "namespace": NS},
+                         "metadata": {"name": "kpod-agent-config", "namespace": AGENTS},
                          "data": {"agent.yaml": stale.to_yaml()}})
     harness.apply_cr(NS, "default", {"profile": "standard"})
     wait_for(lambda: _config(harness).generation == 7 and harness.daemonset(), what="generation 7")
@@ -263,7 +266,7 @@ def test_agent_reports_give_nodes_applied_and_collector_failures(harness: Harnes
 
     report = {"node": "n3", "generation": 7, "collectors": ok, "lastError": None,
               "time": "2026-01-01T00:00:05Z"}
-    harness.kube.merge_patch(f"/api/v1/namespaces/{NS}/pods/kpod-agent-c",
+    harness.kube.merge_patch(f"/api/v1/namespaces/{AGENTS}/pods/kpod-agent-c",
                              {"metadata": {"annotations": {"kpod.io/agent-status": json.dumps(report)}}})
     wait_for(lambda: _reason(harness, "default", "ConfigApplied") == "True/AllNodesApplied", what="3/3")
     assert harness.cr(NS, "default")["status"]["nodesApplied"] == "3/3"
@@ -276,9 +279,7 @@ def test_conflicting_fleet_takes_over_when_the_active_one_is_deleted(harness: Ha
     second_uid = harness.cr(NS, "second")["metadata"]["uid"]
     harness.kube.request("DELETE", "/apis/kpod.io/v1alpha1/namespaces/kpod-system/kpodmetricsprofiles/default")
     wait_for(lambda: _config(harness).profile == "minimal", what="second fleet rendered")
-    # Recreated (garbage collector) or re-owned: owned by the new fleet only.
-    owners = harness.configmap()["metadata"]["ownerReferences"]
-    assert [o["uid"] for o in owners] == [second_uid], owners
+    assert harness.cr(NS, "second")["metadata"]["uid"] == second_uid
     wait_for(lambda: (_reason(harness, "second", "Reconciled") or "").startswith("True/"), what="active")
 
 
@@ -322,13 +323,48 @@ def test_cli_runs_from_a_kubeconfig_without_prometheus_operator_crds(
     assert "Traceback" not in out, out[-3000:]
 
 
-def test_deleting_the_fleet_removes_the_cluster_scoped_rbac(harness: Harness, operator: Any) -> None:
+def test_deleting_the_fleet_removes_the_agents_and_the_cluster_scoped_rbac(
+        harness: Harness, operator: Any) -> None:
     _fleet_ready(harness)
+    harness.apply_cr(NS, "default", {"profile": "standard", "syscalls": ["read", "write"],
+                                     "networkPolicy": {"enabled": True}})
+    netpol = f"/apis/networking.k8s.io/v1/namespaces/{AGENTS}/networkpolicies/kpod-agent"
+    wait_for(lambda: harness.get(netpol), what="NetworkPolicy")
     role = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}"
     binding = f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kpod-agent-{NS}"
     assert harness.get(role) is not None and harness.get(binding) is not None
+    # Someone else's object in the agents' namespace stays.
+    harness.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "not-ours", "namespace": AGENTS}, "data": {}})
     harness.kube.request("DELETE", f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default")
     wait_for(lambda: harness.get(role) is None and harness.get(binding) is None, what="cluster RBAC removed")
+    for path in (*AGENT_PATHS, netpol):
+        assert harness.get(path) is None, path
+    assert harness.get(f"/api/v1/namespaces/{AGENTS}/configmaps/not-ours") is not None
+
+
+def test_network_policy_follows_the_switch(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    netpol = f"/apis/networking.k8s.io/v1/namespaces/{AGENTS}/networkpolicies/kpod-agent"
+    assert harness.get(netpol) is None
+    harness.apply_cr(NS, "default", {"networkPolicy": {"enabled": True, "namespaces": ["prom"]}})
+    wait_for(lambda: harness.get(netpol), what="NetworkPolicy created")
+    peer = harness.get(netpol)["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["prom"]
+    harness.apply_cr(NS, "default", {"networkPolicy": {"enabled": False}})
+    wait_for(lambda: harness.get(netpol) is None, what="NetworkPolicy deleted")
+
+
+def test_moving_the_agents_to_another_namespace_removes_the_old_ones(harness: Harness, operator: Any) -> None:
+    _fleet_ready(harness)
+    harness.apply_cr(NS, "default", {"agent": {"namespace": "observability"}})
+    moved = f"/apis/apps/v1/namespaces/observability/daemonsets/kpod-agent"
+    wait_for(lambda: harness.get(moved) and all(harness.get(p) is None for p in AGENT_PATHS),
+             what="agents moved")
+    binding = harness.get(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kpod-agent-{NS}")
+    assert binding["subjects"][0]["namespace"] == "observability"
+    args = harness.get(moved)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--configmap", "observability/kpod-agent-config"]
 
 
 def test_garbage_in_the_status_is_overwritten_not_fatal(harness: Harness, operator: Any) -> None:

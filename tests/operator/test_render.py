@@ -16,6 +16,7 @@ from kpod_operator import model, render
 from .schemas import crd_validator, fixture_crd
 
 NS = "kpod-system"
+AGENTS = "kpod-agents"
 OWNER = {"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile", "name": "default",
          "uid": "0b7c1d2e-0000-4000-8000-000000000001", "controller": True, "blockOwnerDeletion": True}
 K8S_VERSION = "1.30.0"
@@ -97,16 +98,14 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     container = pod["containers"][0]
     assert pod["hostPID"] is True
     assert pod["serviceAccountName"] == "kpod-agent"
-    assert sorted(container["securityContext"]["capabilities"]["add"]) == \
-        sorted(["BPF", "PERFMON", "SYS_RESOURCE", "NET_ADMIN"])
-    assert container["securityContext"]["privileged"] is False
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert host_paths == {"/sys/fs/cgroup", "/sys/kernel", "/lib/modules", "/usr/src"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    # HOST_IP: the node's kubelet (kubelet discovery); the pod's 127.0.0.1 is not the node's.
     assert env == {"NODE_NAME": "spec.nodeName", "POD_NAME": "metadata.name",
-                   "POD_NAMESPACE": "metadata.namespace"}
+                   "POD_NAMESPACE": "metadata.namespace", "HOST_IP": "status.hostIP"}
     args = container["args"]
     assert args[args.index("--configmap") + 1] == f"{NS}/kpod-agent-config"
     assert args[args.index("--node-name") + 1] == "$(NODE_NAME)"
@@ -115,10 +114,71 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     assert ds["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "kpod-agent"}
 
 
-def test_sys_admin_only_when_asked() -> None:
-    caps = render.render_daemonset(NS, _fleet(agent={"sysAdmin": True}), OWNER)[
-        "spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
-    assert "SYS_ADMIN" in caps
+def test_agent_runs_with_least_privilege() -> None:
+    """All 14 collectors load and count with CAP_BPF + CAP_PERFMON, read-only
+    host mounts and a read-only root (tests/bpf/test_least_privilege.py)."""
+    pod = _template(_fleet())["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"] == {
+        "privileged": False,
+        "runAsUser": 0,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["BPF", "PERFMON"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    host_volumes = {v["name"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert host_volumes and all(mounts[name].get("readOnly") is True for name in host_volumes)
+    # Writable: only pod-private scratch space (bcc's TMPDIR, the unpacked kheaders).
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/tmp", "/var/lib/kpod/tmp", "/var/cache/kpod"}
+    assert all("emptyDir" in v for v in pod["volumes"] if v["name"] in
+               {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")})
+
+
+@pytest.mark.parametrize("agent, added", [
+    ({"extraCapabilities": ["SYS_RESOURCE"]}, ["BPF", "PERFMON", "SYS_RESOURCE"]),  # kernels 5.8-5.10
+    ({"extraCapabilities": ["SYS_ADMIN", "SYS_RESOURCE"]},
+     ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"]),  # before 5.8
+    ({"sysAdmin": True}, ["BPF", "PERFMON", "SYS_ADMIN"]),  # the older switch
+])
+def test_older_kernels_get_more_capabilities_only_when_asked(agent: dict[str, Any], added: list[str]) -> None:
+    caps = _template(_fleet(agent=agent))["spec"]["containers"][0]["securityContext"]["capabilities"]
+    assert caps == {"drop": ["ALL"], "add": added}
+
+
+def test_agent_extra_capabilities_are_a_closed_list() -> None:
+    with pytest.raises(model.SpecError, match="agent.extraCapabilities"):
+        _fleet(agent={"extraCapabilities": ["NET_ADMIN"]})
+
+
+def test_agent_is_scheduled_on_every_node_by_default() -> None:
+    pod = _template(_fleet())["spec"]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"},
+                                  {"operator": "Exists", "effect": "NoExecute"}]
+    assert "affinity" not in pod and "imagePullSecrets" not in pod
+    # An explicit empty list means: no tolerations.
+    assert "tolerations" not in _template(_fleet(agent={"tolerations": []}))["spec"]
+
+
+def test_scheduling_and_pod_metadata_knobs() -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}}
+    template = _template(_fleet(agent={
+        "imagePullSecrets": [{"name": "regcred"}], "affinity": affinity, "priorityClassName": "mine",
+        "podAnnotations": {"example.com/scrape": "no"}, "podLabels": {"team": "obs"}}))
+    pod = template["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["affinity"] == affinity
+    assert pod["priorityClassName"] == "mine"
+    assert template["metadata"]["annotations"] == {"example.com/scrape": "no"}
+    assert template["metadata"]["labels"]["team"] == "obs"
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "kpod-agent"
+    with pytest.raises(model.SpecError, match="agent.podLabels"):
+        _fleet(agent={"podLabels": {"app.kubernetes.io/name": "other"}})
+
 
 
 @pytest.mark.parametrize("spec", [
@@ -140,7 +200,10 @@ def test_node_config_changes_leave_the_pod_template_alone(spec: dict[str, Any]) 
     {"resources": {"requests": {"cpu": "100m"}}},
     {"nodeSelector": {"kubernetes.io/os": "linux"}},
     {"tolerations": [{"operator": "Exists"}]},
-    {"priorityClassName": "system-node-critical"},
+    {"priorityClassName": "other"},
+    {"imagePullSecrets": [{"name": "regcred"}]},
+    {"podAnnotations": {"a": "b"}},
+    {"extraCapabilities": ["SYS_RESOURCE"]},
 ])
 def test_agent_changes_roll_the_pod_template(agent: dict[str, Any]) -> None:
     assert _template(_fleet(agent=agent)) != _template(_fleet())
@@ -167,7 +230,7 @@ def test_agent_rbac_is_least_privilege() -> None:
     assert "create" not in cm_rule["verbs"] and "patch" not in cm_rule["verbs"]
     pod_rule = next(r for r in role_rules if r["resources"] == ["pods"])
     assert pod_rule["verbs"] == ["patch"]
-    assert objs["Role"]["metadata"]["namespace"] == NS
+    assert objs["Role"]["metadata"]["namespace"] == AGENTS
     # Cluster-scoped objects cannot be owned by a namespaced CR.
     assert "ownerReferences" not in objs["ClusterRole"]["metadata"]
     kubelet = _by_kind(render.render_rbac(NS, _fleet(agent={"discovery": {"mode": "kubelet"}}), OWNER))
@@ -177,8 +240,14 @@ def test_agent_rbac_is_least_privilege() -> None:
 # ---- validation against real schemas ----
 
 def _all_objects(tmp_rules: pathlib.Path | None = None) -> list[dict[str, Any]]:
+    affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {
+        "matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}}]}}
     fleet = _fleet(agent={"tolerations": [{"operator": "Exists"}], "nodeSelector": {"a": "b"},
-                          "priorityClassName": "p", "updateStrategy": {"maxUnavailable": "10%"}})
+                          "priorityClassName": "p", "updateStrategy": {"maxUnavailable": "10%"},
+                          "imagePullSecrets": [{"name": "regcred"}], "affinity": affinity,
+                          "podAnnotations": {"a": "b"}, "podLabels": {"team": "obs"},
+                          "extraCapabilities": ["SYS_ADMIN", "SYS_RESOURCE"]},
+                   networkPolicy={"enabled": True, "podSelector": {"matchLabels": {"app": "prometheus"}}})
     config = _config(fleet, {"team-a": {"profile": "comprehensive"}})
     return render.render_workload(NS, fleet, config, OWNER) + \
         render.render_monitoring(NS, fleet, OWNER, render.load_rule_groups(tmp_rules or render.RULES_ASSET))
@@ -187,7 +256,7 @@ def _all_objects(tmp_rules: pathlib.Path | None = None) -> list[dict[str, Any]]:
 def test_workload_manifests_validate_against_kubernetes_schemas() -> None:
     objs = [o for o in _all_objects() if not o["apiVersion"].startswith("monitoring.coreos.com")]
     assert {o["kind"] for o in objs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                                         "RoleBinding", "ConfigMap", "DaemonSet", "Service"}
+                                         "RoleBinding", "ConfigMap", "DaemonSet", "Service", "NetworkPolicy"}
     for obj in objs:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
@@ -239,3 +308,77 @@ def test_servicemonitor_follows_the_spec() -> None:
     assert sm["spec"]["endpoints"][0]["scrapeTimeout"] == "5s"
     assert render.render_monitoring(NS, _fleet(serviceMonitor={"enabled": False},
                                                prometheusRule={"enabled": False}), OWNER, []) == []
+
+
+def test_servicemonitor_keeps_the_workload_labels_and_names_the_agent() -> None:
+    endpoint = render.render_service_monitor(NS, _fleet(), OWNER)["spec"]["endpoints"][0]
+    assert endpoint["honorLabels"] is True
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert targets == {"instance": ["__meta_kubernetes_pod_node_name"],
+                       "agent_pod": ["__meta_kubernetes_pod_name"]}
+
+
+# ---- NetworkPolicy ----
+
+def test_network_policy_only_when_asked() -> None:
+    fleet = _fleet()
+    assert "NetworkPolicy" not in {o["kind"] for o in render.render_workload(NS, fleet, _config(fleet), OWNER)}
+    assert render.unwanted_workload(fleet) == [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                                "metadata": {"name": "kpod-agent", "namespace": AGENTS}}]
+
+
+def test_network_policy_lets_only_the_scraping_namespaces_in() -> None:
+    fleet = _fleet(networkPolicy={"enabled": True})
+    np = next(o for o in render.render_workload(NS, fleet, _config(fleet), OWNER) if o["kind"] == "NetworkPolicy")
+    assert np["metadata"]["namespace"] == AGENTS
+    assert np["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kpod-agent"}}
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}}],
+        "ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert render.unwanted_workload(fleet) == []
+    # The Prometheus' own namespace selector, and only its pods.
+    chosen = _fleet(networkPolicy={"enabled": True, "namespaceSelector": {"matchLabels": {"team": "obs"}},
+                                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}})
+    peer = render.render_network_policy(AGENTS, chosen, None)["spec"]["ingress"][0]["from"][0]
+    assert peer == {"namespaceSelector": {"matchLabels": {"team": "obs"}, "matchExpressions": []},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"},
+                                    "matchExpressions": []}}
+    kubernetes_validate.validate(render.render_network_policy(AGENTS, chosen, None), K8S_VERSION, strict=True)
+
+
+def test_network_policy_is_fleet_only() -> None:
+    with pytest.raises(model.SpecError, match="networkPolicy"):
+        model.parse_override({"networkPolicy": {"enabled": True}})
+
+
+# ---- the agents' namespace ----
+
+def test_agents_run_in_their_own_namespace() -> None:
+    """What the agents may write (their Pods) is never in the operator's namespace."""
+    fleet = _fleet()
+    objs = render.render_workload(NS, fleet, _config(fleet), OWNER)
+    namespaced = [o for o in objs if o["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
+    assert {o["metadata"]["namespace"] for o in namespaced} == {AGENTS}
+    # Owner references cannot cross namespaces: the operator removes these itself.
+    assert all("ownerReferences" not in o["metadata"] for o in objs)
+    by_kind = _by_kind(objs)
+    args = by_kind["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--configmap") + 1] == f"{AGENTS}/kpod-agent-config"
+    assert by_kind["ClusterRoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kpod-agent", "namespace": AGENTS}]
+    assert render.bound_agent_namespace(by_kind["ClusterRoleBinding"]) == AGENTS
+    assert {(o["kind"], o["metadata"]["namespace"]) for o in render.agent_objects(AGENTS)} >= {
+        (o["kind"], AGENTS) for o in namespaced}
+    sm = render.render_service_monitor(NS, fleet, OWNER)
+    assert sm["metadata"]["namespace"] == NS and sm["spec"]["namespaceSelector"] == {"matchNames": [AGENTS]}
+    # Chosen in the fleet CR; the operator's own namespace keeps the owner references.
+    other = _fleet(agent={"namespace": "observability"})
+    assert {o["metadata"].get("namespace") for o in render.render_workload(NS, other, _config(other), OWNER)} \
+        == {"observability", None}
+    same = _fleet(agent={"namespace": NS})
+    assert _by_kind(render.render_workload(NS, same, _config(same), OWNER))["DaemonSet"]["metadata"][
+        "ownerReferences"] == [OWNER]
+    with pytest.raises(model.SpecError, match="agent.namespace"):
+        _fleet(agent={"namespace": "Not_A_Namespace"})

@@ -35,7 +35,8 @@ NS = opconf.NS
 CR_PATH = opconf.CR_PATH
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "kpodmetricsprofiles.yaml"
-DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets/kpod-agent"
+AGENTS = opconf.AGENTS
+DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
 wait_for = opconf.wait_for
 
 # The operator's own client gives up after this long (production: 30 s), so a

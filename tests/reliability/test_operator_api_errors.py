@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+    AGENTS,
     NS,
     Harness,
     op_cluster,
@@ -36,7 +37,7 @@ def _converged(h: Harness, generation: int) -> bool:
 def _config_versions(h: Harness) -> list[int]:
     """Generation of each stored version of the ConfigMap, oldest first."""
     out = []
-    for version in h.cluster.history("configmaps", NS, "kpod-agent-config"):
+    for version in h.cluster.history("configmaps", AGENTS, "kpod-agent-config"):
         labels = (version.get("metadata") or {}).get("labels") or {}
         out.append(int(labels["kpod.io/config-generation"]))
     return out

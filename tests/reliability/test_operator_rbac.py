@@ -24,7 +24,7 @@ from kpod_agent.discovery import Discovery
 from kpod_agent.kube import ConfigMapSource
 from kpod_agent.node_status import PodStatusPublisher
 from kpod_operator import kube as kubeapi
-from kpod_operator import model, render
+from kpod_operator import leader, model, render
 from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     CR_PATH,
     NS,
@@ -37,6 +37,7 @@ from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     authorized,
     op_cluster,
     op_harness,
+    rule_allows,
     verb_table,
     wait_for,
 )
@@ -44,6 +45,9 @@ from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
 AGENT_SOURCES = REPO / "agent" / "kpod_agent"
 DEPLOY_RBAC = REPO / "deploy" / "operator" / "rbac.yaml"
 CM = render.CONFIGMAP_NAME
+AGENTS = model.AgentSpec().namespace  # the agents' namespace, apart from the operator's (NS)
+AGENT = render.AGENT_NAME
+CLUSTER_NAME = render.cluster_role_name(NS)
 
 # ---- what the agent uses -------------------------------------------------------
 
@@ -73,36 +77,73 @@ EXPECTED_AGENT = {
 
 # Either called by the operator (handlers, kopf) or held because it grants it to
 # the agent: RBAC lets a subject grant only what it holds (no escalate/bind).
+# "#name": narrowed to that object; creates cannot be (RBAC sees no name).
 EXPECTED_OPERATOR = {
     "ClusterRole": {
         "kpod.io/kpodmetricsprofiles": {"list", "watch", "patch"},  # kopf watch + annotations; handlers list
         "kpod.io/kpodmetricsprofiles/status": {"patch"},
         "apiextensions.k8s.io/customresourcedefinitions": {"list", "watch"},  # kopf's resource scanning
         "core/events": {"create"},  # refusals posted on the CR (and kopf's handler failures)
-        # kopf watches with a cluster-wide URL (field selector on the namespace);
-        # list/watch of pods is also the agent's informer grant.
+        # kopf watches with a cluster-wide URL (label selector: the agents'
+        # namespace is the CR's); list/watch of pods is also the agent's informer grant.
         "core/pods": {"list", "watch"},
         "apps/daemonsets": {"list", "watch"},
         "core/nodes/proxy": {"get"},  # held for the agent (kubelet mode) only
-        "rbac.authorization.k8s.io/clusterroles": {"get", "create", "patch", "delete"},
-        "rbac.authorization.k8s.io/clusterrolebindings": {"get", "create", "patch", "delete"},
+        "rbac.authorization.k8s.io/clusterroles": {"create"},
+        "rbac.authorization.k8s.io/clusterrolebindings": {"create"},
+        f"rbac.authorization.k8s.io/clusterroles#{CLUSTER_NAME}": {"get", "patch", "delete"},
+        f"rbac.authorization.k8s.io/clusterrolebindings#{CLUSTER_NAME}": {"get", "patch", "delete"},
     },
-    "Role": {  # in the operator's namespace
-        "core/configmaps": {"get", "create", "patch", "list", "watch"},  # list/watch: held for the agent
-        "core/services": {"get", "create", "patch"},
-        "core/serviceaccounts": {"get", "create", "patch"},
+    f"Role/{NS}": {  # the operator's namespace: only what the fleet CR owns there
+        "monitoring.coreos.com/servicemonitors": {"create"},
+        "monitoring.coreos.com/prometheusrules": {"create"},
+        f"monitoring.coreos.com/servicemonitors#{AGENT},{render.OPERATOR_NAME}": {"get", "patch", "delete"},
+        f"monitoring.coreos.com/prometheusrules#{AGENT}": {"get", "patch", "delete"},
+        "coordination.k8s.io/leases": {"create"},  # leader election
+        f"coordination.k8s.io/leases#{leader.LEASE_NAME}": {"get", "update"},
+    },
+    f"Role/{AGENTS}": {  # the agents' namespace
+        "core/configmaps": {"create"},
+        "core/services": {"create"},
+        "core/serviceaccounts": {"create"},
+        "apps/daemonsets": {"create"},
+        "rbac.authorization.k8s.io/roles": {"create"},
+        "rbac.authorization.k8s.io/rolebindings": {"create"},
+        "networking.k8s.io/networkpolicies": {"create"},
+        f"core/configmaps#{CM}": {"get", "patch", "delete", "list", "watch"},  # list/watch: held for the agent
+        f"core/services#{AGENT}": {"get", "patch", "delete"},
+        f"core/serviceaccounts#{AGENT}": {"get", "patch", "delete"},
+        f"apps/daemonsets#{AGENT}": {"get", "patch", "delete"},
+        f"rbac.authorization.k8s.io/roles#{AGENT}": {"get", "patch", "delete"},
+        f"rbac.authorization.k8s.io/rolebindings#{AGENT}": {"get", "patch", "delete"},
+        f"networking.k8s.io/networkpolicies#{AGENT}": {"get", "patch", "delete"},
         "core/pods": {"patch"},  # held for the agent (status annotation)
-        "apps/daemonsets": {"get", "create", "patch"},
-        "rbac.authorization.k8s.io/roles": {"get", "create", "patch"},
-        "rbac.authorization.k8s.io/rolebindings": {"get", "create", "patch"},
-        "monitoring.coreos.com/servicemonitors": {"get", "create", "patch", "delete"},
-        "monitoring.coreos.com/prometheusrules": {"get", "create", "patch", "delete"},
-        "coordination.k8s.io/leases": {"get", "create", "update"},  # leader election
     },
 }
 # Granted without being seen in the recorded run, and why.
-HELD_FOR_THE_AGENT = {("Role", "core/configmaps", "list"), ("Role", "core/configmaps", "watch"),
-                      ("Role", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get")}
+HELD_FOR_THE_AGENT = {(f"Role/{AGENTS}", f"core/configmaps#{CM}", "list"),
+                      (f"Role/{AGENTS}", f"core/configmaps#{CM}", "watch"),
+                      (f"Role/{AGENTS}", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get")}
+
+
+def _operator_grants() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """EXPECTED_OPERATOR as (cluster rules, {namespace: rules})."""
+    return (_rules_of(EXPECTED_OPERATOR["ClusterRole"]),
+            {table.split("/", 1)[1]: _rules_of(rules) for table, rules in EXPECTED_OPERATOR.items()
+             if table.startswith("Role/")})
+
+
+def _granting_entry(attrs: Attributes) -> tuple[str, str, str] | None:
+    """(table, key, verb) of EXPECTED_OPERATOR that allows ``attrs``, the narrowest first."""
+    for table, entries in EXPECTED_OPERATOR.items():
+        scope = table.split("/", 1)[1] if "/" in table else None
+        if scope is not None and attrs.namespace != scope:
+            continue
+        for key in sorted(entries, key=lambda k: "#" not in k):
+            for rule in _rules_of({key: entries[key]}):
+                if rule_allows(rule, attrs):
+                    return table, key, attrs.verb
+    return None
 
 
 def _agent_rbac(mode: str) -> dict[str, list[dict[str, Any]]]:
@@ -152,8 +193,9 @@ def test_agent_code_calls_only_the_granted_api_methods() -> None:
     for method, requests in AGENT_CALLS.items():
         for verb, resource, scope, name in requests:
             group, _, plural = resource.partition("/")
-            attrs = Attributes(verb, "" if group == "core" else group, plural, NS if scope == "ns" else None, name)
-            assert authorized(attrs, rbac["ClusterRole"], {NS: rbac["Role"]}), (method, verb, resource)
+            attrs = Attributes(verb, "" if group == "core" else group, plural,
+                               AGENTS if scope == "ns" else None, name)
+            assert authorized(attrs, rbac["ClusterRole"], {AGENTS: rbac["Role"]}), (method, verb, resource)
     # ... and nothing granted that no call needs.
     used = {(verb, resource + (f"#{name}" if name else "")) for calls in AGENT_CALLS.values()
             for verb, resource, _, name in calls}
@@ -172,14 +214,14 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
     the emulated API server: each request they make is authorized by the
     rendered RBAC, and together they use every verb it grants."""
     h = Harness(op_cluster, tmp_path)
-    h.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS},
+    h.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": AGENTS},
                    "data": {"agent.yaml": "generation: 1\n"}})
-    h.kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kpod-agent-x", "namespace": NS},
+    h.kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kpod-agent-x", "namespace": AGENTS},
                    "spec": {"nodeName": "node-1", "containers": [{"name": "agent", "image": "a"}]}})
     client = kubeapi.Kube.for_url(op_cluster.url).api
     client.user_agent = "kpod-agent-rbac-test"
     got = threading.Event()
-    source = ConfigMapSource(client, NS, CM, lambda data, where: got.set() or True, lambda message: None)
+    source = ConfigMapSource(client, AGENTS, CM, lambda data, where: got.set() or True, lambda message: None)
     (tmp_path / "unified").mkdir()
     discovery = Discovery(DiscoveryConfig(mode="informer", interval="100ms"), "node-1",
                           cgroups.CgroupResolver(cgroups.CgroupLayout(unified=tmp_path / "unified")),
@@ -189,7 +231,7 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
     try:
         assert got.wait(10)
         wait_for(lambda: discovery.synced, what="informer synced")
-        publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", NS)
+        publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", AGENTS)
         assert publisher.publish({"node": "node-1", "generation": 1, "collectors": {}})
         wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 2,
                  what="both watches open")
@@ -201,12 +243,25 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
     for r in _agent_requests(op_cluster):
         attrs = attributes(r.method, f"{r.path}?{'&'.join(f'{k}={v}' for k, v in r.query.items())}")
         assert attrs is not None
-        assert authorized(attrs, rbac["ClusterRole"], {NS: rbac["Role"]}), attrs
+        assert authorized(attrs, rbac["ClusterRole"], {AGENTS: rbac["Role"]}), attrs
         key = f"{attrs.group or 'core'}/{attrs.resource}" + (f"#{CM}" if attrs.resource == "configmaps" else "")
         used.add((attrs.verb, key))
     granted = {(verb, key) for rules in rbac.values() for key, verbs in verb_table(rules).items()
                for verb in verbs}
     assert used == granted
+
+
+@pytest.mark.parametrize("mode", sorted(EXPECTED_AGENT))
+def test_an_agent_can_never_write_the_operators_pod(mode: str) -> None:
+    """The agents' Pod patch grant is in their own namespace, never the operator's."""
+    rbac = _agent_rbac(mode)
+    assert NS != AGENTS
+    for verb in ("patch", "update", "delete", "create"):
+        for namespace in (NS, "kube-system"):
+            attrs = Attributes(verb, "", "pods", namespace, "kpod-operator-5d9c7b-x2x4q")
+            assert not authorized(attrs, rbac["ClusterRole"], {AGENTS: rbac["Role"]}), (verb, namespace)
+    assert authorized(Attributes("patch", "", "pods", AGENTS, "kpod-agent-x"), rbac["ClusterRole"],
+                      {AGENTS: rbac["Role"]})
 
 
 def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness) -> None:
@@ -221,13 +276,16 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
     h.apply_cr("team-a", "metrics", {"profile": "minimal"})
     wait_for(lambda: h.reason("metrics", "Reconciled", "team-a") == "True/Merged", what="override")
     h.write_ds_status(desiredNumberScheduled=1, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
+    h.apply_cr(NS, "default", {"networkPolicy": {"enabled": True}})
+    wait_for(lambda: h.cluster.objects("networkpolicies"), what="NetworkPolicy")
     h.cluster.install_monitoring()
     wait_for(lambda: h.cluster.objects("servicemonitors") and h.cluster.objects("prometheusrules"),
              what="monitoring objects")
     # Hand edits of every object: the operator patches them back (drift repair).
     drifted = []
-    for obj in render.render_workload(NS, model.parse_fleet({}), render.render_agent_config(
-            model.parse_fleet({}), {}, 1), None) + render.monitoring_objects(NS):
+    fleet = model.parse_fleet({"networkPolicy": {"enabled": True}})
+    for obj in render.render_workload(NS, fleet, render.render_agent_config(fleet, {}, 1), None) \
+            + render.monitoring_objects(NS):
         if obj["kind"] == "ConfigMap":
             continue
         path = kubeapi.object_path(obj)
@@ -235,19 +293,19 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
         drifted.append(path)
     wait_for(lambda: all(h.get(p)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kpod-metrics"
                          for p in drifted), what="drift repaired")
-    h.apply_cr(NS, "default", {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}})
-    wait_for(lambda: not h.cluster.objects("servicemonitors") and not h.cluster.objects("prometheusrules"),
-             what="monitoring objects deleted")
+    h.apply_cr(NS, "default", {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
+                               "networkPolicy": {"enabled": False}})
+    wait_for(lambda: not h.cluster.objects("servicemonitors") and not h.cluster.objects("prometheusrules")
+             and not h.cluster.objects("networkpolicies"), what="monitoring objects, NetworkPolicy deleted")
     h.apply_cr(NS, "default", {"profile": "nonsense"})
     wait_for(lambda: h.reason("default", "Reconciled") == "False/InvalidSpec", what="invalid spec")
     h.kube.request("DELETE", f"{CR_PATH}/namespaces/{NS}/kpodmetricsprofiles/default")
-    wait_for(lambda: h.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}") is None,
-             what="cluster-scoped RBAC deleted")
+    wait_for(lambda: h.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/kpod-agent-{NS}") is None
+             and not h.cluster.objects("daemonsets"), what="agents and cluster-scoped RBAC deleted")
     time.sleep(0.3)
     h.stop()
 
-    cluster_rules = _rules_of(EXPECTED_OPERATOR["ClusterRole"])
-    ns_rules = _rules_of(EXPECTED_OPERATOR["Role"])
+    cluster_rules, ns_rules = _operator_grants()
     used: set[tuple[str, str, str]] = set()
     for r in h.cluster.requests():
         if r.user_agent == TEST_USER_AGENT:
@@ -258,11 +316,10 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
         # A server-side apply that creates the object is authorized as patch and create.
         for a in [attrs] + ([dataclasses.replace(attrs, verb="create")]
                            if r.method == "PATCH" and r.status == 201 else []):
-            assert authorized(a, cluster_rules, {NS: ns_rules}), (a.verb, r.method, r.path, r.query)
-            key = f"{a.group or 'core'}/{a.resource}"
-            kind = "Role" if a.namespace == NS and key in EXPECTED_OPERATOR["Role"] \
-                and a.verb in EXPECTED_OPERATOR["Role"][key] else "ClusterRole"
-            used.add((kind, key, a.verb))
+            assert authorized(a, cluster_rules, ns_rules), (a.verb, r.method, r.path, r.query)
+            entry = _granting_entry(a)
+            assert entry is not None, a
+            used.add(entry)
     granted = {(kind, key, verb) for kind, table in EXPECTED_OPERATOR.items()
                for key, verbs in table.items() for verb in verbs}
     assert granted - used - HELD_FOR_THE_AGENT == set()
@@ -270,8 +327,7 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
 
 def test_operator_holds_every_grant_it_gives_the_agent() -> None:
     """RBAC refuses to create a role granting more than its creator holds."""
-    cluster_rules = _rules_of(EXPECTED_OPERATOR["ClusterRole"])
-    ns_rules = _rules_of(EXPECTED_OPERATOR["Role"])
+    cluster_rules, ns_rules = _operator_grants()
     for mode in EXPECTED_AGENT:
         for kind, table in EXPECTED_AGENT[mode].items():
             for key, verbs in table.items():
@@ -279,13 +335,14 @@ def test_operator_holds_every_grant_it_gives_the_agent() -> None:
                 group, _, plural = resource.partition("/")
                 for verb in verbs:
                     attrs = Attributes(verb, "" if group == "core" else group, plural,
-                                           NS if kind == "Role" else None, name or None)
-                    assert authorized(attrs, cluster_rules, {NS: ns_rules}), (mode, kind, key, verb)
+                                           AGENTS if kind == "Role" else None, name or None)
+                    assert authorized(attrs, cluster_rules, ns_rules), (mode, kind, key, verb)
 
 
 def _deploy_tables() -> dict[str, dict[str, set[str]]]:
     docs = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
-    return {d["kind"]: verb_table(d["rules"]) for d in docs if d["kind"] in ("ClusterRole", "Role")}
+    return {d["kind"] + (f"/{d['metadata']['namespace']}" if d["kind"] == "Role" else ""): verb_table(d["rules"])
+            for d in docs if d["kind"] in ("ClusterRole", "Role")}
 
 
 def test_deployed_operator_rbac_is_the_expected_table() -> None:

@@ -172,13 +172,13 @@ def remove_cgroup_tree(path: Path) -> None:
         os.rmdir(dirpath)
 
 
-def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """(cert, key) for CN/SAN 127.0.0.1, made with the openssl CLI (EC key: fast)."""
+def self_signed_cert(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """(cert, key) for CN/SAN ``ip``, made with the openssl CLI (EC key: fast)."""
     cert, key = directory / "kubelet.crt", directory / "kubelet.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
          "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+         "-subj", f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}"],
         check=True, capture_output=True, timeout=30,
     )
     return cert, key
@@ -187,7 +187,8 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 class FakeKubelet:
     """The kubelet's ``/pods`` endpoint over real HTTP; state changes apply to the next request."""
 
-    def __init__(self, *, https: bool = False, token: str | None = None) -> None:
+    def __init__(self, *, https: bool = False, token: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Lock()
         self._pods: list[dict[str, Any]] = []
         self._status = 200
@@ -199,11 +200,12 @@ class FakeKubelet:
         self._https = https
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.ca_path: Path | None = None
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.host = host
+        self._server = http.server.ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         if https:
             self._tmp = tempfile.TemporaryDirectory(prefix="fake-kubelet-")
-            cert, key = self_signed_cert(Path(self._tmp.name))
+            cert, key = self_signed_cert(Path(self._tmp.name), host)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -235,7 +237,7 @@ class FakeKubelet:
     @property
     def url(self) -> str:
         scheme = "https" if self._https else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/pods"
+        return f"{scheme}://{self.host}:{self._server.server_address[1]}/pods"
 
     # -- what the next requests get ----------------------------------------------
 

@@ -8,6 +8,7 @@ they cause is charged to that container from their first instruction.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,21 @@ class KernelNode:
                 except OSError:
                     time.sleep(0.05)
         self.kubelet.close()
+
+
+@contextlib.contextmanager
+def kernel_node(tmp: Path) -> Iterator[KernelNode]:
+    """A KernelNode for a test module, removed at exit; skips without a usable
+    kernel (the root conftest turns that skip into a failure under CI)."""
+    import pytest
+
+    from tests.conftest import kernel_unavailable_reason
+
+    reason = kernel_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    node = KernelNode(tmp)
+    try:
+        yield node
+    finally:
+        node.close()

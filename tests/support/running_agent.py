@@ -50,8 +50,9 @@ def prog_ids_of(pid: int) -> set[int]:
 
 
 class RunningAgent:
-    def __init__(self, node: KernelNode, tmp: Path) -> None:
+    def __init__(self, node: KernelNode, tmp: Path, prefix: list[str] | None = None) -> None:
         self.node = node
+        self.prefix = prefix or []  # e.g. setpriv with fewer capabilities
         self.path = tmp / "agent.yaml"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,11 +64,11 @@ class RunningAgent:
         tmp.write_text(yaml.safe_dump(doc))
         os.replace(tmp, self.path)  # atomic, as editors and ConfigMap volumes do
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 30) -> None:
         self.proc = subprocess.Popen(
-            [*AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
+            [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", 30)
+        self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", ready_timeout)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -102,9 +103,10 @@ class RunningAgent:
 
 
 @contextlib.contextmanager
-def running_agent(node: KernelNode, tmp: Path, generation: int = 1, **fields: Any) -> Iterator[RunningAgent]:
+def running_agent(node: KernelNode, tmp: Path, generation: int = 1, prefix: list[str] | None = None,
+                  **fields: Any) -> Iterator[RunningAgent]:
     """An agent started on a config written from `fields`, killed at exit if still running."""
-    agent = RunningAgent(node, tmp)
+    agent = RunningAgent(node, tmp, prefix)
     agent.write(generation, **fields)
     agent.start()
     try:

@@ -58,6 +58,9 @@ namespaceOverrides:
     ("profile: maximal", "profile"),
     ("discovery: {mode: magic}", "discovery.mode"),
     ("discovery: {kubeletURL: 'ftp://x/pods'}", "discovery.kubeletURL"),
+    # Whoever writes the ConfigMap must not pick the file sent as a bearer token, nor the CA.
+    ("discovery: {mode: kubelet, tokenPath: /etc/shadow}", "discovery.tokenPath"),
+    ("discovery: {mode: kubelet, caPath: /tmp/mine.crt}", "discovery.caPath"),
     ("podSelector: {matchExpressions: [{key: a, operator: In}]}", "podSelector.matchExpressions.0"),
     ("colectors: {}", "colectors"),
     ("collectors: {cpu: {latency: true}}", "collectors.cpu.latency"),

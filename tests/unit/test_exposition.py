@@ -119,3 +119,14 @@ def test_with_a_collection_loop_scrapers_never_render_the_pod_series(exporter: K
     fresh = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
     assert fresh.parts[0] is not served.parts[0]
     assert gzip.decompress(fresh.body()) == exporter.render_text(openmetrics=True)
+
+
+def test_a_new_pod_list_is_never_served_stale(exporter: KpodCollector) -> None:
+    agent = exporter.agent
+    exporter.exposition(PROMETHEUS_ACCEPT)
+    exporter.prewarm()
+    assert b'pod="pod-29"' in exporter.exposition(PROMETHEUS_ACCEPT).body()
+    gone = next(uid for uid, pod in agent.index.pods.items() if pod.name == "pod-29")
+    agent.on_index(type(agent.index)(entries={k: e for k, e in agent.index.entries.items() if e.pod_uid != gone},
+                                     pods={u: p for u, p in agent.index.pods.items() if u != gone}))
+    assert b'pod="pod-29"' not in exporter.exposition(PROMETHEUS_ACCEPT).body()

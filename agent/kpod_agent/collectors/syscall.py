@@ -124,8 +124,9 @@ def _raise_fd_limit() -> None:
     default soft limit of 1024 fds is too low for the whole table."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.debug("cannot raise the open file limit: %s", exc)
 
@@ -257,14 +258,16 @@ class SyscallCollector(BpfCollector):
         enter, leave = self._tracepoint(name, True), self._tracepoint(name, False)
         if not bpfload.tracepoint_exists(*enter.split(":")) or not bpfload.tracepoint_exists(*leave.split(":")):
             raise CollectorError(f"tracepoint {enter} not found on this kernel")
+        ctypes.set_errno(0)
         try:
             # Exit first: a start time needs its exit to be consumed.
             self._attach_tp(name, enter=False)
             if self.latency:
                 self._attach_tp(name, enter=True)
         except Exception as exc:
+            message = bpfload.describe(exc)  # before the detach's calls overwrite errno
             self._detach_one(name)
-            raise CollectorError(f"cannot attach {enter}: {exc}") from None
+            raise CollectorError(f"cannot attach {enter}: {message}") from None
         self.attached_syscalls.add(name)
 
     def _detach_one(self, name: str) -> None:
