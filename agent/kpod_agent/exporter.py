@@ -427,7 +427,7 @@ class KpodCollector(PromCollector):
     def self_metrics(self) -> Iterator[Metric]:
         agent = self.agent
         config = agent.config
-        info = runtime_info.build_info()
+        info = dict(runtime_info.build_info())
         build = GaugeMetricFamily("kpod_build_info", "Build information (value 1).", labels=list(info))
         build.add_metric(list(info.values()), 1.0)
         yield build

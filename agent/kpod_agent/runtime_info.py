@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import logging
@@ -26,8 +27,10 @@ def bcc_version() -> str:
         return ""
 
 
+@functools.cache
 def build_info() -> dict[str, str]:
-    """Labels of the kpod_build_info gauge."""
+    """Labels of the kpod_build_info gauge (looked up once: metadata lookups
+    cost milliseconds, and the exporter asks every collection cycle)."""
     return {"version": version(), "python": platform.python_version(), "bcc": bcc_version()}
 
 

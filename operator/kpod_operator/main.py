@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> None:
         retry_period=_float_env("KPOD_LEASE_RETRY_SECONDS", 1.5)) if args.leader_election else None
     kube.api.user_agent = f"kpod-operator/{runtime_info.version()}" + (f" ({lease.identity})" if lease else "")
     metrics = opmetrics.OperatorMetrics()
-    server = opmetrics.serve(metrics, *args.listen) if args.listen else None
+    try:
+        server = opmetrics.serve(metrics, *args.listen) if args.listen else None
+    except OSError as exc:
+        print(f"kpod-operator: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
+        sys.exit(1)
     # The default registry carries kopf's login via the kubernetes client.
     kept = asyncio.run(run_async(config, kube, kopf.get_default_registry(),
                                  liveness_endpoint=args.liveness or None, lease=lease, metrics=metrics))

@@ -30,7 +30,9 @@ def test_operator_reconciles_under_a_uid_without_passwd_entry(tmp_path: Path) ->
     config_dir = manifests.kubeconfig_dir(cluster.url)
     port = free_port()
     env = {**manifests.ENV_WITHOUT_IDENTITY, **run.env, "KUBECONFIG": str(config_dir / "kubeconfig"),
-           "KPOD_RESYNC_SECONDS": "1", "KPOD_OPERATOR_LIVENESS": f"http://127.0.0.1:{port}/healthz"}
+           "KPOD_RESYNC_SECONDS": "1", "KPOD_OPERATOR_LIVENESS": f"http://127.0.0.1:{port}/healthz",
+           # /metrics on a free port: 8080 may be taken by another run on this machine.
+           "KPOD_OPERATOR_LISTEN": f"127.0.0.1:{free_port()}"}
     exe = Path(sys.executable).parent / "kpod-operator"
     proc = subprocess.Popen(
         ["setpriv", f"--reuid={run.uid}", f"--regid={run.gid}", "--clear-groups",

@@ -302,7 +302,7 @@ def test_cli_runs_from_a_kubeconfig_without_prometheus_operator_crds(
         "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
     }))
     exe = pathlib.Path(sys.executable).parent / "kpod-operator"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1", "KPOD_OPERATOR_LISTEN": ""}
     env.pop("KPOD_OPERATOR_NAMESPACE", None)
     proc = subprocess.Popen([str(exe), "--namespace", NS, "--liveness", ""], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
