@@ -44,6 +44,7 @@ def test_every_collector_attaches_and_counts_with_the_rendered_capabilities(
     pod = node.add_pod("least-a", "lp")
     neighbour = node.add_pod("least-b", "lp")
     with running_agent(node, tmp_path, 1, prefix=_setpriv(",".join(["-all", *(f"+{c}" for c in caps)])),
+                       ready_timeout=300,
                        profile="comprehensive", syscalls=["getppid"],
                        collectors={"syscall": {"interval": "500ms"}}) as agent:
         status = agent.config()["collectors"]

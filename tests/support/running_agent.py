@@ -104,11 +104,11 @@ class RunningAgent:
 
 @contextlib.contextmanager
 def running_agent(node: KernelNode, tmp: Path, generation: int = 1, prefix: list[str] | None = None,
-                  **fields: Any) -> Iterator[RunningAgent]:
+                  ready_timeout: float = 30, **fields: Any) -> Iterator[RunningAgent]:
     """An agent started on a config written from `fields`, killed at exit if still running."""
     agent = RunningAgent(node, tmp, prefix)
     agent.write(generation, **fields)
-    agent.start()
+    agent.start(ready_timeout)
     try:
         yield agent
     finally:
