@@ -47,9 +47,11 @@ def permission_message(err: int, caps: set[str] | None) -> str | None:
     """What to say when loading failed with ``err`` (None: not a permission
     problem). bcc only says "Failed to compile BPF module"; the errno of its
     failed bpf()/perf_event_open() call is what tells."""
-    if err not in (errno.EPERM, errno.EACCES):
-        return None
     missing = sorted({"CAP_BPF", "CAP_PERFMON"} - caps) if caps is not None else []
+    # EACCES is also the verifier's answer to a program it rejects: a
+    # permission problem only when a capability is actually missing.
+    if err != errno.EPERM and not (err == errno.EACCES and missing):
+        return None
     detail = f"missing {', '.join(missing)}; " if missing else ""
     return (f"{PERMISSION_DENIED} ({detail}kernels before 5.8 need CAP_SYS_ADMIN instead, "
             f"before 5.11 also CAP_SYS_RESOURCE: {os.strerror(err)})")
