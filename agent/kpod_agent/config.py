@@ -249,6 +249,13 @@ def _check_syscalls(names: list[str]) -> list[str]:
 # A syscall allowlist; the CRD generator maps it to an enum of KNOWN_SYSCALLS.
 Syscalls = Annotated[list[str], AfterValidator(_check_syscalls)]
 
+# Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
+# containers per pod has ~1,000 cgroups: 4,096 leaves room for nested cgroups
+# and churn. Shared with the fleet CR, so the operator never renders a size
+# the agent refuses.
+DEFAULT_MAX_CGROUPS = 4096
+MaxCgroups = Annotated[int, Field(ge=64, le=1_048_576)]
+
 
 class NamespaceOverride(_Strict):
     profile: ProfileName | None = None
@@ -341,11 +348,9 @@ class AgentConfig(_Strict):
     procRoot: str = "/proc"
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
     defaultInterval: Interval = DEFAULT_INTERVAL_SECONDS
-    # Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
-    # containers per pod has ~1,000 cgroups: 4,096 leaves room for nested
-    # cgroups and churn. A change re-attaches the BPF collectors (map sizes
-    # are fixed when a program loads).
-    maxCgroups: int = Field(default=4096, ge=64, le=1_048_576)
+    # A change re-attaches the BPF collectors (map sizes are fixed when a
+    # program loads).
+    maxCgroups: MaxCgroups = DEFAULT_MAX_CGROUPS
 
     @field_validator("includeLabels")
     @classmethod

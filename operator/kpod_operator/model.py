@@ -30,7 +30,7 @@ KIND = "KpodMetricsProfile"
 
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
-FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "agent",
+FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "maxCgroups", "agent",
                      "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
@@ -244,6 +244,9 @@ class ProfileSpec(_Strict):
         "Fleet only: pod labels copied onto every series as label_<name>."))
     histogramBuckets: agentconfig.HistogramBuckets | None = Field(default=None, description=(
         "Fleet only: range of the exposed log2 histogram buckets, in seconds (min below max)."))
+    maxCgroups: agentconfig.MaxCgroups | None = Field(default=None, description=(
+        "Fleet only: entries of each per-cgroup BPF map on every node (default 4096, sized for a "
+        "250-pod node); a cgroup past it is not counted and the status says map full on that node."))
     agent: AgentSpec | None = Field(default=None, description="Fleet only: the agent DaemonSet.")
     serviceMonitor: ServiceMonitorSpec | None = Field(default=None, description=(
         "Fleet only: Prometheus Operator ServiceMonitor (created when its CRD is served); "
@@ -315,6 +318,7 @@ class FleetSpec(_Strict):
     namespaces: agentconfig.NamespaceFilter
     includeLabels: list[str]
     histogramBuckets: agentconfig.HistogramBuckets
+    maxCgroups: int
     agent: AgentSpec
     serviceMonitor: ServiceMonitorSpec
     prometheusRule: PrometheusRuleSpec
@@ -332,6 +336,7 @@ def parse_fleet(spec: object) -> FleetSpec:
         namespaces=parsed.namespaces or agentconfig.NamespaceFilter(),
         includeLabels=parsed.includeLabels or [],
         histogramBuckets=parsed.histogramBuckets or agentconfig.HistogramBuckets(),
+        maxCgroups=parsed.maxCgroups if parsed.maxCgroups is not None else agentconfig.DEFAULT_MAX_CGROUPS,
         agent=parsed.agent or AgentSpec(),
         serviceMonitor=parsed.serviceMonitor or ServiceMonitorSpec(),
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),

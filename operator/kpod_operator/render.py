@@ -64,6 +64,7 @@ def render_agent_config(
         },
         "discovery": fleet.agent.discovery.model_dump(mode="json"),
         "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
+        "maxCgroups": fleet.maxCgroups,
     })
 
 

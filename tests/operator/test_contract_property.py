@@ -59,6 +59,7 @@ fleet_spec = st.fixed_dictionaries({}, optional={
         "include": st.lists(st.sampled_from(NAMESPACES), max_size=3),
         "exclude": st.lists(st.sampled_from(NAMESPACES), max_size=3)}),
     "histogramBuckets": st.fixed_dictionaries({}, optional={"min": durations, "max": durations}),
+    "maxCgroups": st.integers(0, 2_000_000),
     "serviceMonitor": st.fixed_dictionaries({}, optional={"interval": prom_durations,
                                                           "scrapeTimeout": prom_durations}),
     "overridePolicy": policy,

@@ -66,6 +66,7 @@ def test_fleet_defaults_fill_the_node_config() -> None:
     ("namespaces", {"include": ["a"]}), ("includeLabels", ["app"]),
     ("histogramBuckets", {"max": "1s"}), ("agent", {"image": "x:1"}),
     ("serviceMonitor", {"enabled": False}), ("prometheusRule", {"enabled": False}),
+    ("maxCgroups", 8192),
 ])
 def test_override_rejects_fleet_only_fields_by_name(field: str, value: Any) -> None:
     with pytest.raises(model.SpecError, match=field):
@@ -189,6 +190,7 @@ def test_scheduling_and_pod_metadata_knobs() -> None:
     {"podSelector": {"matchLabels": {"app": "web"}}},
     {"includeLabels": ["team"]},
     {"histogramBuckets": {"max": "2s"}},
+    {"maxCgroups": 16384},
 ])
 def test_node_config_changes_leave_the_pod_template_alone(spec: dict[str, Any]) -> None:
     assert _template(_fleet(**spec)) == _template(_fleet())
@@ -382,3 +384,16 @@ def test_agents_run_in_their_own_namespace() -> None:
         "ownerReferences"] == [OWNER]
     with pytest.raises(model.SpecError, match="agent.namespace"):
         _fleet(agent={"namespace": "Not_A_Namespace"})
+
+
+def test_fleet_max_cgroups_reaches_the_node_config() -> None:
+    default = render.render_agent_config(model.parse_fleet({}), {}, 1)
+    assert default.maxCgroups == agentconfig.DEFAULT_MAX_CGROUPS
+    sized = render.render_agent_config(model.parse_fleet({"maxCgroups": 16384}), {}, 1)
+    assert sized.maxCgroups == 16384
+
+
+@pytest.mark.parametrize("value", [32, 2_000_000, "4096"])
+def test_fleet_max_cgroups_outside_the_agents_bounds_is_refused(value: Any) -> None:
+    with pytest.raises(model.SpecError, match="maxCgroups"):
+        model.parse_fleet({"maxCgroups": value})
