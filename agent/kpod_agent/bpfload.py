@@ -1,4 +1,5 @@
-"""Load and unload BCC programs: the only place that imports bcc.
+"""Load and unload BCC programs: the only place that uses bcc (preflight.py
+only checks that it imports).
 
 bcc's Python objects are not thread-safe; callers serialize (the agent holds
 its kernel lock around every call into a BPF object).
