@@ -91,3 +91,16 @@ def test_operator_can_write_what_it_renders() -> None:
     for verb in ("list", "watch", "patch"):  # the operator never GETs a single CR
         assert _allowed(verb, "kpod.io", "kpodmetricsprofiles", None, None)
     assert _allowed("patch", "kpod.io", "kpodmetricsprofiles/status", "team-a", "x")
+
+
+def test_operator_replicas_prefer_different_nodes() -> None:
+    """Two replicas on one node would both go in a drain of it: the standby's
+    anti-affinity must select the operator's own pods, per node."""
+    deployment = next(d for d in _docs(*sorted((DEPLOY / "operator").glob("*.yaml"))) if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] >= 2
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    terms = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+               and t["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+               for t in terms)
