@@ -1,4 +1,4 @@
-"""The node config (contract §2): one pydantic model shared by agent and operator.
+"""The node config (README, "Node config"): one pydantic model shared by agent and operator.
 
 No bcc import here: the operator renders and validates node configs with these
 same models, so the document has exactly one definition.
@@ -30,7 +30,7 @@ from kpod_agent.syscall_table import SYSCALLS
 
 API_VERSION = "kpod.io/v1alpha1"
 
-# Contract §1: the collector names are config keys, fixed.
+# The collector names are config keys and CR keys: fixed, users depend on them.
 BPF_COLLECTORS = (
     "cpu", "network", "memory", "syscall", "biolatency", "cachestat",
     "tcpdrop", "hardirqs", "softirqs", "execsnoop",

@@ -1,6 +1,6 @@
 """Pod discovery: which pods run on this node, and which cgroup ids are theirs.
 
-Three sources (contract §2, ``discovery.mode``):
+Three sources (the node config's ``discovery.mode``):
 
 - ``kubelet``: poll the kubelet's ``GET /pods`` (https with the service-account
   token, verified against the cluster CA; or plain http) every ``interval``.

@@ -1,4 +1,4 @@
-"""The KpodMetricsProfile spec (contract §1) as pydantic models.
+"""The KpodMetricsProfile spec (crds/kpodmetricsprofiles.yaml is generated from it) as pydantic models.
 
 The node-config parts (collectors, selectors, syscalls, histogram buckets) are
 the very models of ``kpod_agent.config``, so a CR the operator accepts always

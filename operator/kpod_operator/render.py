@@ -49,7 +49,7 @@ def render_agent_config(
     generation: int,
     cluster_name: str = "",
 ) -> agentconfig.AgentConfig:
-    """The node config of contract §2, validated by the agent's own model."""
+    """The node config the agents run, validated by the agent's own model."""
     return agentconfig.config_from_dict({
         "generation": generation,
         "clusterName": cluster_name,
