@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +17,15 @@ import yaml
 
 from tests.reliability.conftest import wait_for
 from tests.support.kernel_node import KernelNode
-from tests.support.running_agent import AGENT, RunningAgent
+from tests.support.running_agent import RunningAgent, running_agent
 
 # Root without the two capabilities that bypass file permissions.
 NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
           "--bounding-set=-dac_override,-dac_read_search"]
 
 
-class UnprivilegedFilesAgent(RunningAgent):
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*NO_DAC, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}",
-             "--node-name", "node-1"], stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", 30)
+class ConfigFileAgent(RunningAgent):
+    """The real agent, with the raw document and the error count at hand."""
 
     def document(self, generation: int) -> bytes:
         doc = self.node.config(generation=generation).model_dump(mode="json", exclude_none=True)
@@ -41,16 +36,9 @@ class UnprivilegedFilesAgent(RunningAgent):
 
 
 @pytest.fixture(scope="module")
-def cli(node: KernelNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnprivilegedFilesAgent]:
-    agent = UnprivilegedFilesAgent(node, tmp_path_factory.mktemp("cfgfile"))
-    agent.write(1)
-    agent.start()
-    try:
-        yield agent
-    finally:
-        if agent.proc.poll() is None:
-            agent.proc.kill()
-            agent.proc.wait()
+def cli(node: KernelNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfigFileAgent]:
+    with running_agent(node, tmp_path_factory.mktemp("cfgfile"), prefix=NO_DAC, kind=ConfigFileAgent) as agent:
+        yield agent  # type: ignore[misc]  # running_agent built it as ConfigFileAgent
 
 
 def _swap(path: Path, make: "callable[[Path], None]") -> None:  # type: ignore[valid-type]
@@ -59,7 +47,7 @@ def _swap(path: Path, make: "callable[[Path], None]") -> None:  # type: ignore[v
     os.replace(tmp, path)
 
 
-def test_fifo_never_blocks_the_watcher(cli: UnprivilegedFilesAgent) -> None:
+def test_fifo_never_blocks_the_watcher(cli: ConfigFileAgent) -> None:
     errors = cli.errors()
     _swap(cli.path, os.mkfifo)
     cli.wait(lambda: cli.errors() == errors + 1, "the FIFO rejected")
@@ -73,7 +61,7 @@ def test_fifo_never_blocks_the_watcher(cli: UnprivilegedFilesAgent) -> None:
     assert cli.errors() == errors + 2
 
 
-def test_device_is_refused_unread(cli: UnprivilegedFilesAgent) -> None:
+def test_device_is_refused_unread(cli: ConfigFileAgent) -> None:
     errors = cli.errors()
     generation = cli.config()["generation"]
     cli.path.unlink()
@@ -84,7 +72,7 @@ def test_device_is_refused_unread(cli: UnprivilegedFilesAgent) -> None:
     cli.wait(lambda: cli.config()["generation"] == generation + 1, "the good file after the device")
 
 
-def test_oversized_file_is_refused_by_its_size(cli: UnprivilegedFilesAgent) -> None:
+def test_oversized_file_is_refused_by_its_size(cli: ConfigFileAgent) -> None:
     errors = cli.errors()
     # 4 GiB of holes: read to the end it would take seconds and memory.
     _swap(cli.path, lambda p: os.truncate(p.write_bytes(b"") or p, 4 << 30))
@@ -92,7 +80,7 @@ def test_oversized_file_is_refused_by_its_size(cli: UnprivilegedFilesAgent) -> N
     assert f"{4 << 30} bytes, more than the" in cli.config()["lastError"]
 
 
-def test_file_readable_again_is_applied_within_a_second(cli: UnprivilegedFilesAgent) -> None:
+def test_file_readable_again_is_applied_within_a_second(cli: ConfigFileAgent) -> None:
     generation = cli.config()["generation"]
     errors = cli.errors()
 

@@ -104,9 +104,11 @@ class RunningAgent:
 
 @contextlib.contextmanager
 def running_agent(node: KernelNode, tmp: Path, generation: int = 1, prefix: list[str] | None = None,
-                  ready_timeout: float = 30, **fields: Any) -> Iterator[RunningAgent]:
-    """An agent started on a config written from `fields`, killed at exit if still running."""
-    agent = RunningAgent(node, tmp, prefix)
+                  ready_timeout: float = 30, kind: type[RunningAgent] | None = None,
+                  **fields: Any) -> Iterator[RunningAgent]:
+    """An agent (of ``kind``, default RunningAgent) started on a config written
+    from `fields`, killed at exit if still running."""
+    agent = (kind or RunningAgent)(node, tmp, prefix)
     agent.write(generation, **fields)
     agent.start(ready_timeout)
     try:
