@@ -49,8 +49,10 @@ class _Strict(BaseModel):
 
 
 class Resources(_Strict):
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, description=(
+        "Resource requests by name (cpu, memory), as Kubernetes quantities."))
+    limits: dict[str, Quantity] = Field(default_factory=dict, description=(
+        "Resource limits by name (memory), as Kubernetes quantities."))
 
     @field_validator("requests", "limits")
     @classmethod
@@ -64,17 +66,21 @@ class Resources(_Strict):
 
 
 class Toleration(_Strict):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    tolerationSeconds: int | None = None
+    key: str | None = Field(default=None, description="Taint key to tolerate (empty with Exists: every key).")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description=(
+        "Exists (any value) or Equal (the value below); default Equal."))
+    value: str | None = Field(default=None, description="Taint value, with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description=(
+        "Taint effect to tolerate (empty: all effects)."))
+    tolerationSeconds: int | None = Field(default=None, description=(
+        "NoExecute only: how long the agent stays on a node after the taint appears (empty: forever)."))
 
 
 class UpdateStrategy(_Strict):
     # int or "N%", as in the DaemonSet's rollingUpdate.
     maxUnavailable: Annotated[str | int, Field(json_schema_extra={"intOrString": True,
-                                                                   "pattern": PERCENT_OR_INT_PATTERN})] = 1
+                                                                   "pattern": PERCENT_OR_INT_PATTERN})] = Field(
+        default=1, description="Agent pods replaced at once in a rollout: a number or a percentage of nodes.")
 
     @field_validator("maxUnavailable")
     @classmethod
@@ -91,7 +97,9 @@ class UpdateStrategy(_Strict):
 
 
 class AgentDiscovery(_Strict):
-    mode: Literal["informer", "kubelet"] = "informer"
+    mode: Literal["informer", "kubelet"] = Field(default="informer", description=(
+        "How agents learn their node's pods: informer (watch the API server, the default) or kubelet "
+        "(poll the node's kubelet /pods; grants nodes/proxy)."))
     kubeletInsecureTLS: bool = Field(default=False, description=(
         "kubelet mode: skip verifying the kubelet's serving certificate against the cluster CA (for "
         "kubelets with self-signed certificates, no serverTLSBootstrap); the token then goes only to "
@@ -105,7 +113,7 @@ ExtraCapability = Literal["SYS_ADMIN", "SYS_RESOURCE"]
 
 
 class LocalObjectReference(_Strict):
-    name: str
+    name: str = Field(description="Name of a Secret in the agents' namespace.")
 
 
 def _tolerate_all() -> list["Toleration"]:
@@ -115,17 +123,26 @@ def _tolerate_all() -> list["Toleration"]:
 
 
 class AgentSpec(_Strict):
-    image: Annotated[str, Field(pattern=IMAGE_PATTERN)] = "kpod-agent:dev"
-    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image: Annotated[str, Field(pattern=IMAGE_PATTERN)] = Field(default="kpod-agent:dev", description=(
+        "The agent image; changing it rolls the DaemonSet."))
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = Field(default="IfNotPresent", description=(
+        "The agent container's imagePullPolicy."))
     # Memory limit: the agent's peak RSS with 5,000 pods on the node (222 MiB,
     # comprehensive profile, after scrapes; bench/bench_agent_pods.py) + 30 %.
     resources: Resources = Field(default_factory=lambda: Resources(
-        requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "288Mi"}))
-    nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=_tolerate_all)
-    priorityClassName: str = "system-node-critical"
-    updateStrategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
-    discovery: AgentDiscovery = Field(default_factory=AgentDiscovery)
+        requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "288Mi"}), description=(
+        "The agent container's requests and limits; the default limit is the measured peak RSS with "
+        "5,000 pods on a node plus 30%."))
+    nodeSelector: dict[str, str] = Field(default_factory=dict, description=(
+        "Run agents only on nodes with these labels (empty: every node)."))
+    tolerations: list[Toleration] = Field(default_factory=_tolerate_all, description=(
+        "Taints the agents tolerate; default every NoSchedule and NoExecute taint, so every node is measured."))
+    priorityClassName: str = Field(default="system-node-critical", description=(
+        "PriorityClass of the agent pods (empty: none)."))
+    updateStrategy: UpdateStrategy = Field(default_factory=UpdateStrategy, description=(
+        "RollingUpdate settings of the DaemonSet."))
+    discovery: AgentDiscovery = Field(default_factory=AgentDiscovery, description=(
+        "How the agents find the pods of their node."))
     # Namespace of the agents' DaemonSet, ConfigMap, Service and RBAC: apart
     # from the operator's, so what the agents may write (their own Pods'
     # status annotation) never reaches the operator's Pod.
@@ -136,12 +153,16 @@ class AgentSpec(_Strict):
         "Capabilities beyond BPF and PERFMON, for older kernels: 5.8-5.10 [SYS_RESOURCE], "
         "before 5.8 [SYS_ADMIN, SYS_RESOURCE]."))
     # Kept for old CRs: the same as extraCapabilities [SYS_ADMIN].
-    sysAdmin: bool = False
-    imagePullSecrets: list[LocalObjectReference] = Field(default_factory=list)
+    sysAdmin: bool = Field(default=False, description="Deprecated: the same as extraCapabilities [SYS_ADMIN].")
+    imagePullSecrets: list[LocalObjectReference] = Field(default_factory=list, description=(
+        "Secrets used to pull the agent image from a private registry."))
     # A core/v1 Affinity, passed through (checked by the API server).
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    podAnnotations: dict[str, str] = Field(default_factory=dict)
-    podLabels: dict[str, str] = Field(default_factory=dict)
+    affinity: dict[str, Any] = Field(default_factory=dict, description=(
+        "A Kubernetes Affinity for the agent pods, copied as given."))
+    podAnnotations: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra annotations on the agent pods; changing them rolls the DaemonSet."))
+    podLabels: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra labels on the agent pods (the selector labels cannot be overridden)."))
 
     @field_validator("podLabels")
     @classmethod
@@ -179,10 +200,12 @@ DurationStr = PrometheusDuration
 
 
 class ServiceMonitorSpec(_Strict):
-    enabled: bool = True
-    interval: DurationStr = 30.0
-    scrapeTimeout: DurationStr = 10.0
-    labels: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = Field(default=True, description="Create the ServiceMonitor when its CRD is served.")
+    interval: DurationStr = Field(default=30.0, description="Scrape interval, a Prometheus duration (30s, 1m).")
+    scrapeTimeout: DurationStr = Field(default=10.0, description=(
+        "Scrape timeout, a Prometheus duration; at most interval."))
+    labels: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra labels on the ServiceMonitor, e.g. the one your Prometheus selects (release: prom)."))
 
 
 class NetworkPolicySpec(_Strict):
@@ -202,8 +225,10 @@ class NetworkPolicySpec(_Strict):
 
 
 class PrometheusRuleSpec(_Strict):
-    enabled: bool = True
-    labels: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = Field(default=True, description=(
+        "Create the PrometheusRule (alerts and recording rules) when its CRD is served."))
+    labels: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra labels on the PrometheusRule, e.g. the one your Prometheus' ruleSelector selects."))
 
 
 class OverridePolicy(_Strict):
