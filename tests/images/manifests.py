@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from kpod_operator import model, render
+from tests.support.kubeconfig import write_kubeconfig
 from tests.assets.tools import REPO
 
 NAMESPACE = "kpod-system"
@@ -83,13 +84,7 @@ def kubeconfig_dir(url: str) -> pathlib.Path:
     # bpfload points it at one when tests load BPF in-process).
     directory = pathlib.Path(tempfile.mkdtemp(prefix="kpod-kubeconfig-", dir="/tmp"))
     directory.chmod(0o755)
-    path = directory / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": url}}],
-        "users": [{"name": "emu", "user": {"token": "test"}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-    }))
+    path = write_kubeconfig(directory / "kubeconfig", url)
     path.chmod(0o644)
     return directory
 

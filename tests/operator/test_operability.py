@@ -20,6 +20,7 @@ from kpod_operator import render
 
 from . import emulator
 from .conftest import AGENTS, NS, Harness, RunningOperator, wait_for
+from tests.support.kubeconfig import write_kubeconfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -101,13 +102,7 @@ def _free_port() -> int:
 
 
 def test_cli_logs_json_and_serves_metrics(harness: Harness, tmp_path: pathlib.Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": harness.cluster.url}}],
-        "users": [{"name": "emu", "user": {"token": "test"}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-    }))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", harness.cluster.url)
     port = _free_port()
     exe = pathlib.Path(sys.executable).parent / "kpod-operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1"}

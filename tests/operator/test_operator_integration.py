@@ -8,6 +8,7 @@ from typing import Any
 from kpod_agent import config as agentconfig
 
 from .conftest import AGENTS, NS, Harness, wait_for
+from tests.support.kubeconfig import write_kubeconfig
 
 DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
 AGENT_PATHS = (f"/api/v1/namespaces/{AGENTS}/configmaps/kpod-agent-config", DS_PATH,
@@ -292,15 +293,7 @@ def test_cli_runs_from_a_kubeconfig_without_prometheus_operator_crds(
     import subprocess
     import sys
 
-    import yaml
-
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": harness.cluster.url}}],
-        "users": [{"name": "emu", "user": {"token": "test"}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-    }))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", harness.cluster.url)
     exe = pathlib.Path(sys.executable).parent / "kpod-operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1", "KPOD_OPERATOR_LISTEN": ""}
     env.pop("KPOD_OPERATOR_NAMESPACE", None)

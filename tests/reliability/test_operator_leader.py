@@ -21,7 +21,6 @@ import sys
 import time
 from typing import Any
 
-import yaml
 
 from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     NS,
@@ -32,6 +31,7 @@ from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     op_harness,
     wait_for,
 )
+from tests.support.kubeconfig import write_kubeconfig
 
 SPEC = {"profile": "standard", "syscalls": ["read", "write"]}
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/kpod-operator"
@@ -42,13 +42,7 @@ WORKLOAD = ("configmaps", "daemonsets", "services", "serviceaccounts", "roles", 
 
 class Operator:
     def __init__(self, h: Harness, tmp_path: pathlib.Path, name: str) -> None:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-            "clusters": [{"name": "emu", "cluster": {"server": h.cluster.url}}],
-            "users": [{"name": "emu", "user": {"token": "test"}}],
-            "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-        }))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", h.cluster.url)
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KPOD_RESYNC_SECONDS": "1", "POD_NAME": name}
         self.name = name
         self.log = tmp_path / f"{name}.log"
