@@ -124,7 +124,7 @@ async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
             elector.release()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpod-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", default=None,
                         help="namespace of the fleet CR and the agent DaemonSet "
@@ -142,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="kopf's own liveness endpoint, e.g. http://0.0.0.0:8081/healthz (default: off)")
     parser.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
                         help="run only while holding the Lease kpod-operator in the namespace (default: on)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     runtime_info.configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     config = config_from_env(args.namespace)
     kube = kubeapi.Kube.from_environment()

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import IN_CI
+from tests.support.env import IN_CI
 from tests.images import engine, manifests, runtimes
-from tests.operator.conftest import Harness
-from tests.operator.emulator import EmulatedCluster
+from tests.support.operator import Harness
+from tests.support.emulator import EmulatedCluster
 from tests.support.kernel_node import KernelNode
 from tests.support.kube_emulator import EmulatorServer
 from tests.support.running_agent import free_port, prog_ids_of

@@ -11,6 +11,7 @@ import pytest
 
 from kpod_agent.kube import ConfigMapSource
 from tests.support.kube_emulator import EmulatorServer
+from tests.support.waiting import wait_for
 
 
 def configmap(data: str | None, name: str = "kpod-agent-config") -> dict[str, Any]:
@@ -35,15 +36,6 @@ class Sink:
     def reject(self, message: str) -> None:
         self.errors.append(message)
         self.changed.set()
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

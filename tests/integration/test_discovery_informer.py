@@ -11,9 +11,10 @@ import pytest
 from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
 from kpod_agent.discovery import Discovery, PodIndex
-from tests.integration.test_discovery_kubelet import Recorder, _names, wait_for
+from tests.integration.test_discovery_kubelet import Recorder, _names
 from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
 from tests.support.kube_emulator import EmulatorServer
+from tests.support.waiting import wait_for
 
 NODE = "node-1"
 

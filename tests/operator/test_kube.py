@@ -9,7 +9,7 @@ import pytest
 
 from kpod_operator import handlers, kube as kubeapi, model, render
 
-from .emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"
 

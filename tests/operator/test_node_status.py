@@ -11,7 +11,7 @@ import pytest
 from kpod_agent import node_status
 from kpod_operator import status
 
-from .emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from kpod_agent import config as agentconfig
 
-from .conftest import AGENTS, NS, Harness, wait_for
+from tests.support.operator import AGENTS, NS, Harness
+from tests.support.waiting import wait_for
 from tests.support.kubeconfig import write_kubeconfig
 
 DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"

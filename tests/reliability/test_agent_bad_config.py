@@ -17,9 +17,9 @@ import yaml
 from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
 
-from tests.bpf.conftest import Scraper
+from tests.support.scraper import Scraper
 from tests.support.running_agent import running_agent, AGENT, RunningAgent
-from tests.reliability.conftest import wait_for
+from tests.support.waiting import wait_for
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.kube_emulator import EmulatorServer
 

@@ -16,7 +16,7 @@ from kpod_agent.collectors.cpu import CpuCollector
 from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.config import AgentConfig
 
-from tests.bpf.conftest import Scraper
+from tests.support.scraper import Scraper
 from tests.support.running_agent import prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.reliability.conftest import wait_for
+from tests.support.waiting import wait_for
 from tests.support.kernel_node import KernelNode
 from tests.support.running_agent import RunningAgent, running_agent
 

@@ -14,8 +14,8 @@ import pytest
 from kpod_agent.agent import Agent
 from kpod_agent.discovery import KUBELET_TIMEOUT, Discovery
 
-from tests.bpf.conftest import Scraper
-from tests.reliability.conftest import wait_for
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.kube_emulator import EmulatorServer

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.conftest import rss_kib
+from tests.support.procfs import rss_kib
 from tests.support.kernel_node import KernelNode
 from tests.support.running_agent import RunningAgent, running_agent
 

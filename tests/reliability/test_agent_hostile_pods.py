@@ -13,7 +13,7 @@ from kpod_agent.agent import Agent
 from kpod_agent.exporter import KpodCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bpf.conftest import Scraper
+from tests.support.scraper import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel

@@ -22,7 +22,7 @@ from kpod_agent.exporter import KpodCollector
 from kpod_agent.server import AgentHTTPServer
 from prometheus_client import CollectorRegistry
 
-from tests.reliability.conftest import wait_for
+from tests.support.waiting import wait_for
 
 ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/config")
 

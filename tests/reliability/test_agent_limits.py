@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from kpod_agent.agent import Agent
 
-from tests.bpf.conftest import Scraper
+from tests.support.scraper import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
 
 pytestmark = pytest.mark.kernel

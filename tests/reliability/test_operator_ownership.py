@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from kpod_operator import kube as kubeapi
-from tests.operator import emulator as opemu
+from tests.support import emulator as opemu
 from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     DS_PATH,
     NS,
