@@ -27,7 +27,7 @@ from tests.images import engine, manifests, runtimes
 from tests.support.operator import Harness
 from tests.support.emulator import EmulatedCluster
 from tests.support.kernel_node import KernelNode
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.emulator import EmulatedCluster
 from tests.support.running_agent import free_port, prog_ids_of
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ class PodNetwork:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
-class PodNetworkEmulator(EmulatorServer):
+class PodNetworkEmulator(EmulatedCluster):
     """The emulated API server listening on the host end of the pod's veth."""
 
     def __init__(self, host: str) -> None:
@@ -215,11 +215,12 @@ def agent_container(ref: str, flags: list[str], env: dict[str, str], args: list[
     cid = f"kpod-agent-test-{os.getpid()}"
     engine.ctr("containers", "delete", cid, capture_output=True)
     pid_file = log.with_suffix(".pid")
-    proc = subprocess.Popen(
-        ["ctr", "-a", engine.containerd_socket(), "-n", "kpod-test", "run", "--rm", "--pid-file", str(pid_file),
-         *flags, *itertools.chain.from_iterable(("--env", f"{k}={v}") for k, v in env.items()),
-         ref, cid, *entrypoint(engine.AGENT_IMAGE), *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            ["ctr", "-a", engine.containerd_socket(), "-n", "kpod-test", "run", "--rm", "--pid-file", str(pid_file),
+             *flags, *itertools.chain.from_iterable(("--env", f"{k}={v}") for k, v in env.items()),
+             ref, cid, *entrypoint(engine.AGENT_IMAGE), *args],
+            stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc, cid
     finally:

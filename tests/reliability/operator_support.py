@@ -115,16 +115,9 @@ class FaultyEmulator(opemu.ClusterEmulator):
 
 
 class FaultyCluster(opemu.EmulatedCluster):
-    """The operator suite's emulated cluster, served by FaultyEmulator."""
+    """The emulated cluster, served by FaultyEmulator."""
 
-    async def _start(self, monitoring: bool) -> str:
-        self.handler = FaultyEmulator()
-        for spec in opemu.RESOURCES + (opemu.MONITORING_RESOURCES if monitoring else []):
-            self._declare(*spec)
-        await self.handler.__aenter__()
-        self.server = kmock.Server(self.handler)
-        await self.server.__aenter__()
-        return str(self.server.url).rstrip("/")
+    handler_class = FaultyEmulator
 
     def inject(self, plural: str, methods: set[str], status: int | None, times: int,
                delay: float = 0.0, subresource: str | None = None, name: str | None = None) -> Fault:

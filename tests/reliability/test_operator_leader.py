@@ -47,8 +47,9 @@ class Operator:
         self.name = name
         self.log = tmp_path / f"{name}.log"
         exe = pathlib.Path(sys.executable).parent / "kpod-operator"
-        self.proc = subprocess.Popen([str(exe), "--namespace", NS, "--listen", "", "--log-format", "json"],
-                                     env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        with self.log.open("w") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([str(exe), "--namespace", NS, "--listen", "", "--log-format", "json"],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

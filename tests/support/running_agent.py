@@ -64,10 +64,15 @@ class RunningAgent:
         tmp.write_text(yaml.safe_dump(doc))
         os.replace(tmp, self.path)  # atomic, as editors and ConfigMap volumes do
 
+    def launch(self) -> None:
+        """Start the command on the config file; output goes to `log`."""
+        with self.log.open("wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}",
+                 "--node-name", "node-1"], stdout=out, stderr=subprocess.STDOUT)
+
     def start(self, ready_timeout: float = 30) -> None:
-        self.proc = subprocess.Popen(
-            [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.launch()
         self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", ready_timeout)
 
     def get(self, path: str) -> tuple[int, str]:
