@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from kpod_operator import model, render
 from tests.cluster import prometheus_operator
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.running_agent import RunningAgent, free_port, running_agent
+from tests.support.waiting import wait_for
 
 OPERATOR_NS = "kpod-system"
 AGENT_POD = "kpod-agent-x7k2p"
@@ -94,17 +94,17 @@ class Prometheus:
         return {tuple(r["metric"].get(n, "") for n in names) for r in self.query(expr)}
 
     def wait(self, expr: str, what: str, timeout: float = 60) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        def check() -> list[dict[str, Any]]:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-3000:]}")
             try:
-                result = self.query(expr)
-                if result:
-                    return result
+                return self.query(expr)
             except OSError:
-                pass  # not listening yet
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what} ({expr}); log:\n{self.log.read_text()[-2000:]}")
+                return []  # not listening yet
+        try:
+            return wait_for(check, f"{what} ({expr})", timeout=timeout, interval=0.3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.log.read_text()[-2000:]}") from None
 
     def close(self) -> None:
         self.proc.terminate()
