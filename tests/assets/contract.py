@@ -1,5 +1,7 @@
-"""Metric names fixed by the interface contract (§4), as the asset checks see
-them: dashboards and rules may only use these, and must cover the per-pod ones."""
+"""The metric names the project exposes (docs/reference/metrics.md), written
+out as the asset checks see them: dashboards and rules may only use these,
+and must cover the per-pod ones. A test keeps this list equal to the
+generated reference."""
 
 from __future__ import annotations
 
@@ -39,9 +41,9 @@ HISTOGRAMS = frozenset({
 SELF_METRICS = (
     "kpod_agent_config_generation", "kpod_config_reloads_total", "kpod_collector_attached",
     "kpod_collector_duration_seconds", "kpod_collector_errors_total", "kpod_collector_skipped_total",
-    "kpod_collection_cycle_duration_seconds", "kpod_discovery_pods", "kpod_cgroup_read_errors_total",
-    "kpod_bpf_program_load_duration_seconds", "kpod_bpf_map_entries", "kpod_bpf_map_capacity",
-    "kpod_bpf_map_update_errors_total",
+    "kpod_collection_cycle_duration_seconds", "kpod_discovery_pods", "kpod_discovery_errors_total",
+    "kpod_cgroup_read_errors_total", "kpod_bpf_program_load_duration_seconds", "kpod_bpf_map_entries",
+    "kpod_bpf_map_capacity", "kpod_bpf_map_update_errors_total", "kpod_pods_not_counted",
 )
 # The operator's own /metrics (operator/kpod_operator/metrics.py) and the build info of both binaries.
 OPERATOR_METRICS = (

@@ -3,6 +3,7 @@ endpoints and metric list cannot drift from the models and parsers."""
 from __future__ import annotations
 
 from kpod_agent.collectors import REGISTRY
+from tests.assets import contract
 from tests.support.reference import REPO, documented_metrics, generator
 
 
@@ -18,6 +19,15 @@ def test_metric_list_has_every_collector_spec() -> None:
     for key, cls in REGISTRY.items():
         for spec in cls.specs:
             assert documented.get(spec.name) == spec.kind, f"{key}: {spec.name} ({spec.kind}) not in metrics.md"
+
+
+def test_asset_checks_know_every_documented_metric() -> None:
+    """The names dashboards and rules are checked against are the agent's."""
+    documented = documented_metrics()
+    agent = contract.WORKLOAD_METRICS | set(contract.SELF_METRICS) | {"kpod_build_info"}
+    assert sorted(documented.keys() - agent) == [], "documented, unknown to tests/assets/contract.py"
+    assert sorted(agent - documented.keys()) == [], "in tests/assets/contract.py, not documented"
+    assert {n for n, kind in documented.items() if kind == "histogram"} == contract.HISTOGRAMS
 
 
 def test_readme_links_the_reference() -> None:
