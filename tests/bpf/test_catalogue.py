@@ -397,7 +397,7 @@ def test_writable_mounts_of_container(scraper: Scraper, pods: dict[str, FakePod]
         assert not [s for s in scraper.series("kpod_fs_capacity_bytes") if s["pod"] == pods["b"].name]
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 # ---- hardirqs and softirqs: node-level, checked against the kernel's own counts

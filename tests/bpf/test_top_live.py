@@ -123,7 +123,8 @@ def test_once_shows_known_rates_in_the_busy_pod_and_zero_in_the_idle_one(
         assert server.stdout is not None
         port = _listening_port(server)
         busy.workload("send", "127.0.0.1", port, TCP_BYTES)
-        assert server.wait(timeout=30) == 0
+        server.communicate(timeout=30)
+        assert server.returncode == 0
         live.scraper.sync()
         synced = time.monotonic()
         out, err = proc.communicate(timeout=60)

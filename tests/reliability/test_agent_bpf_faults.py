@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -145,7 +146,7 @@ def _prog_ids_of_bpf(bpf) -> set[int]:  # type: ignore[no-untyped-def]
     """Program ids behind a BPF object's loaded functions (fdinfo of their fds)."""
     ids = set()
     for fn in bpf.funcs.values():
-        text = open(f"/proc/self/fdinfo/{fn.fd}").read()
+        text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
         for line in text.splitlines():
             if line.startswith("prog_id:"):
                 ids.add(int(line.split()[1]))
