@@ -204,11 +204,8 @@ class Harness(opconf.Harness):
 
 @pytest.fixture()
 def op_cluster() -> Iterator[FaultyCluster]:
-    emulated = FaultyCluster()
-    try:
+    with FaultyCluster() as emulated:
         yield emulated
-    finally:
-        emulated.close()
 
 
 @pytest.fixture()

@@ -26,11 +26,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelNode]:
 
 @pytest.fixture()
 def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster()
-    try:
+    with EmulatedCluster() as emulated:
         yield emulated
-    finally:
-        emulated.close()
 
 
 @pytest.fixture()
