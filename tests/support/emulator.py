@@ -556,7 +556,8 @@ class EmulatedCluster:
 
     handler_class: type[ClusterEmulator] = ClusterEmulator
 
-    def __init__(self, monitoring: bool = False) -> None:
+    def __init__(self, monitoring: bool = False, host: str | None = None) -> None:
+        self.host = host  # the address to listen on (None: kmock's loopback)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
         self.thread.start()
@@ -572,7 +573,7 @@ class EmulatedCluster:
         for spec in RESOURCES + (MONITORING_RESOURCES if monitoring else []):
             self._declare(*spec)
         await self.handler.__aenter__()
-        self.server = kmock.Server(self.handler)
+        self.server = kmock.Server(self.handler, host=self.host) if self.host else kmock.Server(self.handler)
         await self.server.__aenter__()
         return str(self.server.url).rstrip("/")
 
