@@ -162,8 +162,22 @@ def cm_agent(node: KernelNode, pod: FakePod) -> Iterator[tuple[Scraper, Emulated
             agent.shutdown()
 
 
-# ConfigMap data is a JSON string: it cannot carry bytes that are not UTF-8.
-CM_DOCUMENTS = [d for d in BAD_DOCUMENTS if d[0] != "binary"]
+# ConfigMap data is a JSON string: it cannot carry bytes that are not UTF-8;
+# and it holds at most 1 MiB, so the API server refuses the 10 MB document
+# before any agent sees it (the file case covers the agent's own limit).
+CM_DOCUMENTS = [d for d in BAD_DOCUMENTS if d[0] not in ("binary", "10MB")]
+
+
+def test_oversized_configmap_never_reaches_the_agent(
+        cm_agent: tuple[Scraper, EmulatedCluster, ConfigMapSource]) -> None:
+    scraper, api, _ = cm_agent
+    errors = scraper.agent.reloads.error
+    document = next(doc for name, doc, _ in BAD_DOCUMENTS if name == "10MB")
+    with pytest.raises(kmock.KubernetesError) as refused:
+        api.apply(configmap(document.decode()))
+    assert refused.value.status == 422
+    assert scraper.agent.reloads.error == errors
+    assert scraper.agent.config is not None and scraper.agent.config.generation == 3
 
 
 @pytest.mark.parametrize("name,document,words", CM_DOCUMENTS, ids=[d[0] for d in CM_DOCUMENTS])
