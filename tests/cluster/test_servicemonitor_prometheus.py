@@ -134,7 +134,7 @@ def _drive(pods: dict[str, FakePod]) -> None:
                                    stdout=subprocess.PIPE)
     assert receiver.stdout is not None and receiver.stdout.readline().strip() == b"ready"
     pods["web-a"].workload("send", "127.0.0.1", port, 1 << 20)
-    receiver.wait(30)
+    receiver.communicate(timeout=30)
     for pod in pods.values():
         pod.workload("getppid", 101)
         pod.workload("badclose", 7)
