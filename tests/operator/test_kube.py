@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from kpod_operator import handlers, kube as kubeapi, model, render
+from kpod_operator import handlers, kube as kubeapi, model, reconciler, render
+from kpod_operator import settings as opsettings
 
 from .emulator import EmulatedCluster
 
@@ -67,7 +68,7 @@ def test_served_follows_discovery(kube: kubeapi.Kube) -> None:
 
 def test_watches_are_filtered_by_the_api_server() -> None:
     settings = kopf.OperatorSettings()
-    handlers.configure(settings, handlers.OperatorConfig(namespace="ns1"))
+    handlers.configure(settings)
     for plural in ("pods", "daemonsets"):
         keys = [k for k in settings.watching.label_selectors if plural in str(k)]
         assert keys, plural
@@ -77,8 +78,8 @@ def test_watches_are_filtered_by_the_api_server() -> None:
 
 
 def test_agent_events_count_only_from_the_agents_namespace() -> None:
-    op = types.SimpleNamespace(config=handlers.OperatorConfig(namespace="ns1"),
-                               agent_namespace=handlers.Operator.agent_namespace)  # the default
+    op = types.SimpleNamespace(config=opsettings.OperatorConfig(namespace="ns1"),
+                               agent_namespace=reconciler.Operator.agent_namespace)  # the default
     memo = types.SimpleNamespace(op=op)
     assert handlers._in_agent_namespace("kpod-agents", memo)
     assert not handlers._in_agent_namespace("ns1", memo)
