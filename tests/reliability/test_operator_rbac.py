@@ -270,7 +270,6 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
     switched off, a bad spec, the fleet deleted): every request is authorized by
     EXPECTED_OPERATOR, and every grant there was used or is held for the agent."""
     h = op_harness
-    h.config.stuck_after_seconds = 600
     h.start()
     h.fleet_ready()
     h.apply_cr("team-a", "metrics", {"profile": "minimal"})
