@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from kpod_agent import config as agentconfig
+from kpod_agent import contract
 from kpod_operator import events, model, render, status, tenancy
 from kpod_operator import kube as kubeapi
 from kpod_operator import metrics as opmetrics
@@ -160,7 +161,7 @@ def _agent_reports(op: Operator) -> list[status.AgentReport]:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         if labels.get(render.APP_LABEL) != render.AGENT_NAME:
             continue
-        rep = status.parse_report(pod, render.STATUS_ANNOTATION)
+        rep = status.parse_report(pod)
         if rep is not None:
             reports.append(rep)
     return reports
@@ -278,7 +279,7 @@ def _reconcile(op: Operator) -> status.ReconcileOutcome | None:
         previous_ns = _previous_agent_namespace(op)
         cm_path = kubeapi.collection_path("v1", "ConfigMap", spec.agent.namespace) + f"/{render.CONFIGMAP_NAME}"
         current_cm = op.kube.get(cm_path)
-        current_text = ((current_cm or {}).get("data") or {}).get(render.CONFIG_KEY)
+        current_text = ((current_cm or {}).get("data") or {}).get(contract.CONFIG_KEY)
         overrides = _gather_overrides(op, spec, _running_overrides(current_text))
         op.metrics.overrides.set(len(overrides))
         owner = render.owner_reference(fleet)
