@@ -1,7 +1,10 @@
 """The node config (README, "Node config"): one pydantic model shared by agent and operator.
 
 No bcc import here: the operator renders and validates node configs with these
-same models, so the document has exactly one definition.
+same models, so the document has exactly one definition. Every rule the
+operator must apply before it renders (the allowlist limit, which collectors
+have a latency switch, the defaults of unset fields) is defined here once;
+``kpod_agent.contract`` holds the names and the status report exchanged beside it.
 """
 from __future__ import annotations
 
