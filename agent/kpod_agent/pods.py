@@ -91,8 +91,7 @@ def pod_from_api(obj: dict) -> PodInfo | None:
     meta = meta if isinstance(meta, dict) else {}
     spec = spec if isinstance(spec, dict) else {}
     status = status if isinstance(status, dict) else {}
-    annotations = _str_dict(meta.get("annotations"))
-    uid = annotations.get(MIRROR_ANNOTATION) or meta.get("uid")
+    uid = uid_of(obj)
     name, namespace = meta.get("name"), meta.get("namespace")
     if not all(isinstance(v, str) and v for v in (uid, name, namespace)):
         return None
