@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kpod_agent import contract
 from kpod_operator import apply, model, plan, render, settings, status
 from kpod_operator import clock as opclock
 from kpod_operator import kube as kubeapi
@@ -122,7 +123,7 @@ def observe(op: Operator) -> plan.Observed:
     served = op.kube.served(plan.MONITORING)
     return plan.Observed(
         crs, now, bound_agent_namespace=bound,
-        running_config=((cm or {}).get("data") or {}).get(render.CONFIG_KEY),
+        running_config=((cm or {}).get("data") or {}).get(contract.CONFIG_KEY),
         monitoring_served=served,
         rule_groups=render.load_rule_groups(op.config.rules_path) if served else [],
         crd_uid=op.crd_uid)
@@ -136,7 +137,7 @@ def _agent_reports(op: Operator) -> list[status.AgentReport]:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         if labels.get(render.APP_LABEL) != render.AGENT_NAME:
             continue
-        rep = status.parse_report(pod, render.STATUS_ANNOTATION)
+        rep = status.parse_report(pod)
         if rep is not None:
             reports.append(rep)
     return reports

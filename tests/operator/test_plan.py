@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 from kpod_agent import config as agentconfig
+from kpod_agent import contract
 from kpod_operator import plan, render
 
 NS = "kpod-system"
@@ -36,7 +37,7 @@ def _reports(p: plan.Plan) -> dict[str, str]:
 
 def _config(p: plan.Plan) -> agentconfig.AgentConfig:
     cm = next(s.obj for s in p.steps if s.verb == "apply" and s.obj["kind"] == "ConfigMap")
-    return agentconfig.parse_config(cm["data"][render.CONFIG_KEY])
+    return agentconfig.parse_config(cm["data"][contract.CONFIG_KEY])
 
 
 def _ok(p: plan.Plan) -> list[plan.StepResult]:
@@ -136,7 +137,7 @@ def test_the_generation_moves_only_when_the_content_changes() -> None:
     fleet = _cr(NS, "default", {"profile": "minimal"}, 0)
     first = plan.make(_observed(fleet), NS)
     assert first.generation == 1
-    running = first.steps[0].obj["data"][render.CONFIG_KEY]
+    running = first.steps[0].obj["data"][contract.CONFIG_KEY]
     fleet["status"] = {"configGeneration": 1}
     assert plan.make(_observed(fleet, running_config=running), NS).generation == 1
     fleet["spec"] = {"profile": "comprehensive"}

@@ -20,6 +20,7 @@ import yaml
 
 from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
+from kpod_agent.contract import AgentStatus
 from kpod_agent.discovery import Discovery
 from kpod_agent.kube import ConfigMapSource
 from kpod_agent.node_status import PodStatusPublisher
@@ -232,7 +233,7 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
         assert got.wait(10)
         wait_for(lambda: discovery.synced, what="informer synced")
         publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", AGENTS)
-        assert publisher.publish({"node": "node-1", "generation": 1, "collectors": {}})
+        assert publisher.publish(AgentStatus(node="node-1", generation=1))
         wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 2,
                  what="both watches open")
     finally:
