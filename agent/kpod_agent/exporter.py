@@ -7,7 +7,6 @@ collide (several cgroups of one container) are summed.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 import zlib
@@ -29,18 +28,13 @@ from prometheus_client.utils import floatToGoString
 from kpod_agent import labels as constant_labels
 from kpod_agent import runtime_info
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
+from kpod_agent.contract import label_name
 from kpod_agent.histograms import log2_to_buckets
 
 if TYPE_CHECKING:
     from kpod_agent.agent import Agent
 
 POD_LABELS = ("namespace", "pod", "container", "node")
-_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def label_name(pod_label: str) -> str:
-    """Pod label -> metric label, as kube-state-metrics does."""
-    return "label_" + _LABEL_CHARS.sub("_", pod_label)
 
 
 def _escape_value(value: str) -> str:
