@@ -150,6 +150,10 @@ def selector_matches(obj: dict[str, Any], field_selector: str = "", label_select
     return True
 
 
+# Put on every event bus when the server closes: open watches end.
+_CLOSING: dict[str, Any] = {"type": "CLOSING"}
+
+
 def _gone(message: str) -> dict[str, Any]:
     return {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                         "code": 410, "reason": "Expired", "message": message}}
@@ -226,6 +230,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self.compact()
         for resource in list(self._buses):
             await self._buses[resource].put(_gone("watch expired (emulated compaction)"))
+
+    async def end_watches(self) -> None:
+        """End every open watch (the server is closing)."""
+        for resource in list(self._buses):
+            await self._buses[resource].put(_CLOSING)
 
     def resource_of(self, kind: str) -> tuple[Any, bool]:
         """The served resource of a kind and whether it is namespaced."""
@@ -539,6 +548,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                         event = await anext(stream)
                 except (TimeoutError, StopAsyncIteration):
                     return
+                if event is _CLOSING:
+                    return
                 if event.get("type") == "ERROR":
                     yield event
                     return
@@ -700,12 +711,14 @@ class EmulatedCluster:
 
     def close(self) -> None:
         async def stop() -> None:
+            if self.handler is not None:
+                await self.handler.end_watches()  # the server's shutdown waits for open answers
             if self.server is not None:
                 await self.server.__aexit__(None, None, None)
             if self.handler is not None:
                 await self.handler.__aexit__(None, None, None)
         try:
-            self._call(stop())
+            self._call(stop(), timeout=30)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
