@@ -215,12 +215,13 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
 
 def render_metrics() -> str:
     rows = metric_rows()
-    table = "".join(f"| `{n}` | {t} | {_cell(l)} | {_cell(s)} | {_cell(h)} |\n" for n, t, l, s, h in rows)
+    table = "".join(f"| `{name}` | {kind} | {_cell(labels)} | {_cell(source)} | {_cell(text)} |\n"
+                    for name, kind, labels, source, text in rows)
     return ("# Metrics\n\n"
             "Every family the agent exposes on `/metrics`. Per-pod series carry "
-            f"{', '.join(f'`{l}`' for l in POD_LABELS)} and one `label_<name>` per entry of the node "
-            "config's `includeLabels` (all series: `cluster` when `clusterName` is set); histograms add `_bucket`/`_sum`/`_count`. A collector's families "
-            "appear when it is enabled.\n\n"
+            f"{', '.join(f'`{label}`' for label in POD_LABELS)} and one `label_<name>` per entry of the "
+            "node config's `includeLabels` (all series: `cluster` when `clusterName` is set); histograms "
+            "add `_bucket`/`_sum`/`_count`. A collector's families appear when it is enabled.\n\n"
             f"| Name | Type | Labels | Source | Help |\n|---|---|---|---|---|\n{table}")
 
 

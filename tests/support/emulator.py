@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import json
-
 import aiohttp.web
 import attrs
 import kmock
 import yaml
+
 # kmock exports no patch function: its own merge/JSON patch, the one its PATCH
 # handler applies, is reached inside the package (hence the exact kmock pin,
 # which the overrides of its private handlers below need as well).
@@ -276,7 +276,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             "uid": meta.get("uid") if keep_uid and meta.get("uid") else str(uuid.uuid4()),
             "resourceVersion": self._next_rv(),
             "generation": 1,
-            "creationTimestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creationTimestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })
 
     async def _store_new(self, resource: Any, key: Any, obj: dict[str, Any], keep_uid: bool = False) -> None:
@@ -468,7 +468,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if meta.get("finalizers"):
             # Soft deletion until the finalizers are removed (see _commit).
             if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = datetime.datetime.now(datetime.timezone.utc) \
+                meta["deletionTimestamp"] = datetime.datetime.now(datetime.UTC) \
                     .strftime("%Y-%m-%dT%H:%M:%SZ")
                 self.objects[key].create(last)
                 await self._announce(key[0], "MODIFIED", last)
@@ -649,7 +649,7 @@ class EmulatedCluster:
                 self.handler.fail_writes[plural] = code
         self._call(set_())
 
-    def __enter__(self) -> "EmulatedCluster":
+    def __enter__(self) -> EmulatedCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import kopf
 
 from kpod_operator import clock as opclock
+from kpod_operator import kube as kubeapi
 from kpod_operator import leader, main, settings
 from kpod_operator import metrics as opmetrics
-from kpod_operator import kube as kubeapi
 from tests.support.emulator import EmulatedCluster
 from tests.support.waiting import wait_for
 
@@ -81,7 +81,7 @@ class Harness:
         for _ in range(passes):
             begun = self.clock.waits
             self.clock.advance(self.config.resync_seconds)
-            wait_for(lambda: self.clock.waits > begun, what="a resync pass")
+            wait_for(lambda begun=begun: self.clock.waits > begun, what="a resync pass")
 
     def stop(self) -> None:
         if self.operator is not None:
