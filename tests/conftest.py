@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.env import IN_CI, kernel_unavailable_reason
 
-pytest_plugins = ["tests.support.fixtures"]
+# The shared fixtures, and the operator reliability cases' (a faulty API server).
+pytest_plugins = ["tests.support.fixtures", "tests.reliability.operator_support"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

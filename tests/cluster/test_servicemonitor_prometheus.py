@@ -25,7 +25,7 @@ import yaml
 from kpod_operator import model, render
 from tests.cluster import prometheus_operator
 from tests.support.kernel_node import FakePod, KernelNode
-from tests.support.running_agent import RunningAgent, free_port, running_agent
+from tests.support.running_agent import free_port, running_agent
 from tests.support.waiting import wait_for
 
 OPERATOR_NS = "kpod-system"

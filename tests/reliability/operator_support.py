@@ -4,8 +4,8 @@ The emulator and operator harness of tests/support, plus what the
 reliability cases need on top: API faults injected per request (an HTTP error
 code, a slow answer that the server still commits after the client gave up),
 a log of every request the operator made, the CRD schema as the API server
-applies it, and an RBAC evaluator. The fixtures here are imported by the
-operator reliability modules only.
+applies it, and an RBAC evaluator. Its fixtures (op_cluster, op_harness) are
+registered as a pytest plugin by the root conftest.
 """
 from __future__ import annotations
 

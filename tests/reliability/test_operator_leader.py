@@ -22,13 +22,10 @@ import time
 from typing import Any
 
 
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     NS,
-    FaultyCluster,
     Harness,
     Logged,
-    op_cluster,
-    op_harness,
     wait_for,
 )
 from tests.support.kubeconfig import write_kubeconfig
