@@ -1,13 +1,13 @@
 # The two commands of the README. Both set up what they need (idempotent).
 #   sudo make run    set up, then run the standalone agent on examples/standalone.yaml
-#   sudo make test   set up, then run every test
+#   sudo make test   set up, then run the static checks and every test
 # LISTEN=HOST:PORT and CONFIG=PATH override the defaults of `make run`.
 
 CONFIG ?= examples/standalone.yaml
 LISTEN ?= 127.0.0.1:9090
 PYTEST_ARGS ?=
 
-.PHONY: run test top setup setup-test bench images reference
+.PHONY: run test lint top setup setup-test bench images reference
 
 setup:
 	@KPOD_TARGET=run scripts/setup.sh
@@ -23,6 +23,10 @@ top:
 
 test: setup-test
 	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+# ruff, mypy and import-linter (also run by `make test`).
+lint: setup-test
+	@scripts/lint.sh
 
 bench: setup-test
 	@.venv/bin/python bench/run_all.py
