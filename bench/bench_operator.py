@@ -25,10 +25,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kpod_agent import config as agentconfig  # noqa: E402
-from kpod_operator import settings  # noqa: E402
 from kpod_operator import kube as kubeapi  # noqa: E402
-from tests.support.operator import RunningOperator  # noqa: E402
+from kpod_operator import settings  # noqa: E402
 from tests.support.emulator import EmulatedCluster  # noqa: E402
+from tests.support.operator import RunningOperator  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 NS = "kpod-system"

@@ -11,9 +11,9 @@ import datetime
 import getpass
 import logging
 import os
-import sys
 import secrets
 import socket
+import sys
 from typing import Any
 
 import kopf

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of, running_agent
 
+
 @pytest.fixture(scope="module")
 def pod(node: KernelNode) -> FakePod:
     return node.add_pod("cli-a", "cli", labels={"app": "cli"})

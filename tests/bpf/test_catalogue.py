@@ -18,8 +18,8 @@ from kpod_agent.agent import Agent
 from kpod_agent.collectors.base import CollectorContext
 from kpod_agent.collectors.execsnoop import ExecsnoopCollector
 from kpod_agent.collectors.hardirqs import irq_name
-from tests.support.scraper import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 from tests.support.waiting import wait_for
 
 N = 101  # a prime: background activity does not make exactly this many events

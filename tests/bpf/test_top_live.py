@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector
 from kpod_agent import top
 from kpod_agent.agent import Agent
 from kpod_agent.server import AgentHTTPServer
-from tests.support.scraper import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 from tests.unit.test_top import assert_shown, parse_number
 
 N = 1009  # getppid calls: a prime no other activity produces

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from kpod_operator import model, render
+from tests.assets.tools import REPO
 from tests.support.kubeconfig import write_kubeconfig
 from tests.support.waiting import wait_for
-from tests.assets.tools import REPO
 
 NAMESPACE = "kpod-system"
 

@@ -9,8 +9,8 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
-from tests.support.fake_kubelet import make_pod
 from tests.support.emulator import EmulatedCluster, selector_matches
+from tests.support.fake_kubelet import make_pod
 
 
 @pytest.fixture()

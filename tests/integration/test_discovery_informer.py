@@ -13,8 +13,8 @@ from kpod_agent.config import DiscoveryConfig
 from kpod_agent.discovery import Discovery
 from kpod_agent.pods import PodIndex
 from tests.integration.test_discovery_kubelet import Recorder, _names
-from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
 from tests.support.emulator import EmulatedCluster
+from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
 from tests.support.waiting import wait_for
 
 NODE = "node-1"

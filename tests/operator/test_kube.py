@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from kpod_operator import apply, handlers, kube as kubeapi, model, plan, reconciler, render
+from kpod_operator import apply, handlers, model, plan, reconciler, render
+from kpod_operator import kube as kubeapi
 from kpod_operator import settings as opsettings
-
 from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"

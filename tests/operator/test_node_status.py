@@ -11,7 +11,6 @@ import pytest
 from kpod_agent import node_status
 from kpod_agent.contract import AgentStatus
 from kpod_operator import status
-
 from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"

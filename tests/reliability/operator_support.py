@@ -25,12 +25,12 @@ import yaml
 
 from kpod_agent import config as agentconfig
 from kpod_operator import clock as opclock
-from kpod_operator import settings
 from kpod_operator import kube as kubeapi
+from kpod_operator import settings
+from tests.operator import schemas
 from tests.support import emulator as opemu
 from tests.support import operator as opconf
 from tests.support.waiting import wait_for
-from tests.operator import schemas
 
 NS = opconf.NS
 CR_PATH = opconf.CR_PATH

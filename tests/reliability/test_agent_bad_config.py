@@ -13,14 +13,14 @@ from typing import Any
 import kmock
 import pytest
 import yaml
+
 from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
-
-from tests.support.scraper import Scraper
-from tests.support.running_agent import RunningAgent, running_agent
-from tests.support.waiting import wait_for
-from tests.support.kernel_node import FakePod, KernelNode
 from tests.support.emulator import EmulatedCluster
+from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import RunningAgent, running_agent
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 

@@ -7,19 +7,19 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
 from kpod_agent.agent import Agent
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.cpu import CpuCollector
 from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.config import AgentConfig
-
-from tests.support.scraper import Scraper
-from tests.support.running_agent import prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import prog_ids_of
+from tests.support.scraper import Scraper
 
 pytestmark = pytest.mark.kernel
 

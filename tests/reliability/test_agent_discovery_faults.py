@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from kpod_agent.agent import Agent
 from kpod_agent.discovery import KUBELET_TIMEOUT, Discovery
-
-from tests.support.scraper import Scraper
-from tests.support.waiting import wait_for
+from tests.support.emulator import EmulatedCluster
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.kernel_node import FakePod, KernelNode
-from tests.support.emulator import EmulatedCluster
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from kpod_agent.agent import Agent
 from kpod_agent.config import config_from_dict
 from kpod_agent.exporter import KpodCollector
 from kpod_agent.server import AgentHTTPServer
-from prometheus_client import CollectorRegistry
-
 from tests.support.waiting import wait_for
 
 ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/config")

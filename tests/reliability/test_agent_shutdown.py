@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 
 pytestmark = pytest.mark.kernel
 

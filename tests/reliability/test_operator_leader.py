@@ -21,7 +21,6 @@ import sys
 import time
 from typing import Any
 
-
 from tests.reliability.operator_support import (
     NS,
     Harness,

@@ -43,7 +43,7 @@ def build_workload(directory: Path) -> Path:
 
 @dataclass
 class FakePod:
-    node: "KernelNode"
+    node: KernelNode
     name: str
     namespace: str
     uid: str
