@@ -7,7 +7,7 @@ CONFIG ?= examples/standalone.yaml
 LISTEN ?= 127.0.0.1:9090
 PYTEST_ARGS ?=
 
-.PHONY: run test lint top setup setup-test bench images
+.PHONY: run test lint top setup setup-test bench images reference
 
 setup:
 	@KPOD_TARGET=run scripts/setup.sh
@@ -36,3 +36,8 @@ bench: setup-test
 # Docker engine for the build when none runs, and stops it afterwards.
 images: setup-test
 	@scripts/images.sh; rc=$$?; scripts/images.sh stop; exit $$rc
+
+# docs/reference/ from the code (CR, node config, CLI, endpoints, metrics);
+# a test fails when the committed files are stale.
+reference: setup-test
+	@.venv/bin/python scripts/gen_reference.py

@@ -25,10 +25,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kpod_agent import config as agentconfig  # noqa: E402
-from kpod_operator import settings  # noqa: E402
 from kpod_operator import kube as kubeapi  # noqa: E402
-from tests.operator.conftest import RunningOperator  # noqa: E402
-from tests.operator.emulator import EmulatedCluster  # noqa: E402
+from kpod_operator import settings  # noqa: E402
+from tests.support.emulator import EmulatedCluster  # noqa: E402
+from tests.support.operator import RunningOperator  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 NS = "kpod-system"
 CR = f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default"
@@ -46,11 +47,8 @@ def _generation(kube: kubeapi.Kube) -> int:
 
 
 def _wait_generation(kube: kubeapi.Kube, target: int, timeout: float = 30.0) -> None:
-    deadline = time.perf_counter() + timeout
-    while _generation(kube) < target:
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"ConfigMap did not reach generation {target}")
-        time.sleep(0.002)
+    # polled every 2 ms: the wait is part of the measured reconcile latency
+    wait_for(lambda: _generation(kube) >= target, f"ConfigMap generation {target}", timeout=timeout, interval=0.002)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -2,27 +2,26 @@
 
 Kernel tests (marker `kernel`) load real BPF programs and need root. Outside
 CI they skip with the reason; under CI=true (CI runs as root) a kernel test
-that cannot run is a failure, never a silent skip.
+that cannot run is a failure, never a silent skip; every test that uses the
+`node` fixture (real cgroups) is one. The shared fixtures live in
+tests/support/fixtures.py.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.env import IN_CI, kernel_unavailable_reason
+
+# The shared fixtures, and the operator reliability cases' (a faulty API server).
+pytest_plugins = ["tests.support.fixtures", "tests.reliability.operator_support"]
 
 
-def kernel_unavailable_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to load BPF programs and create cgroups"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "bcc is not importable (apt-get install python3-bpfcc; venv with --system-site-packages)"
-    if not os.path.isdir("/sys/kernel/tracing/events") and not os.path.isdir("/sys/kernel/debug/tracing/events"):
-        return "tracefs is not mounted"
-    return None
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test on a node of real cgroups is a kernel test wherever it lives, so
+    # under CI it cannot skip for want of root.
+    for item in items:
+        if "node" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernel)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -273,30 +273,41 @@ MaxCgroups = Annotated[int, Field(ge=64, le=1_048_576)]
 
 
 class NamespaceOverride(_Strict):
-    profile: ProfileName | None = None
-    collectors: Collectors = Field(default_factory=dict)
-    syscalls: Syscalls | None = None
-    podSelector: LabelSelector | None = None
+    profile: ProfileName | None = Field(default=None, description=(
+        "Collector set for the namespace's pods; unset: the fleet's."))
+    collectors: Collectors = Field(default_factory=dict, description=(
+        "Per-collector switches for the namespace's pods, on top of its profile."))
+    syscalls: Syscalls | None = Field(default=None, description=(
+        "Syscall allowlist for the namespace's pods; unset: the fleet's."))
+    podSelector: LabelSelector | None = Field(default=None, description=(
+        "Only the namespace's pods with these labels are measured; unset: the fleet's selector."))
 
 
 class DiscoveryConfig(_Strict):
-    mode: Literal["informer", "kubelet", "none"] = "none"
+    mode: Literal["informer", "kubelet", "none"] = Field(default="none", description=(
+        "Pod source: informer watches this node's pods through the API server, kubelet polls the "
+        "kubelet's /pods, none has no pod source and counts every cgroup."))
     # Empty: the node's own kubelet, https://$HOST_IP:10250/pods (HOST_IP is the
     # pod's status.hostIP from the downward API; 127.0.0.1 without it).
-    kubeletURL: str = ""
+    kubeletURL: str = Field(default="", description=(
+        "The kubelet's pod list; empty: https://$HOST_IP:10250/pods, the node's own kubelet."))
     # Fleet-only (the operator keeps the default): a floor against a spinning
     # loop, lower than the collectors' so that tests can resync fast.
-    interval: Annotated[Duration, AfterValidator(Bounds(MIN_DISCOVERY_INTERVAL_SECONDS))] = 10.0
+    interval: Annotated[Duration, AfterValidator(Bounds(MIN_DISCOVERY_INTERVAL_SECONDS))] = Field(
+        default=10.0, description="How often the pod source is read again (kubelet polls, informer re-lists).")
     # The kubelet's serving certificate is verified against the cluster CA
     # (the service account's ca.crt). Kubelets with self-signed serving
     # certificates (no serverTLSBootstrap) need this opt-out; the bearer token
     # is then sent only to the node's own address. The token and CA files are
     # the agent's service account's, fixed: whoever can write this document
     # must not be able to send another file to a URL of their choice.
-    kubeletInsecureTLS: bool = False
+    kubeletInsecureTLS: bool = Field(default=False, description=(
+        "Do not verify the kubelet's serving certificate (self-signed kubelets); the token is then "
+        "sent only to the node's own address."))
     # kubelet's top cgroups relative to the cgroup2 mount (its --cgroup-root
     # moves them): systemd-driver names end in .slice.
-    kubepodsRoots: list[str] = Field(default_factory=lambda: ["kubepods.slice", "kubepods"], min_length=1)
+    kubepodsRoots: list[str] = Field(default_factory=lambda: ["kubepods.slice", "kubepods"], min_length=1,
+                                     description="The kubelet's top cgroups, relative to the cgroup2 mount.")
 
     @field_validator("kubeletURL")
     @classmethod
@@ -352,22 +363,29 @@ def syscall_policy_error(count: int) -> str | None:
 
 
 class AgentConfig(_Strict):
-    apiVersion: Literal["kpod.io/v1alpha1"] = API_VERSION
-    kind: Literal["AgentConfig"] = "AgentConfig"
-    generation: int = Field(default=0, ge=0)
-    clusterName: str = ""
+    apiVersion: Literal["kpod.io/v1alpha1"] = Field(default=API_VERSION, description="Version of the document.")
+    kind: Literal["AgentConfig"] = Field(default="AgentConfig", description="Kind of the document.")
+    generation: int = Field(default=0, ge=0, description=(
+        "Version of the content (the operator counts it up); shown on /config and as "
+        "kpod_agent_config_generation."))
+    clusterName: str = Field(default="", description=(
+        "Set: a cluster label with this value on every series; empty: none."))
     profile: ProfileName = "standard"
     collectors: Collectors = Field(default_factory=dict)
     syscalls: Syscalls = Field(default_factory=lambda: list(DEFAULT_SYSCALLS))
     namespaces: NamespaceFilter = Field(default_factory=NamespaceFilter)
     podSelector: LabelSelector = Field(default_factory=LabelSelector)
     includeLabels: list[str] = Field(default_factory=list)
-    namespaceOverrides: dict[str, NamespaceOverride] = Field(default_factory=dict)
-    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
-    cgroupRoot: str = "auto"
-    procRoot: str = "/proc"
+    namespaceOverrides: dict[str, NamespaceOverride] = Field(default_factory=dict, description=(
+        "Namespace -> the settings of its KpodMetricsProfile, for that namespace's pods."))
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description=(
+        "How the agent learns the pods of its node."))
+    cgroupRoot: str = Field(default="auto", description=(
+        "The cgroup2 mount; auto: found in /proc/mounts."))
+    procRoot: str = Field(default="/proc", description="The host's /proc.")
     histogramBuckets: HistogramBuckets = Field(default_factory=HistogramBuckets)
-    defaultInterval: Interval = DEFAULT_INTERVAL_SECONDS
+    defaultInterval: Interval = Field(default=DEFAULT_INTERVAL_SECONDS, description=(
+        "How often a collector without its own interval is read."))
     # A change re-attaches the BPF collectors (map sizes are fixed when a
     # program loads).
     maxCgroups: MaxCgroups = DEFAULT_MAX_CGROUPS

@@ -48,7 +48,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/config")
+# Path -> what it answers (GET only); docs/reference/endpoints.md is generated from it.
+ENDPOINTS = {
+    "/metrics": "Prometheus exposition of every enabled collector and the agent's own metrics: text "
+                "format 0.0.4, or OpenMetrics when the Accept header asks for it; gzip when "
+                "Accept-Encoding allows it.",
+    "/healthz": "200 `ok` while the process serves HTTP (liveness).",
+    "/readyz": "200 `ready` once a config is applied and discovery has synced; 503 with the reason before.",
+    "/config": "JSON status of the agent: the applied config (credentials redacted), its generation "
+               "and source, the last reload result, collector states and discovery.",
+}
 # Prometheus sends ~300 bytes of head; curl ~100.
 HEAD_LIMIT = 16 * 1024
 MAX_HEADERS = 64

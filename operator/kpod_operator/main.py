@@ -11,9 +11,9 @@ import datetime
 import getpass
 import logging
 import os
-import sys
 import secrets
 import socket
+import sys
 from typing import Any
 
 import kopf
@@ -111,7 +111,7 @@ async def run_async(config: settings.OperatorConfig, kube: kubeapi.Kube,
             elector.release()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpod-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", default=None,
                         help="namespace of the fleet CR and the agent DaemonSet "
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="kopf's own liveness endpoint, e.g. http://0.0.0.0:8081/healthz (default: off)")
     parser.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
                         help="run only while holding the Lease kpod-operator in the namespace (default: on)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     runtime_info.configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     config = settings.from_env(args.namespace)
     kube = kubeapi.Kube.from_environment()

@@ -1,5 +1,7 @@
-"""Metric names fixed by the interface contract (§4), as the asset checks see
-them: dashboards and rules may only use these, and must cover the per-pod ones."""
+"""The metric names the project exposes (docs/reference/metrics.md), written
+out as the asset checks see them: dashboards and rules may only use these,
+and must cover the per-pod ones. A test keeps this list equal to the
+generated reference."""
 
 from __future__ import annotations
 

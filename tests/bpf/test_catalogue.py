@@ -18,8 +18,9 @@ from kpod_agent.agent import Agent
 from kpod_agent.collectors.base import CollectorContext
 from kpod_agent.collectors.execsnoop import ExecsnoopCollector
 from kpod_agent.collectors.hardirqs import irq_name
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 N = 101  # a prime: background activity does not make exactly this many events
 MB = 1 << 20
@@ -336,12 +337,10 @@ def test_interface_counters_of_pod_netns(scraper: Scraper, pods: dict[str, FakeP
     try:
         octet = os.getpid() % 250 + 1
         # wait for the task to be in the namespace
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        def seen() -> bool:
             scraper.sync()
-            if [s for s in scraper.series("kpod_net_iface_rx_packets_total") if s["pod"] == a.name]:
-                break
-            time.sleep(0.1)
+            return any(s["pod"] == a.name for s in scraper.series("kpod_net_iface_rx_packets_total"))
+        wait_for(seen, "the pod's interface", timeout=5, interval=0.1)
         names = ("kpod_net_iface_rx_packets_total", "kpod_net_iface_rx_bytes_total")
         before = {n: scraper.pod_value(n, a, container="", interface=ns_if) for n in names}
         payload = b"k" * 500
@@ -398,7 +397,7 @@ def test_writable_mounts_of_container(scraper: Scraper, pods: dict[str, FakePod]
         assert not [s for s in scraper.series("kpod_fs_capacity_bytes") if s["pod"] == pods["b"].name]
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 # ---- hardirqs and softirqs: node-level, checked against the kernel's own counts

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from kpod_agent.agent import Agent
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 
 N = 1009  # a prime: no other activity makes exactly this many events
 
@@ -132,7 +132,29 @@ def test_major_page_faults_in_right_pod(scraper: Scraper, pods: dict[str, FakePo
     # unless the filesystem keeps some cached despite FADV_DONTNEED
     assert scraper.pod_value("kpod_mem_major_page_faults_total", a) - before_a >= 1
     assert scraper.pod_value("kpod_mem_major_page_faults_total", b) - before_b == 0
-    assert scraper.pod_value("kpod_mem_working_set_bytes", a) >= 0
+
+
+def test_working_set_follows_memory_held_in_its_pod(scraper: Scraper, pods: dict[str, FakePod]) -> None:
+    a, b = pods["a"], pods["b"]
+    held = 64 << 20
+    scraper.sync()
+    before_a = scraper.pod_value("kpod_mem_working_set_bytes", a)
+    before_b = scraper.pod_value("kpod_mem_working_set_bytes", b)
+    rss_before = scraper.pod_value("kpod_mem_rss_bytes", a)
+    # a process in pod A allocates 64 MiB and touches every page, then holds it
+    holder = a.spawn([str(a.node.workload), "hold", str(held >> 20)],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
+        scraper.sync()
+        assert scraper.pod_value("kpod_mem_working_set_bytes", a) - before_a >= held
+        assert scraper.pod_value("kpod_mem_rss_bytes", a) - rss_before >= held
+        assert scraper.pod_value("kpod_mem_working_set_bytes", b) - before_b < held // 16
+    finally:
+        holder.communicate(timeout=30)
+    # the memory is freed with the process: the working set drops by as much again
+    scraper.sync()
+    assert scraper.pod_value("kpod_mem_working_set_bytes", a) < before_a + held // 16
 
 
 def test_oom_kill_charged_to_victim_pod(scraper: Scraper, node: KernelNode, pods: dict[str, FakePod]) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from kpod_agent.agent import Agent
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 
 
 @pytest.fixture(scope="module")

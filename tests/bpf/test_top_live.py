@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector
 from kpod_agent import top
 from kpod_agent.agent import Agent
 from kpod_agent.server import AgentHTTPServer
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 from tests.unit.test_top import assert_shown, parse_number
 
 N = 1009  # getppid calls: a prime no other activity produces
@@ -48,7 +48,8 @@ class ScrapeClock(Collector):
             self.changed.notify_all()
         return iter(())
 
-    def wait_for(self, count: int, timeout: float) -> float:
+    def nth_scrape(self, count: int, timeout: float) -> float:
+        """When the `count`-th scrape came (waits for it)."""
         with self.changed:
             assert self.changed.wait_for(lambda: len(self.times) >= count, timeout), \
                 f"top made {len(self.times)} scrapes, expected {count}"
@@ -114,7 +115,7 @@ def test_once_shows_known_rates_in_the_busy_pod_and_zero_in_the_idle_one(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     try:
-        live.clock.wait_for(before + 1, timeout=60)
+        live.clock.nth_scrape(before + 1, timeout=60)
         # Between the two scrapes: known work in the busy pod, then a collection.
         busy.workload("getppid", N)
         busy.workload("sleep", 20, 1000)
@@ -122,7 +123,8 @@ def test_once_shows_known_rates_in_the_busy_pod_and_zero_in_the_idle_one(
         assert server.stdout is not None
         port = _listening_port(server)
         busy.workload("send", "127.0.0.1", port, TCP_BYTES)
-        assert server.wait(timeout=30) == 0
+        server.communicate(timeout=30)
+        assert server.returncode == 0
         live.scraper.sync()
         synced = time.monotonic()
         out, err = proc.communicate(timeout=60)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ import yaml
 from kpod_operator import model, render
 from tests.cluster import prometheus_operator
 from tests.support.kernel_node import FakePod, KernelNode
-from tests.support.running_agent import RunningAgent, free_port, running_agent
+from tests.support.running_agent import free_port, running_agent
+from tests.support.waiting import wait_for
 
 OPERATOR_NS = "kpod-system"
 AGENT_POD = "kpod-agent-x7k2p"
@@ -77,10 +77,11 @@ class Prometheus:
         check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         self.log = directory / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={path}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        with self.log.open("wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [str(PROMETHEUS), f"--config.file={path}", f"--storage.tsdb.path={directory / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=out, stderr=subprocess.STDOUT)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -93,17 +94,17 @@ class Prometheus:
         return {tuple(r["metric"].get(n, "") for n in names) for r in self.query(expr)}
 
     def wait(self, expr: str, what: str, timeout: float = 60) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        def check() -> list[dict[str, Any]]:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-3000:]}")
             try:
-                result = self.query(expr)
-                if result:
-                    return result
+                return self.query(expr)
             except OSError:
-                pass  # not listening yet
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what} ({expr}); log:\n{self.log.read_text()[-2000:]}")
+                return []  # not listening yet
+        try:
+            return wait_for(check, f"{what} ({expr})", timeout=timeout, interval=0.3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.log.read_text()[-2000:]}") from None
 
     def close(self) -> None:
         self.proc.terminate()
@@ -133,7 +134,7 @@ def _drive(pods: dict[str, FakePod]) -> None:
                                    stdout=subprocess.PIPE)
     assert receiver.stdout is not None and receiver.stdout.readline().strip() == b"ready"
     pods["web-a"].workload("send", "127.0.0.1", port, 1 << 20)
-    receiver.wait(30)
+    receiver.communicate(timeout=30)
     for pod in pods.values():
         pod.workload("getppid", 101)
         pod.workload("badclose", 7)

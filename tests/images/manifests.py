@@ -11,7 +11,6 @@ import pathlib
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,8 +19,9 @@ from typing import Any
 import yaml
 
 from kpod_operator import model, render
-from tests.support.kubeconfig import write_kubeconfig
 from tests.assets.tools import REPO
+from tests.support.kubeconfig import write_kubeconfig
+from tests.support.waiting import wait_for
 
 NAMESPACE = "kpod-system"
 
@@ -100,17 +100,14 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float, alive: Callable[[], str | None]) -> Any:
-    """Polls `check`; `alive` returns a reason when the thing under test died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """wait_for(check) while the thing under test lives: `alive` returns a
+    reason when it died, which fails at once."""
+    def live_check() -> Any:
         dead = alive()
         if dead:
-            raise AssertionError(f"{what}: {dead}")
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise RuntimeError(f"{what}: {dead}")
+        return check()
+    return wait_for(live_check, what, timeout=timeout, interval=0.2)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> str:

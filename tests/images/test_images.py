@@ -17,17 +17,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import kmock
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import IN_CI
 from tests.images import engine, manifests, runtimes
-from tests.operator.conftest import Harness
-from tests.operator.emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
+from tests.support.env import IN_CI
 from tests.support.kernel_node import KernelNode
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.operator import Harness
 from tests.support.running_agent import free_port, prog_ids_of
 
 pytestmark = pytest.mark.slow
@@ -163,20 +161,6 @@ class PodNetwork:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
-class PodNetworkEmulator(EmulatorServer):
-    """The emulated API server listening on the host end of the pod's veth."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__()
-        self.host = host
-
-    async def _start(self) -> None:
-        await self.kmock.__aenter__()
-        self._server = kmock.Server(self.kmock, host=self.host)
-        await self._server.__aenter__()
-        self.url = str(self._server.url).rstrip("/")
-
-
 def agent_env(container: dict[str, Any], pod_name: str, host_ip: str) -> dict[str, str]:
     """The container's env with the downward API resolved for a pod on node-1,
     whose address seen from the pod is ``host_ip``."""
@@ -215,11 +199,12 @@ def agent_container(ref: str, flags: list[str], env: dict[str, str], args: list[
     cid = f"kpod-agent-test-{os.getpid()}"
     engine.ctr("containers", "delete", cid, capture_output=True)
     pid_file = log.with_suffix(".pid")
-    proc = subprocess.Popen(
-        ["ctr", "-a", engine.containerd_socket(), "-n", "kpod-test", "run", "--rm", "--pid-file", str(pid_file),
-         *flags, *itertools.chain.from_iterable(("--env", f"{k}={v}") for k, v in env.items()),
-         ref, cid, *entrypoint(engine.AGENT_IMAGE), *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            ["ctr", "-a", engine.containerd_socket(), "-n", "kpod-test", "run", "--rm", "--pid-file", str(pid_file),
+             *flags, *itertools.chain.from_iterable(("--env", f"{k}={v}") for k, v in env.items()),
+             ref, cid, *entrypoint(engine.AGENT_IMAGE), *args],
+            stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc, cid
     finally:
@@ -244,7 +229,7 @@ def test_agent_image_counts_as_the_rendered_daemonset_runs_it(images: None, tmp_
     node = KernelNode(tmp_path)
     a, b = node.add_pod("web-a", "team-a"), node.add_pod("web-b", "team-b")
     try:
-        with PodNetwork() as net, PodNetworkEmulator(net.host_ip) as api:
+        with PodNetwork() as net, EmulatedCluster(host=net.host_ip) as api:
             for fake in (a, b):
                 api.apply(fake.doc)
             config = node.config(discovery={"mode": "informer"}, collectors={"syscall": {"enabled": True}},

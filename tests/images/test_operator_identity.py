@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.images import manifests
-from tests.operator.conftest import Harness
-from tests.operator.emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
+from tests.support.operator import Harness
 from tests.support.running_agent import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")

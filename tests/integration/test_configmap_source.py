@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from kpod_agent.kube import ConfigMapSource
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.emulator import EmulatedCluster
+from tests.support.waiting import wait_for
 
 
 def configmap(data: str | None, name: str = "kpod-agent-config") -> dict[str, Any]:
@@ -37,22 +38,13 @@ class Sink:
         self.changed.set()
 
 
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
-def api() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
+def api() -> Iterator[EmulatedCluster]:
+    with EmulatedCluster() as server:
         yield server
 
 
-def test_initial_list_then_watch_updates(api: EmulatorServer) -> None:
+def test_initial_list_then_watch_updates(api: EmulatedCluster) -> None:
     api.apply(configmap("generation: 1"))
     api.apply(configmap("generation: 99", name="someone-else"))
     sink = Sink()
@@ -72,7 +64,7 @@ def test_initial_list_then_watch_updates(api: EmulatorServer) -> None:
         source.stop()
 
 
-def test_expired_watch_relists(api: EmulatorServer) -> None:
+def test_expired_watch_relists(api: EmulatedCluster) -> None:
     api.apply(configmap("generation: 1"))
     sink = Sink()
     source = ConfigMapSource(api.api_client(), "kpod-system", "kpod-agent-config", sink.submit, sink.reject)
@@ -86,7 +78,7 @@ def test_expired_watch_relists(api: EmulatorServer) -> None:
         source.stop()
 
 
-def test_api_errors_retry_and_keep_last(api: EmulatorServer) -> None:
+def test_api_errors_retry_and_keep_last(api: EmulatedCluster) -> None:
     api.apply(configmap("generation: 1"))
     sink = Sink()
     source = ConfigMapSource(api.api_client(), "kpod-system", "kpod-agent-config", sink.submit, sink.reject,
@@ -105,7 +97,7 @@ def test_api_errors_retry_and_keep_last(api: EmulatorServer) -> None:
         source.stop()
 
 
-def test_missing_key_is_reported_not_applied(api: EmulatorServer) -> None:
+def test_missing_key_is_reported_not_applied(api: EmulatedCluster) -> None:
     api.apply(configmap(None))
     sink = Sink()
     source = ConfigMapSource(api.api_client(), "kpod-system", "kpod-agent-config", sink.submit, sink.reject)

@@ -9,18 +9,18 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
+from tests.support.emulator import EmulatedCluster, selector_matches
 from tests.support.fake_kubelet import make_pod
-from tests.support.kube_emulator import EmulatorServer, selector_matches
 
 
 @pytest.fixture()
-def api() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
+def api() -> Iterator[EmulatedCluster]:
+    with EmulatedCluster() as server:
         yield server
 
 
 @pytest.fixture()
-def core(api: EmulatorServer) -> kubernetes.client.CoreV1Api:
+def core(api: EmulatedCluster) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(api.api_client())
 
 
@@ -29,7 +29,7 @@ def _configmap(name: str, value: str, namespace: str = "kpod-system") -> dict:
             "data": {"agent.yaml": value}}
 
 
-def test_configmap_get_list_by_name(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> None:
+def test_configmap_get_list_by_name(api: EmulatedCluster, core: kubernetes.client.CoreV1Api) -> None:
     api.apply(_configmap("kpod-agent-config", "generation: 1"))
     api.apply(_configmap("other", "x"))
     api.apply(_configmap("kpod-agent-config", "elsewhere", namespace="default"))
@@ -43,7 +43,7 @@ def test_configmap_get_list_by_name(api: EmulatorServer, core: kubernetes.client
     assert err.value.status == 404
 
 
-def test_configmap_watch_with_the_client_watch(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> None:
+def test_configmap_watch_with_the_client_watch(api: EmulatedCluster, core: kubernetes.client.CoreV1Api) -> None:
     api.apply(_configmap("kpod-agent-config", "generation: 1"))
     listed = core.list_namespaced_config_map("kpod-system", field_selector="metadata.name=kpod-agent-config")
 
@@ -65,7 +65,7 @@ def test_configmap_watch_with_the_client_watch(api: EmulatorServer, core: kubern
     assert events == [("MODIFIED", "generation: 2"), ("DELETED", "generation: 2")]
 
 
-def test_watch_resume_after_compaction_is_gone(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> None:
+def test_watch_resume_after_compaction_is_gone(api: EmulatedCluster, core: kubernetes.client.CoreV1Api) -> None:
     api.apply(make_pod("a"))
     rv = core.list_pod_for_all_namespaces().metadata.resource_version
     api.apply(make_pod("b"))
@@ -79,7 +79,7 @@ def test_watch_resume_after_compaction_is_gone(api: EmulatorServer, core: kubern
     assert '"code": 410' in body and '"ERROR"' in body
 
 
-def test_watch_without_version_starts_with_the_state(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> None:
+def test_watch_without_version_starts_with_the_state(api: EmulatedCluster, core: kubernetes.client.CoreV1Api) -> None:
     api.apply(make_pod("x", node="node-1"))
     api.apply(make_pod("y", node="node-2"))
     resp = core.list_pod_for_all_namespaces(watch=True, field_selector="spec.nodeName=node-2",
@@ -90,7 +90,7 @@ def test_watch_without_version_starts_with_the_state(api: EmulatorServer, core: 
     assert len(lines) == 1 and '"y"' in lines[0]
 
 
-def test_fail_with(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> None:
+def test_fail_with(api: EmulatedCluster, core: kubernetes.client.CoreV1Api) -> None:
     api.fail_with(503)
     with pytest.raises(kubernetes.client.ApiException) as err:
         core.list_pod_for_all_namespaces()
@@ -99,8 +99,8 @@ def test_fail_with(api: EmulatorServer, core: kubernetes.client.CoreV1Api) -> No
     assert core.list_pod_for_all_namespaces().items == []
 
 
-def test_only_pods_and_configmaps() -> None:
-    with EmulatorServer() as api, pytest.raises(ValueError, match="only Pod and ConfigMap"):
+def test_only_served_kinds() -> None:
+    with EmulatedCluster() as api, pytest.raises(ValueError, match="kind 'Secret' is not served"):
         api.apply({"kind": "Secret", "metadata": {"name": "s"}})
 
 

@@ -12,16 +12,17 @@ from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
 from kpod_agent.discovery import Discovery
 from kpod_agent.pods import PodIndex
-from tests.integration.test_discovery_kubelet import Recorder, _names, wait_for
+from tests.integration.test_discovery_kubelet import Recorder, _names
+from tests.support.emulator import EmulatedCluster
 from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.waiting import wait_for
 
 NODE = "node-1"
 
 
 @pytest.fixture()
-def api() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
+def api() -> Iterator[EmulatedCluster]:
+    with EmulatedCluster() as server:
         yield server
 
 
@@ -32,7 +33,7 @@ def layout(tmp_path: Path) -> cgroups.CgroupLayout:
 
 
 @pytest.fixture()
-def make_discovery(api: EmulatorServer, layout: cgroups.CgroupLayout) -> Iterator[Callable[..., Discovery]]:
+def make_discovery(api: EmulatedCluster, layout: cgroups.CgroupLayout) -> Iterator[Callable[..., Discovery]]:
     made: list[Discovery] = []
 
     def make(on_change: Callable[[PodIndex], None] | None = None, **kwargs: object) -> Discovery:
@@ -47,15 +48,15 @@ def make_discovery(api: EmulatorServer, layout: cgroups.CgroupLayout) -> Iterato
         disc.stop()
 
 
-def _lists(api: EmulatorServer) -> list[kmock.Request]:
-    return [r for r in api.requests if r.action == kmock.action.LIST and r.resource is not None]
+def _lists(api: EmulatedCluster) -> list[kmock.Request]:
+    return [r for r in api.served() if r.action == kmock.action.LIST and r.resource is not None]
 
 
-def _watches(api: EmulatorServer) -> list[kmock.Request]:
-    return [r for r in api.requests if r.action == kmock.action.WATCH]
+def _watches(api: EmulatedCluster) -> list[kmock.Request]:
+    return [r for r in api.served() if r.action == kmock.action.WATCH]
 
 
-def test_pods_added_and_deleted(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_pods_added_and_deleted(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                                 make_discovery: Callable[..., Discovery]) -> None:
     mine = make_pod("mine", node=NODE)
     theirs = make_pod("theirs", node="node-2")
@@ -87,7 +88,7 @@ def test_pods_added_and_deleted(api: EmulatorServer, layout: cgroups.CgroupLayou
     assert all(r.params.get("fieldSelector") == f"spec.nodeName={NODE}" for r in _lists(api))
 
 
-def test_label_change_and_finished_pod(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_label_change_and_finished_pod(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                                        make_discovery: Callable[..., Discovery]) -> None:
     pod = make_pod("job", node=NODE, labels={"v": "1"})
     create_pod_cgroups(layout.unified, pod, "burstable")
@@ -104,7 +105,7 @@ def test_label_change_and_finished_pod(api: EmulatorServer, layout: cgroups.Cgro
     wait_for(lambda: uid not in disc.index.pods, what="finished pod dropped")
 
 
-def test_watch_expiry_relists(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_watch_expiry_relists(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                               make_discovery: Callable[..., Discovery]) -> None:
     first = make_pod("first", node=NODE)
     create_pod_cgroups(layout.unified, first, "burstable")
@@ -127,7 +128,7 @@ def test_watch_expiry_relists(api: EmulatorServer, layout: cgroups.CgroupLayout,
     wait_for(lambda: "second" in _names(disc.index), what="event after re-list")
 
 
-def test_server_side_timeout_resumes_without_relist(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_server_side_timeout_resumes_without_relist(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                                                     make_discovery: Callable[..., Discovery]) -> None:
     disc = make_discovery(watch_timeout_seconds=1)
     disc.start()
@@ -140,7 +141,7 @@ def test_server_side_timeout_resumes_without_relist(api: EmulatorServer, layout:
     wait_for(lambda: "after" in _names(disc.index))
 
 
-def test_cgroup_created_after_the_pod_is_listed(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_cgroup_created_after_the_pod_is_listed(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                                                  make_discovery: Callable[..., Discovery]) -> None:
     pod = make_pod("slowstart", node=NODE)
     api.apply(pod)
@@ -154,7 +155,7 @@ def test_cgroup_created_after_the_pod_is_listed(api: EmulatorServer, layout: cgr
     wait_for(lambda: _names(disc.index).get("slowstart") == {""}, what="container cgroup gone")
 
 
-def test_api_failure_keeps_index_and_recovers(api: EmulatorServer, layout: cgroups.CgroupLayout,
+def test_api_failure_keeps_index_and_recovers(api: EmulatedCluster, layout: cgroups.CgroupLayout,
                                               make_discovery: Callable[..., Discovery]) -> None:
     pod = make_pod("steady", node=NODE)
     create_pod_cgroups(layout.unified, pod, "guaranteed")
@@ -183,7 +184,7 @@ def test_unreachable_api_server(layout: cgroups.CgroupLayout) -> None:
     assert index == PodIndex() and not disc.synced and disc.errors_total == 1
 
 
-def test_stop_interrupts_an_idle_watch(api: EmulatorServer, make_discovery: Callable[..., Discovery]) -> None:
+def test_stop_interrupts_an_idle_watch(api: EmulatedCluster, make_discovery: Callable[..., Discovery]) -> None:
     disc = make_discovery()
     disc.start()
     wait_for(lambda: len(_watches(api)) == 1, what="watch open")

@@ -15,17 +15,9 @@ from kpod_agent.config import DiscoveryConfig
 from kpod_agent.discovery import Discovery
 from kpod_agent.pods import PodIndex
 from tests.support.fake_kubelet import FakeKubelet, create_pod_cgroups, make_pod, remove_cgroup_tree
+from tests.support.waiting import wait_for
 
 INTERVAL = "50ms"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Recorder:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from kpod_operator import apply, handlers, kube as kubeapi, model, plan, reconciler, render
+from kpod_operator import apply, handlers, model, plan, reconciler, render
+from kpod_operator import kube as kubeapi
 from kpod_operator import settings as opsettings
-
-from .emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"
 

@@ -11,8 +11,7 @@ import pytest
 from kpod_agent import node_status
 from kpod_agent.contract import AgentStatus
 from kpod_operator import status
-
-from .emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
 
 NS = "kpod-system"
 

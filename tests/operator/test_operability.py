@@ -17,10 +17,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpod_operator import render
-
-from . import emulator
-from .conftest import AGENTS, NS, Harness, RunningOperator, wait_for
+from tests.support import emulator
 from tests.support.kubeconfig import write_kubeconfig
+from tests.support.operator import AGENTS, NS, Harness, RunningOperator
+from tests.support.waiting import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -5,9 +5,9 @@ import json
 from typing import Any
 
 from kpod_agent import config as agentconfig
-
-from .conftest import AGENTS, NS, Harness, wait_for
 from tests.support.kubeconfig import write_kubeconfig
+from tests.support.operator import AGENTS, NS, Harness
+from tests.support.waiting import wait_for
 
 DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
 AGENT_PATHS = (f"/api/v1/namespaces/{AGENTS}/configmaps/kpod-agent-config", DS_PATH,

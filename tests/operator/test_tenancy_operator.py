@@ -10,8 +10,9 @@ from typing import Any
 from kpod_agent import config as agentconfig
 from kpod_agent import filters
 from kpod_operator import crd
+from tests.support.operator import NS, Harness
+from tests.support.waiting import wait_for
 
-from .conftest import NS, Harness, wait_for
 from .schemas import admission_errors
 
 ALL_SYSCALLS = sorted(agentconfig.KNOWN_SYSCALLS)

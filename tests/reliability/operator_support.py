@@ -1,11 +1,11 @@
 """Shared pieces of the operator reliability tests.
 
-The operator suite's emulator and harness (tests/operator), plus what the
+The emulator and operator harness of tests/support, plus what the
 reliability cases need on top: API faults injected per request (an HTTP error
 code, a slow answer that the server still commits after the client gave up),
 a log of every request the operator made, the CRD schema as the API server
-applies it, and an RBAC evaluator. Fixtures are imported by the test modules
-(this folder's conftest.py belongs to the agent-side cases).
+applies it, and an RBAC evaluator. Its fixtures (op_cluster, op_harness) are
+registered as a pytest plugin by the root conftest.
 """
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ import attrs
 import kmock
 import pytest
 import yaml
-from kmock._internal import k8s, rendering
 
 from kpod_agent import config as agentconfig
 from kpod_operator import clock as opclock
-from kpod_operator import settings
 from kpod_operator import kube as kubeapi
-from tests.operator import conftest as opconf
-from tests.operator import emulator as opemu
+from kpod_operator import settings
 from tests.operator import schemas
+from tests.support import emulator as opemu
+from tests.support import operator as opconf
+from tests.support.waiting import wait_for
 
 NS = opconf.NS
 CR_PATH = opconf.CR_PATH
@@ -38,7 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "kpodmetricsprofiles.yaml"
 AGENTS = opconf.AGENTS
 DS_PATH = f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent"
-wait_for = opconf.wait_for
+
 
 # The operator's own client gives up after this long (production: 30 s), so a
 # "slow" answer of the emulator is a client timeout within a test's time.
@@ -59,7 +59,7 @@ class Fault:
     name: str | None = None  # only this object (None: any)
     hits: int = 0
 
-    def matches(self, request: rendering.Request) -> bool:
+    def matches(self, request: kmock.Request) -> bool:
         # The test's own reads and writes always go through.
         return (self.hits < self.times and request.resource is not None
                 and request.headers.get("User-Agent") != TEST_USER_AGENT
@@ -89,7 +89,7 @@ class FaultyEmulator(opemu.ClusterEmulator):
     faults: list[Fault] = attrs.field(factory=list, init=False)
     log: list[Logged] = attrs.field(factory=list, init=False)
 
-    async def _handle(self, request: rendering.Request) -> Any:
+    async def _handle(self, request: kmock.Request) -> Any:
         url = request.url
         entry = Logged(str(request.method.value).upper(), url.path, {k: v for k, v in url.query.items()},
                        request.headers.get("User-Agent", ""), time.monotonic(),
@@ -97,35 +97,28 @@ class FaultyEmulator(opemu.ClusterEmulator):
         self.log.append(entry)
         try:
             response = await self._faulty_handle(request)
-        except k8s.KubernetesError as exc:
+        except kmock.KubernetesError as exc:
             entry.status = exc.status
             raise
         entry.status = response.status
         return response
 
-    async def _faulty_handle(self, request: rendering.Request) -> Any:
+    async def _faulty_handle(self, request: kmock.Request) -> Any:
         fault = next((f for f in self.faults if f.matches(request)), None)
         if fault is not None:
             fault.hits += 1
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status is not None:
-                raise k8s.KubernetesError(status=fault.status, reason=_REASONS.get(fault.status, "Injected"),
+                raise kmock.KubernetesError(status=fault.status, reason=_REASONS.get(fault.status, "Injected"),
                                           message=f"injected HTTP {fault.status}")
         return await super()._handle(request)
 
 
 class FaultyCluster(opemu.EmulatedCluster):
-    """The operator suite's emulated cluster, served by FaultyEmulator."""
+    """The emulated cluster, served by FaultyEmulator."""
 
-    async def _start(self, monitoring: bool) -> str:
-        self.handler = FaultyEmulator()
-        for spec in opemu.RESOURCES + (opemu.MONITORING_RESOURCES if monitoring else []):
-            self._declare(*spec)
-        await self.handler.__aenter__()
-        self.server = kmock.Server(self.handler)
-        await self.server.__aenter__()
-        return str(self.server.url).rstrip("/")
+    handler_class = FaultyEmulator
 
     def inject(self, plural: str, methods: set[str], status: int | None, times: int,
                delay: float = 0.0, subresource: str | None = None, name: str | None = None) -> Fault:
@@ -213,11 +206,8 @@ class Harness(opconf.Harness):
 
 @pytest.fixture()
 def op_cluster() -> Iterator[FaultyCluster]:
-    emulated = FaultyCluster()
-    try:
+    with FaultyCluster() as emulated:
         yield emulated
-    finally:
-        emulated.close()
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,14 @@ from typing import Any
 import kmock
 import pytest
 import yaml
+
 from kpod_agent.agent import Agent
 from kpod_agent.kube import ConfigMapSource
-
-from tests.bpf.conftest import Scraper
-from tests.support.running_agent import running_agent, AGENT, RunningAgent
-from tests.reliability.conftest import wait_for
+from tests.support.emulator import EmulatedCluster
 from tests.support.kernel_node import FakePod, KernelNode
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.running_agent import RunningAgent, running_agent
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -139,14 +138,14 @@ def configmap(data: str | None) -> dict[str, Any]:
     return obj
 
 
-def _configmap_lists(api: EmulatorServer) -> list[Any]:
-    return [r for r in api.requests if r.action == kmock.action.LIST and r.resource is not None
+def _configmap_lists(api: EmulatedCluster) -> list[Any]:
+    return [r for r in api.served() if r.action == kmock.action.LIST and r.resource is not None
             and r.resource.plural == "configmaps"]
 
 
 @pytest.fixture(scope="module")
-def cm_agent(node: KernelNode, pod: FakePod) -> Iterator[tuple[Scraper, EmulatorServer, ConfigMapSource]]:
-    with EmulatorServer() as api:
+def cm_agent(node: KernelNode, pod: FakePod) -> Iterator[tuple[Scraper, EmulatedCluster, ConfigMapSource]]:
+    with EmulatedCluster() as api:
         agent = Agent(node_name="node-1")
         good = node.config(generation=3, collectors={"syscall": {}}, syscalls=["getppid"])
         api.apply(configmap(good.to_yaml()))
@@ -163,13 +162,27 @@ def cm_agent(node: KernelNode, pod: FakePod) -> Iterator[tuple[Scraper, Emulator
             agent.shutdown()
 
 
-# ConfigMap data is a JSON string: it cannot carry bytes that are not UTF-8.
-CM_DOCUMENTS = [d for d in BAD_DOCUMENTS if d[0] != "binary"]
+# ConfigMap data is a JSON string: it cannot carry bytes that are not UTF-8;
+# and it holds at most 1 MiB, so the API server refuses the 10 MB document
+# before any agent sees it (the file case covers the agent's own limit).
+CM_DOCUMENTS = [d for d in BAD_DOCUMENTS if d[0] not in ("binary", "10MB")]
+
+
+def test_oversized_configmap_never_reaches_the_agent(
+        cm_agent: tuple[Scraper, EmulatedCluster, ConfigMapSource]) -> None:
+    scraper, api, _ = cm_agent
+    errors = scraper.agent.reloads.error
+    document = next(doc for name, doc, _ in BAD_DOCUMENTS if name == "10MB")
+    with pytest.raises(kmock.KubernetesError) as refused:
+        api.apply(configmap(document.decode()))
+    assert refused.value.status == 422
+    assert scraper.agent.reloads.error == errors
+    assert scraper.agent.config is not None and scraper.agent.config.generation == 3
 
 
 @pytest.mark.parametrize("name,document,words", CM_DOCUMENTS, ids=[d[0] for d in CM_DOCUMENTS])
 def test_bad_configmap_is_rejected_and_last_good_keeps_counting(
-        cm_agent: tuple[Scraper, EmulatorServer, ConfigMapSource], pod: FakePod,
+        cm_agent: tuple[Scraper, EmulatedCluster, ConfigMapSource], pod: FakePod,
         name: str, document: bytes, words: str) -> None:
     scraper, api, _ = cm_agent
     agent = scraper.agent
@@ -187,7 +200,7 @@ def test_bad_configmap_is_rejected_and_last_good_keeps_counting(
 
 
 def test_configmap_without_key_or_deleted_keeps_last_good(
-        cm_agent: tuple[Scraper, EmulatorServer, ConfigMapSource], node: KernelNode, pod: FakePod) -> None:
+        cm_agent: tuple[Scraper, EmulatedCluster, ConfigMapSource], node: KernelNode, pod: FakePod) -> None:
     scraper, api, source = cm_agent
     agent = scraper.agent
     errors = agent.reloads.error
@@ -216,9 +229,7 @@ def test_bad_file_at_first_start_waits_for_a_good_one(node: KernelNode, pod: Fak
     and applies the file once it is fixed."""
     agent = RunningAgent(node, tmp_path_factory.mktemp("badstart"))
     agent.path.write_bytes(b"collectors: {cpu: {interval: soon}}\n")
-    agent.proc = subprocess.Popen(
-        [*AGENT, "--config", str(agent.path), "--listen", f"127.0.0.1:{agent.port}", "--node-name", "node-1"],
-        stdout=agent.log.open("wb"), stderr=subprocess.STDOUT)
+    agent.launch()
     try:
         agent.wait(lambda: agent.get("/healthz")[0] == 200, "the server", 30)
         assert agent.get("/readyz") == (503, "not ready: no config applied\n")

@@ -8,17 +8,18 @@ import gc
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
 from kpod_agent.agent import Agent
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.cpu import CpuCollector
 from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.config import AgentConfig
-
-from tests.bpf.conftest import Scraper
-from tests.support.running_agent import prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import prog_ids_of
+from tests.support.scraper import Scraper
 
 pytestmark = pytest.mark.kernel
 
@@ -145,7 +146,7 @@ def _prog_ids_of_bpf(bpf) -> set[int]:  # type: ignore[no-untyped-def]
     """Program ids behind a BPF object's loaded functions (fdinfo of their fds)."""
     ids = set()
     for fn in bpf.funcs.values():
-        text = open(f"/proc/self/fdinfo/{fn.fd}").read()
+        text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
         for line in text.splitlines():
             if line.startswith("prog_id:"):
                 ids.add(int(line.split()[1]))

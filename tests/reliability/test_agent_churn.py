@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.running_agent import running_agent, RunningAgent
-from tests.reliability.conftest import rss_kib
 from tests.support.kernel_node import KernelNode
+from tests.support.procfs import rss_kib
+from tests.support.running_agent import RunningAgent, running_agent
 
 pytestmark = pytest.mark.kernel
 

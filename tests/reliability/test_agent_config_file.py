@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.reliability.conftest import wait_for
 from tests.support.kernel_node import KernelNode
 from tests.support.running_agent import RunningAgent, running_agent
+from tests.support.waiting import wait_for
 
 # Root without the two capabilities that bypass file permissions.
 NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",

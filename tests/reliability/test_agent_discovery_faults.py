@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from kpod_agent.agent import Agent
 from kpod_agent.discovery import KUBELET_TIMEOUT, Discovery
-
-from tests.bpf.conftest import Scraper
-from tests.reliability.conftest import wait_for
+from tests.support.emulator import EmulatedCluster
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.kernel_node import FakePod, KernelNode
-from tests.support.kube_emulator import EmulatorServer
+from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -169,13 +169,13 @@ def test_kubelet_down_at_startup_then_up(node: KernelNode) -> None:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
+def api() -> Iterator[EmulatedCluster]:
+    with EmulatedCluster() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def informer_agent(node: KernelNode, api: EmulatorServer) -> Iterator[tuple[Scraper, dict[str, FakePod]]]:
+def informer_agent(node: KernelNode, api: EmulatedCluster) -> Iterator[tuple[Scraper, dict[str, FakePod]]]:
     pods = {"a": node.add_pod("inf-a", "informer"), "b": node.add_pod("inf-b", "informer")}
     for pod in pods.values():
         api.apply(pod.doc)
@@ -198,7 +198,7 @@ def informer_agent(node: KernelNode, api: EmulatorServer) -> Iterator[tuple[Scra
         node.remove_pod(pod)
 
 
-def _informer_case(scraper: Scraper, pods: dict[str, FakePod], node: KernelNode, api: EmulatorServer,
+def _informer_case(scraper: Scraper, pods: dict[str, FakePod], node: KernelNode, api: EmulatedCluster,
                    break_it: Callable[[], None], heal: Callable[[], None], name: str, expect: str) -> None:
     agent = scraper.agent
     a = pods["a"]
@@ -230,13 +230,13 @@ def _informer_case(scraper: Scraper, pods: dict[str, FakePod], node: KernelNode,
 
 
 def test_watch_expired_410_relists(informer_agent: tuple[Scraper, dict[str, FakePod]], node: KernelNode,
-                                   api: EmulatorServer) -> None:
+                                   api: EmulatedCluster) -> None:
     scraper, pods = informer_agent
     _informer_case(scraper, pods, node, api, api.expire_watches, lambda: None, "inf-after-410", "expired")
 
 
 def test_api_failing_keeps_last_view(informer_agent: tuple[Scraper, dict[str, FakePod]], node: KernelNode,
-                                     api: EmulatorServer) -> None:
+                                     api: EmulatedCluster) -> None:
     scraper, pods = informer_agent
 
     def break_it() -> None:

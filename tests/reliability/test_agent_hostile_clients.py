@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.conftest import rss_kib
 from tests.support.kernel_node import KernelNode
+from tests.support.procfs import rss_kib
 from tests.support.running_agent import RunningAgent, running_agent
 
 LIMIT_MIB = 256  # the DaemonSet's memory limit

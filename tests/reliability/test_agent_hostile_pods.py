@@ -9,12 +9,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from kpod_agent.agent import Agent
-from kpod_agent.exporter import KpodCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bpf.conftest import Scraper
+from kpod_agent.agent import Agent
+from kpod_agent.exporter import KpodCollector
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 
 pytestmark = pytest.mark.kernel
 

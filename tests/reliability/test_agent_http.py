@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from kpod_agent.agent import Agent
 from kpod_agent.config import config_from_dict
 from kpod_agent.exporter import KpodCollector
 from kpod_agent.server import AgentHTTPServer
-from prometheus_client import CollectorRegistry
-
-from tests.reliability.conftest import wait_for
+from tests.support.waiting import wait_for
 
 ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/config")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from kpod_agent.agent import Agent
 from kpod_agent.contract import MapFull
-
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 
 pytestmark = pytest.mark.kernel
 

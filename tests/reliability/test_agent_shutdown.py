@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.running_agent import AGENT, RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 
 pytestmark = pytest.mark.kernel
 
@@ -93,9 +93,7 @@ def test_restart_after_sigkill_attaches_cleanly(agent: RunningAgent, pod: FakePo
 def _start_until_compiling(agent: RunningAgent) -> None:
     """Start the agent and return while it is loading its programs: one is
     in the kernel and the config is not applied yet (five compiles: ~1 s)."""
-    agent.proc = subprocess.Popen(
-        [*AGENT, "--config", str(agent.path), "--listen", f"127.0.0.1:{agent.port}", "--node-name", "node-1"],
-        stdout=agent.log.open("wb"), stderr=subprocess.STDOUT)
+    agent.launch()
     agent.wait(lambda: bool(prog_ids_of(agent.proc.pid)), "a first program loaded", 30)
     assert "applied config" not in agent.log.read_text(), "startup finished before the signal could be sent"
 

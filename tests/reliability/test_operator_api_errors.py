@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     AGENTS,
     NS,
     Harness,
-    op_cluster,
-    op_harness,
     wait_for,
 )
 

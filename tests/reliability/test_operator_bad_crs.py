@@ -17,13 +17,10 @@ from typing import Any
 import pytest
 
 from kpod_agent import config as agentconfig
-from kpod_operator import kube as kubeapi
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     CR_PATH,
     NS,
     Harness,
-    op_cluster,
-    op_harness,
     schema_errors,
     wait_for,
 )

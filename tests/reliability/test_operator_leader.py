@@ -21,14 +21,10 @@ import sys
 import time
 from typing import Any
 
-
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     NS,
-    FaultyCluster,
     Harness,
     Logged,
-    op_cluster,
-    op_harness,
     wait_for,
 )
 from tests.support.kubeconfig import write_kubeconfig
@@ -47,8 +43,9 @@ class Operator:
         self.name = name
         self.log = tmp_path / f"{name}.log"
         exe = pathlib.Path(sys.executable).parent / "kpod-operator"
-        self.proc = subprocess.Popen([str(exe), "--namespace", NS, "--listen", "", "--log-format", "json"],
-                                     env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        with self.log.open("w") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([str(exe), "--namespace", NS, "--listen", "", "--log-format", "json"],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kpod_operator import kube as kubeapi
-from tests.operator import emulator as opemu
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     DS_PATH,
     NS,
     Harness,
-    op_cluster,
-    op_harness,
     wait_for,
 )
+from tests.support import emulator as opemu
 
 SPEC = {"profile": "standard", "syscalls": ["read", "write"]}
 HAND = "kubectl-edit"  # the field manager of the hand edits

@@ -26,7 +26,7 @@ from kpod_agent.kube import ConfigMapSource
 from kpod_agent.node_status import PodStatusPublisher
 from kpod_operator import kube as kubeapi
 from kpod_operator import leader, model, render
-from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
+from tests.reliability.operator_support import (
     CR_PATH,
     NS,
     REPO,
@@ -36,8 +36,6 @@ from tests.reliability.operator_support import (  # noqa: F401  (fixtures)
     Harness,
     attributes,
     authorized,
-    op_cluster,
-    op_harness,
     rule_allows,
     verb_table,
     wait_for,

@@ -214,7 +214,7 @@ class FakeKubelet:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> "FakeKubelet":
+    def start(self) -> FakeKubelet:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-kubelet", daemon=True)
         self._thread.start()
@@ -228,7 +228,7 @@ class FakeKubelet:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> "FakeKubelet":
+    def __enter__(self) -> FakeKubelet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,7 @@ def build_workload(directory: Path) -> Path:
 
 @dataclass
 class FakePod:
-    node: "KernelNode"
+    node: KernelNode
     name: str
     namespace: str
     uid: str
@@ -164,7 +164,7 @@ def kernel_node(tmp: Path) -> Iterator[KernelNode]:
     kernel (the root conftest turns that skip into a failure under CI)."""
     import pytest
 
-    from tests.conftest import kernel_unavailable_reason
+    from tests.support.env import kernel_unavailable_reason
 
     reason = kernel_unavailable_reason()
     if reason:

@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.kernel_node import KernelNode
+from tests.support.waiting import wait_for
 
 AGENT = [sys.executable, "-m", "kpod_agent.main"]
 
@@ -64,10 +65,15 @@ class RunningAgent:
         tmp.write_text(yaml.safe_dump(doc))
         os.replace(tmp, self.path)  # atomic, as editors and ConfigMap volumes do
 
+    def launch(self) -> None:
+        """Start the command on the config file; output goes to `log`."""
+        with self.log.open("wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}",
+                 "--node-name", "node-1"], stdout=out, stderr=subprocess.STDOUT)
+
     def start(self, ready_timeout: float = 30) -> None:
-        self.proc = subprocess.Popen(
-            [*self.prefix, *AGENT, "--config", str(self.path), "--listen", f"127.0.0.1:{self.port}", "--node-name", "node-1"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.launch()
         self.wait(lambda: self.get("/readyz")[0] == 200, "agent ready", ready_timeout)
 
     def get(self, path: str) -> tuple[int, str]:
@@ -91,14 +97,19 @@ class RunningAgent:
         return total
 
     def wait(self, predicate: Any, what: str, timeout: float = 10) -> float:
+        """wait_for(predicate) while the agent runs (its exit fails at once);
+        the seconds it took."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
+
+        def check() -> Any:
             if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
-            if predicate():
-                return time.monotonic() - start
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"agent exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
+            return predicate()
+        try:
+            wait_for(check, what, timeout=timeout, interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.log.read_text()[-3000:]}") from None
+        return time.monotonic() - start
 
 
 

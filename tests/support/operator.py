@@ -1,22 +1,20 @@
-"""Fixtures: an emulated API server and the operator running against it."""
+"""The operator run in-process against the emulated API server, and a
+harness that reads and writes its objects as kubectl would."""
 from __future__ import annotations
 
 import asyncio
 import pathlib
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
-import pytest
 
 from kpod_operator import clock as opclock
+from kpod_operator import kube as kubeapi
 from kpod_operator import leader, main, settings
 from kpod_operator import metrics as opmetrics
-from kpod_operator import kube as kubeapi
-
-from .emulator import EmulatedCluster
+from tests.support.emulator import EmulatedCluster
+from tests.support.waiting import wait_for
 
 NS = "kpod-system"
 AGENTS = "kpod-agents"  # the fleet's default spec.agent.namespace
@@ -62,21 +60,6 @@ class RunningOperator:
         assert not self.thread.is_alive(), "operator did not stop"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll until ``check()`` is truthy; its last value or error explains a timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, KeyError, TypeError, IndexError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 class Harness:
     def __init__(self, cluster: EmulatedCluster, tmp_path: pathlib.Path) -> None:
         self.cluster = cluster
@@ -98,7 +81,7 @@ class Harness:
         for _ in range(passes):
             begun = self.clock.waits
             self.clock.advance(self.config.resync_seconds)
-            wait_for(lambda: self.clock.waits > begun, what="a resync pass")
+            wait_for(lambda begun=begun: self.clock.waits > begun, what="a resync pass")
 
     def stop(self) -> None:
         if self.operator is not None:
@@ -132,27 +115,3 @@ class Harness:
 
     def daemonset(self) -> dict[str, Any] | None:
         return self.kube.get(f"/apis/apps/v1/namespaces/{AGENTS}/daemonsets/kpod-agent")
-
-
-@pytest.fixture()
-def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster()
-    try:
-        yield emulated
-    finally:
-        emulated.close()
-
-
-@pytest.fixture()
-def harness(cluster: EmulatedCluster, tmp_path: pathlib.Path) -> Iterator[Harness]:
-    h = Harness(cluster, tmp_path)
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-@pytest.fixture()
-def operator(harness: Harness) -> RunningOperator:
-    running = harness.start()
-    return running

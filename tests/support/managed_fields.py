@@ -179,7 +179,7 @@ def owners(obj: dict[str, Any]) -> Owners:
 
 
 def _store(obj: dict[str, Any], table: Owners, api_version: str) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     entries = []
     for (manager, operation), paths in table.items():
         if paths:
