@@ -1,8 +1,8 @@
 """What every collector is: metric specs, attach/detach, filters, a snapshot.
 
 A collector reads raw values keyed by cgroup id; the exporter turns them into
-per-pod series with the pod index current at scrape time, so a deleted pod's
-series go as soon as discovery drops it.
+per-pod series with the pod index of the agent's latest view, so a deleted
+pod's series go as soon as discovery drops it.
 """
 from __future__ import annotations
 
