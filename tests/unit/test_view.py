@@ -106,3 +106,57 @@ def test_restarts_only_with_pods(mode: str, restarts: bool) -> None:
 
     names = {f.name for f in KpodCollector(Source(view)).restart_metrics()}
     assert ("kpod_container_restarts" in names) is restarts
+
+
+def test_entries_of_cgroups_no_longer_counted_are_counted_once_and_forgotten() -> None:
+    """With discovery: a map entry whose cgroup is not in the collector's
+    filter (a pod dropped while its socket still carries traffic) goes to
+    kpod_unknown_cgroup_events_total, and out of the map."""
+    from kpod_agent.agent import Agent
+    from kpod_agent.collectors.base import Collector
+    from kpod_agent.collectors.network import NetworkCollector
+    from tests.support.fake_pods import pod_index
+
+    index = pod_index(2, containers=1)
+    stray = 42
+
+    class Net(Collector):
+        name = "network"
+        specs = NetworkCollector.specs
+        forgotten: list[set[int]] = []
+
+        def collect(self, targets):  # type: ignore[no-untyped-def]
+            snap = Snapshot()
+            for cgid in index.entries:
+                snap.add("kpod_net_tcp_connections_total", cgid, 1.0)
+            if not self.forgotten:  # the kernel re-creates it no more once deleted
+                snap.add("kpod_net_tcp_connections_total", stray, 3.0)
+                snap.add("kpod_net_tcp_rtt_seconds", stray, Hist((1, 2), 9.0))
+            return snap
+
+        def forget(self, cgroup_ids: set[int]) -> None:
+            self.forgotten.append(cgroup_ids)
+
+    class Pods:
+        synced, errors_total, last_error = True, 0, None
+
+        def refresh(self) -> PodIndex:
+            return index
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    agent = Agent(node_name="node-1", collector_classes={"network": Net},
+                  discovery_factory=lambda config, resolver, on_change: Pods())  # type: ignore
+    assert agent.apply(config_from_dict({"discovery": {"mode": "kubelet", "interval": "1h"},
+                                         "collectors": {"network": {"enabled": True}}}))
+    for _ in range(2):
+        agent.collect_due(force=True)
+    network = agent.view.collectors["network"]
+    assert Net.forgotten == [{stray}]
+    assert network.unknown_events == {"kpod_net_tcp_connections_total": 3.0, "kpod_net_tcp_rtt_seconds": 3.0}
+    assert network.snapshot is not None
+    assert {cgid for cgid, _ in network.snapshot.data["kpod_net_tcp_connections_total"]} == set(index.entries)
