@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kpod_agent import config as agentconfig  # noqa: E402
-from kpod_operator import handlers  # noqa: E402
+from kpod_operator import settings  # noqa: E402
 from kpod_operator import kube as kubeapi  # noqa: E402
 from tests.operator.conftest import RunningOperator  # noqa: E402
 from tests.operator.emulator import EmulatedCluster  # noqa: E402
@@ -70,7 +70,7 @@ def _fleet_with_operator(overrides: int = 0) -> Iterator[kubeapi.Kube]:
     and the operator running against it; the client to drive it."""
     cluster = EmulatedCluster()
     with tempfile.TemporaryDirectory() as tmp:
-        config = handlers.OperatorConfig(namespace=NS, resync_seconds=300, stuck_after_seconds=3600,
+        config = settings.OperatorConfig(namespace=NS, resync_seconds=300, stuck_after_seconds=3600,
                                          rules_path=pathlib.Path(tmp) / "none.yaml")
         kube = kubeapi.Kube.for_url(cluster.url)
         kube.create({"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",

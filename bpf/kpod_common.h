@@ -88,9 +88,8 @@ static __always_inline u32 kpod_log2_slot(u64 v)
 
 static __always_inline void kpod_hist_add(struct kpod_hist *h, u64 value)
 {
-    u32 slot = kpod_log2_slot(value);
-    if (slot < KPOD_SLOTS)
-        __sync_fetch_and_add(&h->slots[slot], 1);
+    /* kpod_log2_slot clamps to KPOD_SLOTS - 1: the verifier sees the bound too. */
+    __sync_fetch_and_add(&h->slots[kpod_log2_slot(value)], 1);
     __sync_fetch_and_add(&h->sum, value);
 }
 

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from kpod_agent import bpfload, cgroups, filters, reload, view
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot
 from kpod_agent.config import AgentConfig, ConfigError, parse_config
-from kpod_agent.discovery import CgroupEntry, Discovery, PodIndex
+from kpod_agent.contract import AgentStatus, CollectorStatus, DiscoveryStatus, MapFull
+from kpod_agent.discovery import Discovery
+from kpod_agent.pods import CgroupEntry, PodIndex
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Agent:
         self.cycle_duration = 0.0
         self.started = time.monotonic()
         self._apply_lock = threading.Lock()
-        self.on_applied: list[Callable[[dict[str, Any]], None]] = []
+        self.on_applied: list[Callable[[AgentStatus], None]] = []
         # collector -> pods (namespace/name) it cannot count: its filter map is full
         self.uncounted: dict[str, set[str]] = {}
         self._view = view.CollectionView(node_name=self.node_name)
@@ -318,7 +319,7 @@ class Agent:
             for cgid in ids - self.index.entries.keys():
                 relpath = self.resolver.lookup_path(cgid)
                 if relpath is not None:
-                    resolved[cgid] = view.host_entry(cgid, relpath)
+                    resolved[cgid] = cgroups.host_entry(cgid, relpath)
         state.resolved = resolved
         unknown = {cgid for cgid in ids if view.cgroup_entry(cgid, allowed, self.index, resolved) is None}
         if not unknown:
@@ -377,42 +378,41 @@ class Agent:
     def ready(self) -> bool:
         return self.config is not None and (self.discovery is None or self.discovery.synced)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AgentStatus:
         config = self.config
         wanted = list(config.node_collectors()) if config else []
-        collectors: dict[str, dict[str, Any]] = {}
+        collectors: dict[str, CollectorStatus] = {}
         for name in wanted:
             state = self.states.get(name)
-            entry: dict[str, Any] = {"attached": bool(state and state.collector is not None)}
-            if state and state.error:
-                entry["error"] = state.error
-            if state and state.collector is not None:
-                entry["interval"] = config.interval_of(name) if config else None
-                extra = getattr(state.collector, "unavailable", None)
-                if extra:
-                    entry["partial"] = dict(extra)
-                if self.uncounted.get(name):
-                    entry["mapFull"] = {"map": "allowed_cgroups", "podsNotCounted": len(self.uncounted[name])}
-            collectors[name] = entry
+            collector = state.collector if state is not None else None
+            partial = getattr(collector, "unavailable", None)
+            uncounted = self.uncounted.get(name) if collector is not None else None
+            collectors[name] = CollectorStatus(
+                attached=collector is not None,
+                error=state.error if state is not None and state.error else None,
+                interval=config.interval_of(name) if collector is not None and config else None,
+                partial=dict(partial) if partial else None,
+                mapFull=MapFull(map="allowed_cgroups", podsNotCounted=len(uncounted)) if uncounted else None,
+            )
         disc = self.discovery
-        return {
-            "node": self.node_name,
-            "generation": config.generation if config else None,
-            "profile": config.profile if config else None,
-            "collectors": collectors,
-            "lastError": self.reloads.last_error,
-            "lastErrorTime": self.reloads.last_error_time,
-            "appliedAt": self.reloads.applied_at,
-            "discovery": {
-                "mode": config.discovery.mode if config else None,
-                "synced": bool(disc and disc.synced),
-                "pods": len(self.index.pods),
-                "cgroups": len(self.index.entries),
-                "errors": self.discovery_errors_total(),
-                "lastError": disc.last_error if disc else None,
-            },
-            "time": _now(),
-        }
+        return AgentStatus(
+            node=self.node_name,
+            generation=config.generation if config else None,
+            profile=config.profile if config else None,
+            collectors=collectors,
+            lastError=self.reloads.last_error,
+            lastErrorTime=self.reloads.last_error_time,
+            appliedAt=self.reloads.applied_at,
+            discovery=DiscoveryStatus(
+                mode=config.discovery.mode if config else None,
+                synced=bool(disc and disc.synced),
+                pods=len(self.index.pods),
+                cgroups=len(self.index.entries),
+                errors=self.discovery_errors_total(),
+                lastError=disc.last_error if disc else None,
+            ),
+            time=_now(),
+        )
 
     def shutdown(self) -> None:
         if self.discovery is not None:

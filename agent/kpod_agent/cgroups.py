@@ -28,10 +28,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # discovery imports this module at run time; avoid the cycle
-    from kpod_agent.discovery import PodIndex, PodInfo
+from kpod_agent.pods import CgroupEntry, PodIndex, PodInfo
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +171,6 @@ def cgroup_id(path: Path) -> int:
     return os.stat(path).st_ino
 
 
-def parse_container_id(container_id: str) -> tuple[str, str]:
-    """``containerd://abc`` -> ``("containerd", "abc")``; ValueError when malformed."""
-    runtime, sep, ident = container_id.partition("://")
-    if not sep or not runtime or not ident or "/" in ident:
-        raise ValueError(f"not a <runtime>://<id> container id: {container_id!r}")
-    return runtime, ident
-
-
 def container_id_from_dirname(name: str) -> str:
     """The container id a runtime's cgroup directory name carries.
 
@@ -276,8 +266,6 @@ class CgroupResolver:
         Children that are no known container (the sandbox/pause container,
         runtime helpers) count for the pod. Pods whose directory does not
         exist yet are listed in ``unresolved`` and simply retried later."""
-        from kpod_agent.discovery import CgroupEntry, PodIndex
-
         entries: dict[int, CgroupEntry] = {}
         pod_map: dict[str, PodInfo] = {}
         pod_paths: dict[str, str] = {}
@@ -311,15 +299,13 @@ class CgroupResolver:
         tasks that live there (kernel threads, unmanaged processes) are
         attributed rather than lost. Each cgroup also appears in ``pods`` with
         that label as its uid, so consumers treat both modes alike."""
-        from kpod_agent.discovery import CgroupEntry, PodIndex, PodInfo
-
         paths = self._walk_host()
         entries: dict[int, CgroupEntry] = {}
         pods: dict[str, PodInfo] = {}
         pod_paths: dict[str, str] = {}
         for cid, rel in paths.items():
-            label = host_label(rel)
-            entries[cid] = CgroupEntry(cid, rel, "host", label, "", label)
+            entries[cid] = entry = host_entry(cid, rel)
+            label = entry.pod
             pods[label] = PodInfo(uid=label, namespace="host", name=label, labels={},
                                   qos_class=None, containers=())
             pod_paths[label] = rel
@@ -432,3 +418,10 @@ def _join(rel: str, name: str) -> str:
 def host_label(relpath: str) -> str:
     """The ``pod`` label of a cgroup in mode none: its relative path, ``/`` for the root."""
     return relpath or "/"
+
+
+def host_entry(cgroup_id: int, relpath: str) -> CgroupEntry:
+    """A cgroup as its own "pod" in namespace ``host`` (mode none): the walk's
+    and, for cgroups made after it, the agent's lookup by id."""
+    label = host_label(relpath)
+    return CgroupEntry(cgroup_id, relpath, "host", label, "", label)

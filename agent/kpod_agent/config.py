@@ -1,7 +1,10 @@
 """The node config (README, "Node config"): one pydantic model shared by agent and operator.
 
 No bcc import here: the operator renders and validates node configs with these
-same models, so the document has exactly one definition.
+same models, so the document has exactly one definition. Every rule the
+operator must apply before it renders (the allowlist limit, which collectors
+have a latency switch, the defaults of unset fields) is defined here once;
+``kpod_agent.contract`` holds the names and the status report exchanged beside it.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from kpod_agent.contract import label_name
 from kpod_agent.syscall_table import SYSCALLS
 
 API_VERSION = "kpod.io/v1alpha1"
@@ -173,11 +177,18 @@ class CollectorConfig(_Strict):
         "syscall only: latency histograms per syscall (a second probe per call, about twice the cost)."))
 
 
-def collector_option_errors(collectors: dict[str, CollectorConfig], where: str = "collectors") -> list[str]:
-    """Options set on a collector that does not have them."""
-    return [f"{where}.{name}.latency: only the {'/'.join(sorted(LATENCY_COLLECTORS))} collector has "
-            f"a latency switch" for name, conf in collectors.items()
-            if conf.latency is not None and name not in LATENCY_COLLECTORS]
+def _check_collector_options(collectors: dict[str, CollectorConfig]) -> dict[str, CollectorConfig]:
+    """Options set on a collector that does not have them are refused, wherever a collectors map appears."""
+    errors = [f"collectors.{name}.latency: only the {'/'.join(sorted(LATENCY_COLLECTORS))} collector has "
+              f"a latency switch" for name, conf in collectors.items()
+              if conf.latency is not None and name not in LATENCY_COLLECTORS]
+    if errors:
+        raise ValueError("; ".join(errors))
+    return collectors
+
+
+# Per-collector settings, in the fleet, in each override and in the CR.
+Collectors = Annotated[dict[CollectorName, CollectorConfig], AfterValidator(_check_collector_options)]
 
 
 class LabelSelectorRequirement(_Strict):
@@ -236,7 +247,7 @@ class NamespaceFilter(_Strict):
 KNOWN_SYSCALLS = frozenset().union(*(frozenset(t) for t in SYSCALLS.values()))
 
 
-def _check_syscalls(names: list[str]) -> list[str]:
+def check_syscalls(names: list[str]) -> list[str]:
     """Known names on every supported architecture; order kept, duplicates dropped."""
     unknown = [n for n in names if n not in KNOWN_SYSCALLS]
     if unknown:
@@ -247,7 +258,7 @@ def _check_syscalls(names: list[str]) -> list[str]:
 
 
 # A syscall allowlist; the CRD generator maps it to an enum of KNOWN_SYSCALLS.
-Syscalls = Annotated[list[str], AfterValidator(_check_syscalls)]
+Syscalls = Annotated[list[str], AfterValidator(check_syscalls)]
 
 # Entries of each per-cgroup BPF map. A 250-pod node with a pause and two
 # containers per pod has ~1,000 cgroups: 4,096 leaves room for nested cgroups
@@ -259,16 +270,9 @@ MaxCgroups = Annotated[int, Field(ge=64, le=1_048_576)]
 
 class NamespaceOverride(_Strict):
     profile: ProfileName | None = None
-    collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
+    collectors: Collectors = Field(default_factory=dict)
     syscalls: Syscalls | None = None
     podSelector: LabelSelector | None = None
-
-    @model_validator(mode="after")
-    def _collector_options(self) -> "NamespaceOverride":
-        errors = collector_option_errors(self.collectors)
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
 
 
 class DiscoveryConfig(_Strict):
@@ -316,19 +320,31 @@ class HistogramBuckets(_Strict):
         return self
 
 
-# As exporter.label_name: pod label -> metric label, as kube-state-metrics does.
-_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+def allowlist_key(syscalls: list[str]) -> tuple[str, ...]:
+    """Two allowlists with the same names in another order are one policy on the node."""
+    return tuple(sorted(syscalls))
 
 
 def distinct_allowlists(fleet: list[str], overrides: dict[str, NamespaceOverride]) -> dict[tuple[str, ...], int]:
-    """Allowlist (sorted) -> policy index: the fleet's is 0, each distinct
-    override list the next one, namespaces in sorted order."""
-    seen: dict[tuple[str, ...], int] = {tuple(sorted(fleet)): 0}
+    """Allowlist (``allowlist_key``) -> policy index: the fleet's is 0, each
+    distinct override list the next one, namespaces in sorted order."""
+    seen: dict[tuple[str, ...], int] = {allowlist_key(fleet): 0}
     for namespace in sorted(overrides):
         syscalls = overrides[namespace].syscalls
         if syscalls is not None:
-            seen.setdefault(tuple(sorted(syscalls)), len(seen))
+            seen.setdefault(allowlist_key(syscalls), len(seen))
     return seen
+
+
+def syscall_policy_error(count: int) -> str | None:
+    """Why a node cannot hold `count` distinct syscall allowlists (the fleet's
+    included), or None. The node config refuses such a document; the operator
+    asks before it adds an override, so the newest override is refused, not
+    the whole config."""
+    if count <= MAX_SYSCALL_POLICIES:
+        return None
+    return (f"{count} distinct syscall allowlists (the fleet's included), but a node holds "
+            f"at most {MAX_SYSCALL_POLICIES} distinct syscall allowlists")
 
 
 class AgentConfig(_Strict):
@@ -337,7 +353,7 @@ class AgentConfig(_Strict):
     generation: int = Field(default=0, ge=0)
     clusterName: str = ""
     profile: ProfileName = "standard"
-    collectors: dict[CollectorName, CollectorConfig] = Field(default_factory=dict)
+    collectors: Collectors = Field(default_factory=dict)
     syscalls: Syscalls = Field(default_factory=lambda: list(DEFAULT_SYSCALLS))
     namespaces: NamespaceFilter = Field(default_factory=NamespaceFilter)
     podSelector: LabelSelector = Field(default_factory=LabelSelector)
@@ -359,7 +375,7 @@ class AgentConfig(_Strict):
         # on every series, and Prometheus refuses the whole scrape.
         seen: dict[str, str] = {}
         for pod_label in value:
-            name = "label_" + _LABEL_CHARS.sub("_", pod_label)
+            name = label_name(pod_label)
             if name in seen:
                 raise ValueError(f"{seen[name]!r} and {pod_label!r} both become the metric label {name}")
             seen[name] = pod_label
@@ -406,13 +422,9 @@ class AgentConfig(_Strict):
 
     @model_validator(mode="after")
     def _node_limits(self) -> "AgentConfig":
-        errors = collector_option_errors(self.collectors)
-        count = len(distinct_allowlists(self.syscalls, self.active_overrides))
-        if count > MAX_SYSCALL_POLICIES:
-            errors.append(f"namespaceOverrides: {count} distinct syscall allowlists (the fleet's included), "
-                          f"more than the {MAX_SYSCALL_POLICIES} a node holds")
-        if errors:
-            raise ValueError("; ".join(errors))
+        error = syscall_policy_error(len(distinct_allowlists(self.syscalls, self.active_overrides)))
+        if error:
+            raise ValueError(f"namespaceOverrides: {error}")
         return self
 
     def interval_of(self, name: str) -> float:
@@ -463,6 +475,11 @@ def resolve_collectors(
     return {n: result[n] for n in COLLECTOR_NAMES if n in result}
 
 
+def node_default(name: str) -> Any:
+    """The node config's default for field `name` (a fresh copy): what a fleet CR that leaves it unset gets."""
+    return AgentConfig.model_fields[name].get_default(call_default_factory=True)
+
+
 class ConfigError(ValueError):
     """A node config that cannot be used; the message names field and value."""
 
@@ -478,8 +495,6 @@ def describe_validation_error(err: ValidationError) -> str:
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field"
-        elif item["type"] == "literal_error":
-            msg = f"{msg}"
         value = item.get("input")
         # Bounded: a few bytes of YAML aliases expand to a structure whose
         # full repr takes minutes and gigabytes.

@@ -8,7 +8,6 @@ are summed.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 import zlib
@@ -30,17 +29,12 @@ from prometheus_client.utils import floatToGoString
 from kpod_agent import filters, runtime_info
 from kpod_agent import labels as constant_labels
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
+from kpod_agent.contract import label_name
 from kpod_agent.histograms import log2_to_buckets
-from kpod_agent.discovery import CgroupEntry
+from kpod_agent.pods import CgroupEntry
 from kpod_agent.view import CollectionView
 
 POD_LABELS = ("namespace", "pod", "container", "node")
-_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def label_name(pod_label: str) -> str:
-    """Pod label -> metric label, as kube-state-metrics does."""
-    return "label_" + _LABEL_CHARS.sub("_", pod_label)
 
 
 def _escape_value(value: str) -> str:

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kpod_agent.config import MAX_SYSCALL_POLICIES, AgentConfig, distinct_allowlists
-from kpod_agent.discovery import PodIndex
+from kpod_agent.config import AgentConfig, distinct_allowlists
+from kpod_agent.pods import PodIndex
 
-__all__ = ["MAX_SYSCALL_POLICIES", "SyscallPolicies", "compute_filters", "counts_every_cgroup", "pod_selected",
-           "syscall_policies"]
+__all__ = ["SyscallPolicies", "compute_filters", "counts_every_cgroup", "pod_selected", "syscall_policies"]
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+from kpod_agent.contract import CONFIG_KEY
 
-CONFIG_KEY = "agent.yaml"
+log = logging.getLogger(__name__)
 
 
 def api_client() -> Any:

@@ -1,7 +1,8 @@
 """The agent's side of fleet status: a small JSON report on its own Pod.
 
-The agent writes ``kpod.io/agent-status`` (same shape as its ``/config``
-endpoint) on its Pod; the operator watches the agents' Pods and aggregates
+The agent writes its ``AgentStatus`` (``kpod_agent.contract``, the same
+document as its ``/config`` endpoint) as JSON in the annotation
+``kpod.io/agent-status`` on its Pod; the operator watches the agents' Pods and aggregates
 ``nodesApplied`` and ``collectorFailures`` into the fleet CR's status. Why a
 Pod annotation: the operator needs no network path to every node (works
 under NetworkPolicies), it scales as one watch, and the report disappears
@@ -13,25 +14,19 @@ ignored), so a steady node makes no API traffic.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from typing import Any
 
-ANNOTATION = "kpod.io/agent-status"
+from kpod_agent.contract import STATUS_ANNOTATION, AgentStatus
 
 log = logging.getLogger(__name__)
 
 
-def _content(status: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in status.items() if k != "time"}, sort_keys=True, default=str)
-
-
-def build_annotation_patch(status: dict[str, Any]) -> dict[str, Any]:
+def build_annotation_patch(status: AgentStatus) -> dict[str, Any]:
     """Merge patch for the Pod carrying ``status`` as compact JSON."""
-    text = json.dumps(status, sort_keys=True, separators=(",", ":"), default=str)
-    return {"metadata": {"annotations": {ANNOTATION: text}}}
+    return {"metadata": {"annotations": {STATUS_ANNOTATION: status.to_json()}}}
 
 
 class PodStatusPublisher:
@@ -55,11 +50,11 @@ class PodStatusPublisher:
         """Without POD_NAME/POD_NAMESPACE (standalone agent) there is nothing to patch."""
         return bool(self.pod_name and self.pod_namespace)
 
-    def publish(self, status: dict[str, Any]) -> bool:
+    def publish(self, status: AgentStatus) -> bool:
         """Write ``status`` if it differs from the last written one; True if written."""
         if not self.enabled:
             return False
-        content = _content(status)
+        content = status.content()
         with self._lock:
             if content == self._last_content:
                 return False

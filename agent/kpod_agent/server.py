@@ -242,7 +242,7 @@ class AgentHTTPServer:
                 return 200, (b"ready\n",), "text/plain; charset=utf-8", []
             reason = "no config applied" if agent.config is None else "discovery not synced"
             return 503, (f"not ready: {reason}\n".encode(),), "text/plain; charset=utf-8", []
-        status = redact.redact_all(agent.status())
+        status = redact.redact_all(agent.status().model_dump(mode="json"))
         return 200, (json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",), "application/json", []
 
 

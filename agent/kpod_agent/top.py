@@ -48,6 +48,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from kpod_agent.contract import agent_status_from
+
 DEFAULT_URL = "http://127.0.0.1:9090"
 DEFAULT_INTERVAL = 2.0
 PodKey = tuple[str, str]  # (namespace, pod)
@@ -481,16 +483,15 @@ def config_url(metrics: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/config", "", ""))
 
 
-def collection_interval(status: object) -> float | None:
+def collection_interval(document: object) -> float | None:
     """Longest collection interval among the attached collectors top shows,
     from the agent's /config document; None when it does not say."""
-    if not isinstance(status, dict) or not isinstance(status.get("collectors"), dict):
+    status = agent_status_from(document)
+    if status is None:
         return None
     intervals = [
-        float(entry["interval"])
-        for name, entry in status["collectors"].items()
-        if name in SHOWN_COLLECTORS and isinstance(entry, dict) and entry.get("attached")
-        and isinstance(entry.get("interval"), (int, float)) and entry["interval"] > 0
+        entry.interval for name, entry in status.collectors.items()
+        if name in SHOWN_COLLECTORS and entry.attached and entry.interval is not None and entry.interval > 0
     ]
     return max(intervals) if intervals else None
 

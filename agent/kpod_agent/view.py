@@ -14,19 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kpod_agent import cgroups, filters
+from kpod_agent import filters
 from kpod_agent.collectors.base import CgroupTarget, Hist, MetricSpec, Snapshot
 from kpod_agent.config import AgentConfig
-from kpod_agent.discovery import CgroupEntry, PodIndex
+from kpod_agent.pods import CgroupEntry, PodIndex
 
 EMPTY_INDEX = PodIndex(entries={}, pods={})
-
-
-def host_entry(cgroup_id: int, relpath: str) -> CgroupEntry:
-    """A cgroup as its own "pod" in namespace host (mode none)."""
-    label = cgroups.host_label(relpath)
-    return CgroupEntry(cgroup_id=cgroup_id, relpath=relpath, namespace="host", pod=label,
-                       container="", pod_uid=label)
 
 
 def top_cgroups(index: PodIndex) -> dict[str, str]:

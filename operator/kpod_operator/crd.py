@@ -117,7 +117,7 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         return {"type": "string", "pattern": model.PROMETHEUS_DURATION_PATTERN, "minLength": 2,
                 "maxLength": DURATION_MAX_LENGTH,
                 "x-kubernetes-validations": [_bounds_rule("duration(self)", agentconfig.Bounds(0.001))]}
-    if _func_of(metadata, agentconfig._check_syscalls):
+    if _func_of(metadata, agentconfig.check_syscalls):
         # A closed set: the names of the syscall tables the agent carries.
         return {"type": "array", "maxItems": agentconfig.MAX_SYSCALLS,
                 "items": {"type": "string", "enum": sorted(agentconfig.KNOWN_SYSCALLS)}}

@@ -8,6 +8,7 @@ status, so an operator restart does not repeat them either.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import socket
 from typing import Any
@@ -61,12 +62,12 @@ def render_event(cr: dict[str, Any], outcome: status.ReconcileOutcome, now: str,
 
 
 def post_if_new(kube: kubeapi.Kube, cr: dict[str, Any], previous: status.ReconcileOutcome | None,
-                outcome: status.ReconcileOutcome) -> bool:
+                outcome: status.ReconcileOutcome, now: datetime.datetime | None = None) -> bool:
     """Post the event of ``outcome`` unless the CR already said so. Never raises:
     an event is a courtesy, the condition is the record."""
     if not should_post(previous, outcome):
         return False
-    event = render_event(cr, outcome, status.now_iso(), socket.gethostname())
+    event = render_event(cr, outcome, status.now_iso(now), socket.gethostname())
     try:
         kube.request("POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event)
     except kubeapi.ApiError as exc:

@@ -19,41 +19,27 @@ from typing import Any
 import kopf
 
 from kpod_agent import runtime_info
-from kpod_operator import handlers, leader
+from kpod_operator import clock as opclock
+from kpod_operator import handlers, leader, reconciler, settings
 from kpod_operator import kube as kubeapi
 from kpod_operator import metrics as opmetrics
 
 log = logging.getLogger("kpod_operator")
 
 
-def _float_env(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
-def config_from_env(namespace: str | None = None) -> handlers.OperatorConfig:
-    return handlers.OperatorConfig(
-        namespace=namespace or os.environ.get("KPOD_OPERATOR_NAMESPACE") or "kpod-system",
-        resync_seconds=_float_env("KPOD_RESYNC_SECONDS", 30.0),
-        stuck_after_seconds=_float_env("KPOD_ROLLOUT_TIMEOUT_SECONDS", 600.0),
-        cluster_name=os.environ.get("KPOD_CLUSTER_NAME", ""),
-    )
-
-
-def build(config: handlers.OperatorConfig, kube: kubeapi.Kube, registry: kopf.OperatorRegistry,
-          metrics: opmetrics.OperatorMetrics | None = None) -> tuple[kopf.OperatorRegistry, kopf.Memo]:
+def build(config: settings.OperatorConfig, kube: kubeapi.Kube, registry: kopf.OperatorRegistry,
+          metrics: opmetrics.OperatorMetrics | None = None,
+          clock: opclock.Clock | None = None) -> tuple[kopf.OperatorRegistry, kopf.Memo]:
     """Registry with the handlers and settings, and the memo they share."""
-    handlers.register(registry, config)
+    handlers.register(registry)
 
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        handlers.configure(settings, config)
+        handlers.configure(settings)
 
     kopf.on.startup(id="configure", registry=registry)(startup)
-    return registry, kopf.Memo(op=handlers.Operator(config=config, kube=kube,
-                                                    metrics=metrics or opmetrics.OperatorMetrics()))
+    return registry, kopf.Memo(op=reconciler.Operator(
+        config=config, kube=kube, clock=clock or opclock.RealClock(),
+        metrics=metrics or opmetrics.OperatorMetrics()))
 
 
 async def _follow(flag: Any, stop: asyncio.Event) -> None:
@@ -81,17 +67,18 @@ def operator_identity() -> str:
     return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(2)}"
 
 
-async def run_async(config: handlers.OperatorConfig, kube: kubeapi.Kube,
+async def run_async(config: settings.OperatorConfig, kube: kubeapi.Kube,
                     registry: kopf.OperatorRegistry, *,
                     stop_flag: Any = None, ready_flag: Any = None,
                     liveness_endpoint: str | None = None,
                     lease: leader.LeaseConfig | None = None,
-                    metrics: opmetrics.OperatorMetrics | None = None) -> bool:
+                    metrics: opmetrics.OperatorMetrics | None = None,
+                    clock: opclock.Clock | None = None) -> bool:
     """Run until stopped. With ``lease``, only as the leader: wait for the
     Lease, run kopf while it is renewed, stop when it is lost (returns False
-    then, True on a requested stop)."""
-    registry, memo = build(config, kube, registry, metrics)
-    op: handlers.Operator = memo.op
+    then, True on a requested stop). ``clock``: tests move time forward."""
+    registry, memo = build(config, kube, registry, metrics, clock)
+    op: reconciler.Operator = memo.op
     stop = asyncio.Event()
     follower = asyncio.create_task(_follow(stop_flag, stop))
     elector = None
@@ -144,13 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only while holding the Lease kpod-operator in the namespace (default: on)")
     args = parser.parse_args(argv)
     runtime_info.configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
-    config = config_from_env(args.namespace)
+    config = settings.from_env(args.namespace)
     kube = kubeapi.Kube.from_environment()
-    lease = leader.LeaseConfig(
-        namespace=config.namespace,
-        lease_duration=_float_env("KPOD_LEASE_SECONDS", 8.0),
-        renew_deadline=_float_env("KPOD_LEASE_RENEW_DEADLINE_SECONDS", 5.0),
-        retry_period=_float_env("KPOD_LEASE_RETRY_SECONDS", 1.5)) if args.leader_election else None
+    lease = settings.lease_from_env(config.namespace) if args.leader_election else None
     kube.api.user_agent = f"kpod-operator/{runtime_info.version()}" + (f" ({lease.identity})" if lease else "")
     metrics = opmetrics.OperatorMetrics()
     try:

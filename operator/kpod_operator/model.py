@@ -253,12 +253,12 @@ class ProfileSpec(_Strict):
     profile: agentconfig.ProfileName | None = Field(default=None, description=(
         "Collector set to start from: minimal | standard | comprehensive | custom (custom: only the "
         "collectors listed). Fleet default: standard; an override without it inherits the fleet's result."))
-    collectors: dict[agentconfig.CollectorName, agentconfig.CollectorConfig] = Field(
+    collectors: agentconfig.Collectors = Field(
         default_factory=dict, description="Per-collector switches and intervals, applied on top of the profile.")
     # maxItems in the CRD: the API server refuses an over-long list by itself.
     syscalls: agentconfig.Syscalls | None = Field(default=None, description=(
         "Syscalls counted by the syscall collector (names as in /sys/kernel/tracing/events/syscalls). "
-        "Fleet default: read, write, openat, close, connect, accept4, sendto, recvfrom, epoll_wait, futex."),
+        f"Fleet default: {', '.join(agentconfig.DEFAULT_SYSCALLS)}."),
         json_schema_extra={"maxItems": agentconfig.MAX_SYSCALLS})
     podSelector: agentconfig.LabelSelector | None = Field(default=None, description=(
         "Only pods matching this LabelSelector are measured (empty: all); an override's applies to its "
@@ -286,16 +286,11 @@ class ProfileSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "ProfileSpec":
-        # The node config refuses latency elsewhere too, but only once all CRs
-        # are merged: checked here, the CR that carries it is the one reported.
-        errors = agentconfig.collector_option_errors(self.collectors)
         sm = self.serviceMonitor
         if sm is not None and sm.scrapeTimeout > sm.interval:
             # The Prometheus Operator refuses such a ServiceMonitor endpoint.
-            errors.append(f"serviceMonitor.scrapeTimeout ({agentconfig.format_duration(sm.scrapeTimeout)}) "
-                          f"must not exceed serviceMonitor.interval ({agentconfig.format_duration(sm.interval)})")
-        if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError(f"serviceMonitor.scrapeTimeout ({agentconfig.format_duration(sm.scrapeTimeout)}) "
+                             f"must not exceed serviceMonitor.interval ({agentconfig.format_duration(sm.interval)})")
         return self
 
 
@@ -351,17 +346,18 @@ class FleetSpec(_Strict):
     overridePolicy: OverridePolicy
 
 
+# Fleet fields that are node-config fields: unset, they take the node config's default.
+NODE_CONFIG_FIELDS = ("profile", "syscalls", "podSelector", "namespaces", "includeLabels", "histogramBuckets",
+                      "maxCgroups")
+
+
 def parse_fleet(spec: object) -> FleetSpec:
     parsed = parse_spec(spec)
+    node = {name: agentconfig.node_default(name) if getattr(parsed, name) is None else getattr(parsed, name)
+            for name in NODE_CONFIG_FIELDS}
     return FleetSpec(
-        profile=parsed.profile or "standard",
+        **node,
         collectors=parsed.collectors,
-        syscalls=parsed.syscalls if parsed.syscalls is not None else list(agentconfig.DEFAULT_SYSCALLS),
-        podSelector=parsed.podSelector or agentconfig.LabelSelector(),
-        namespaces=parsed.namespaces or agentconfig.NamespaceFilter(),
-        includeLabels=parsed.includeLabels or [],
-        histogramBuckets=parsed.histogramBuckets or agentconfig.HistogramBuckets(),
-        maxCgroups=parsed.maxCgroups if parsed.maxCgroups is not None else agentconfig.DEFAULT_MAX_CGROUPS,
         agent=parsed.agent or AgentSpec(),
         serviceMonitor=parsed.serviceMonitor or ServiceMonitorSpec(),
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),

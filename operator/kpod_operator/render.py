@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from kpod_agent import config as agentconfig
+from kpod_agent.contract import CONFIG_KEY
 from kpod_operator import model
 
 AGENT_NAME = "kpod-agent"
 CONFIGMAP_NAME = "kpod-agent-config"
-CONFIG_KEY = "agent.yaml"
 METRICS_PORT = 9090
 APP_LABEL = "app.kubernetes.io/name"
 SELECTOR_LABELS = {APP_LABEL: AGENT_NAME}
@@ -25,7 +25,6 @@ COMMON_LABELS = {
     "app.kubernetes.io/part-of": "kpod-metrics",
     "app.kubernetes.io/managed-by": "kpod-operator",
 }
-STATUS_ANNOTATION = "kpod.io/agent-status"
 RULES_ASSET = pathlib.Path(__file__).parent / "assets" / "prometheus-rules.yaml"
 
 # Used until the rules asset exists: the one alert nobody wants to miss.

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
+from collections.abc import Mapping
 from typing import Any
+
+from kpod_agent import contract
 
 CONDITION_TYPES = ("Reconciled", "Available", "Progressing", "Degraded", "ConfigApplied")
 # metav1.Condition allows 32768 characters; a few KiB keep `kubectl get -o yaml`
@@ -48,7 +50,7 @@ class AgentReport:
     pod: str
     node: str
     generation: int | None
-    collectors: dict[str, dict[str, Any]]
+    collectors: Mapping[str, contract.CollectorStatus]
     last_error: str | None
     time: str
 
@@ -74,34 +76,24 @@ def now_iso(now: datetime.datetime | None = None) -> str:
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_report(pod: dict[str, Any], annotation: str) -> AgentReport | None:
-    """One agent pod's annotation -> report; anything malformed is no report
-    (an agent of another version must not break the operator)."""
+def parse_report(pod: dict[str, Any]) -> AgentReport | None:
+    """One agent pod's status annotation -> report. An unreadable annotation
+    is no report (the node counts as not applied); fields that do not fit
+    are dropped: an agent of another version must not break the operator."""
     meta = pod.get("metadata") or {}
-    raw = (meta.get("annotations") or {}).get(annotation)
-    if not raw:
+    annotations = meta.get("annotations")
+    raw = annotations.get(contract.STATUS_ANNOTATION) if isinstance(annotations, dict) else None
+    report = contract.parse_agent_status(raw if isinstance(raw, str) else None)
+    if report is None:
         return None
-    try:
-        data = json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    generation = data.get("generation")
-    if isinstance(generation, bool) or not isinstance(generation, int):
-        generation = None
-    collectors = data.get("collectors")
-    if not isinstance(collectors, dict):
-        collectors = {}
-    node = data.get("node") or (pod.get("spec") or {}).get("nodeName") or meta.get("name", "?")
-    last_error = data.get("lastError")
+    node = report.node or (pod.get("spec") or {}).get("nodeName") or meta.get("name", "?")
     return AgentReport(
         pod=str(meta.get("name", "")),
         node=str(node),
-        generation=generation,
-        collectors={str(k): v for k, v in collectors.items() if isinstance(v, dict)},
-        last_error=str(last_error) if last_error else None,
-        time=str(data.get("time") or ""),
+        generation=report.generation,
+        collectors=report.collectors,
+        last_error=report.lastError or None,
+        time=report.time,
     )
 
 
@@ -135,12 +127,10 @@ def aggregate_reports(reports: list[AgentReport], config_generation: int,
     map_full: list[dict[str, Any]] = []
     for node, rep in sorted(by_node.items()):
         for name, state in sorted(rep.collectors.items()):
-            if state.get("attached") is False:
-                failures.append({"node": node, "collector": name,
-                                 "reason": str(state.get("error") or "not attached")})
-            full = state.get("mapFull")
-            if isinstance(full, dict):
-                map_full.append({"node": node, "collector": name, "pods": as_int(full.get("podsNotCounted"))})
+            if not state.attached:
+                failures.append({"node": node, "collector": name, "reason": state.error or "not attached"})
+            if state.mapFull is not None:
+                map_full.append({"node": node, "collector": name, "pods": state.mapFull.podsNotCounted})
     stale = sorted(n for n, r in by_node.items() if r.generation != config_generation)
     return FleetReport(applied=applied, desired=desired if desired is not None else len(by_node),
                        failures=failures, stale=stale, map_full=map_full)

@@ -81,23 +81,23 @@ def resolve(crs: list[dict[str, Any]], operator_namespace: str, fleet: model.Fle
     overrides: dict[str, agentconfig.NamespaceOverride] = {}
     taken: set[str] = set()
     verdicts: list[Verdict] = []
-    allowlists = {tuple(sorted(fleet.syscalls))} if fleet is not None else set()
+    allowlists = {agentconfig.allowlist_key(fleet.syscalls)} if fleet is not None else set()
 
     def refusal(candidate: agentconfig.NamespaceOverride) -> tuple[str, str] | None:
         assert fleet is not None
         errors = budget_errors(candidate, fleet)
         if errors:
             return "OverBudget", "beyond the fleet's overridePolicy: " + "; ".join(errors)
-        if candidate.syscalls is not None and tuple(sorted(candidate.syscalls)) not in allowlists \
-                and len(allowlists) >= agentconfig.MAX_SYSCALL_POLICIES:
-            return "OverBudget", (f"syscalls: the agents hold at most {agentconfig.MAX_SYSCALL_POLICIES} distinct "
-                                  f"syscall allowlists (the fleet's included) and older overrides use them all")
+        added = {agentconfig.allowlist_key(candidate.syscalls)} if candidate.syscalls is not None else set()
+        too_many = agentconfig.syscall_policy_error(len(allowlists | added))
+        if too_many:
+            return "OverBudget", f"syscalls: {too_many}; older overrides use them all"
         return None
 
     def admit(namespace: str, candidate: agentconfig.NamespaceOverride) -> None:
         overrides[namespace] = candidate
         if candidate.syscalls is not None:
-            allowlists.add(tuple(sorted(candidate.syscalls)))
+            allowlists.add(agentconfig.allowlist_key(candidate.syscalls))
 
     for cr in sorted(crs, key=creation_order):
         meta = cr.get("metadata") or {}

@@ -196,7 +196,7 @@ def test_bad_config_keeps_last_good(scraper: Scraper, node: KernelNode, pods: di
     assert agent.config is not None and agent.config.generation == 3
     assert agent.reloads.error == 6
     assert scraper.value("kpod_config_reloads_total", result="error") == 6
-    assert "frobnicate" in (agent.status()["lastError"] or "") or agent.status()["lastError"]
+    assert "frobnicate" in (agent.status().lastError or "") or agent.status().lastError
     pods["a"].workload("getppid", 47)
     scraper.sync()
     assert scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid") == 47

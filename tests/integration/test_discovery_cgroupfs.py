@@ -20,7 +20,8 @@ import pytest
 
 from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
-from kpod_agent.discovery import Discovery, pod_from_api
+from kpod_agent.discovery import Discovery
+from kpod_agent.pods import pod_from_api
 from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
 
 # The hierarchies kubelet keeps per pod and the agent reads stat files from.

@@ -10,7 +10,8 @@ import pytest
 
 from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
-from kpod_agent.discovery import Discovery, PodIndex
+from kpod_agent.discovery import Discovery
+from kpod_agent.pods import PodIndex
 from tests.integration.test_discovery_kubelet import Recorder, _names, wait_for
 from tests.support.fake_kubelet import create_pod_cgroups, make_pod, remove_cgroup_tree
 from tests.support.kube_emulator import EmulatorServer

@@ -12,7 +12,8 @@ import pytest
 
 from kpod_agent import cgroups, discovery
 from kpod_agent.config import DiscoveryConfig
-from kpod_agent.discovery import Discovery, PodIndex
+from kpod_agent.discovery import Discovery
+from kpod_agent.pods import PodIndex
 from tests.support.fake_kubelet import FakeKubelet, create_pod_cgroups, make_pod, remove_cgroup_tree
 
 INTERVAL = "50ms"

@@ -11,7 +11,8 @@ from typing import Any
 import kopf
 import pytest
 
-from kpod_operator import handlers, leader, main
+from kpod_operator import clock as opclock
+from kpod_operator import leader, main, settings
 from kpod_operator import metrics as opmetrics
 from kpod_operator import kube as kubeapi
 
@@ -25,7 +26,8 @@ CR_PATH = "/apis/kpod.io/v1alpha1"
 class RunningOperator:
     """kopf in-process, in its own thread and loop, against the emulator."""
 
-    def __init__(self, url: str, config: handlers.OperatorConfig) -> None:
+    def __init__(self, url: str, config: settings.OperatorConfig,
+                 clock: opclock.Clock | None = None) -> None:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.errors: list[BaseException] = []
@@ -37,19 +39,19 @@ class RunningOperator:
 
         kopf.on.login(registry=registry, id="emulator")(login)
         self.thread = threading.Thread(
-            target=self._run, args=(config, kubeapi.Kube.for_url(url), registry), daemon=True)
+            target=self._run, args=(config, kubeapi.Kube.for_url(url), registry, clock), daemon=True)
         self.thread.start()
         if not self.ready_flag.wait(15):
             raise RuntimeError(f"operator did not start: {self.errors}")
 
-    def _run(self, config: handlers.OperatorConfig, kube: kubeapi.Kube,
-             registry: kopf.OperatorRegistry) -> None:
+    def _run(self, config: settings.OperatorConfig, kube: kubeapi.Kube,
+             registry: kopf.OperatorRegistry, clock: opclock.Clock | None) -> None:
         try:
             # Leader election on, as in production: the first one takes the Lease at once.
             asyncio.run(main.run_async(config, kube, registry, stop_flag=self.stop_flag,
                                        ready_flag=self.ready_flag,
                                        lease=leader.LeaseConfig(namespace=config.namespace),
-                                       metrics=self.metrics))
+                                       metrics=self.metrics, clock=clock))
         except BaseException as exc:  # reported by the test, not lost in a thread
             self.errors.append(exc)
             self.ready_flag.set()
@@ -79,14 +81,24 @@ class Harness:
     def __init__(self, cluster: EmulatedCluster, tmp_path: pathlib.Path) -> None:
         self.cluster = cluster
         self.kube = kubeapi.Kube.for_url(cluster.url)
-        self.config = handlers.OperatorConfig(
-            namespace=NS, resync_seconds=0.5, stuck_after_seconds=2.0,
+        self.config = settings.OperatorConfig(
+            namespace=NS, resync_seconds=0.5, stuck_after_seconds=600.0,
             rules_path=tmp_path / "missing-rules.yaml")
+        # Shared by the operators this harness starts: a restart keeps the time.
+        self.clock = opclock.FakeClock()
         self.operator: RunningOperator | None = None
 
     def start(self) -> RunningOperator:
-        self.operator = RunningOperator(self.cluster.url, self.config)
+        self.operator = RunningOperator(self.cluster.url, self.config, self.clock)
         return self.operator
+
+    def resync(self, passes: int = 1) -> None:
+        """Move the clock on by the resync period ``passes`` times, each time
+        until the operator's resync has run (instead of sleeping it out)."""
+        for _ in range(passes):
+            begun = self.clock.waits
+            self.clock.advance(self.config.resync_seconds)
+            wait_for(lambda: self.clock.waits > begun, what="a resync pass")
 
     def stop(self) -> None:
         if self.operator is not None:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from kpod_operator import handlers, kube as kubeapi, model, render
+from kpod_operator import apply, handlers, kube as kubeapi, model, plan, reconciler, render
+from kpod_operator import settings as opsettings
 
 from .emulator import EmulatedCluster
 
@@ -67,7 +68,7 @@ def test_served_follows_discovery(kube: kubeapi.Kube) -> None:
 
 def test_watches_are_filtered_by_the_api_server() -> None:
     settings = kopf.OperatorSettings()
-    handlers.configure(settings, handlers.OperatorConfig(namespace="ns1"))
+    handlers.configure(settings)
     for plural in ("pods", "daemonsets"):
         keys = [k for k in settings.watching.label_selectors if plural in str(k)]
         assert keys, plural
@@ -77,8 +78,8 @@ def test_watches_are_filtered_by_the_api_server() -> None:
 
 
 def test_agent_events_count_only_from_the_agents_namespace() -> None:
-    op = types.SimpleNamespace(config=handlers.OperatorConfig(namespace="ns1"),
-                               agent_namespace=handlers.Operator.agent_namespace)  # the default
+    op = types.SimpleNamespace(config=opsettings.OperatorConfig(namespace="ns1"),
+                               agent_namespace=reconciler.Operator.agent_namespace)  # the default
     memo = types.SimpleNamespace(op=op)
     assert handlers._in_agent_namespace("kpod-agents", memo)
     assert not handlers._in_agent_namespace("ns1", memo)
@@ -114,3 +115,17 @@ def test_plural_convention_matches_discovery(kube: kubeapi.Kube) -> None:
         model.parse_fleet({}), {}, 1), None) + render.monitoring_objects(NS)
     for obj in fleet_objects:
         assert kubeapi.plural_of(obj["kind"]) == kube.plural(obj["apiVersion"], obj["kind"]), obj["kind"]
+
+
+def test_apply_runner_gives_each_step_a_result_and_a_failure_stops_nothing(kube: kubeapi.Kube) -> None:
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": NS}}
+    other = {**_cm({}), "metadata": {"name": "d", "namespace": NS}}
+    steps = [plan.Step("apply", _cm({"a": "1"})), plan.Step("apply", widget), plan.Step("apply", other),
+             plan.Step("delete", {**_cm({}), "metadata": {"name": "never-made", "namespace": NS}}),
+             plan.Step("delete", other), plan.Step("apply", _cm({"a": "1"}))]
+    results = apply.run(kube, steps)
+    assert [r.action for r in results] == ["created", "failed", "created", "absent", "deleted", "unchanged"]
+    assert [r.step for r in results] == steps
+    assert results[1].failed and "example.com/v1" in (results[1].error or "")
+    assert not any(r.failed for i, r in enumerate(results) if i != 1)
+    assert kube.get(f"/api/v1/namespaces/{NS}/configmaps/d") is None

@@ -9,6 +9,7 @@ import kubernetes
 import pytest
 
 from kpod_agent import node_status
+from kpod_agent.contract import AgentStatus
 from kpod_operator import status
 
 from .emulator import EmulatedCluster
@@ -16,15 +17,21 @@ from .emulator import EmulatedCluster
 NS = "kpod-system"
 
 
-def _report(generation: int, time: str = "2026-01-01T00:00:00Z", **collectors: Any) -> dict[str, Any]:
-    return {"node": "n1", "generation": generation,
-            "collectors": collectors or {"cpu": {"attached": True}}, "lastError": None, "time": time}
+def _report(generation: int, time: str = "2026-01-01T00:00:00Z", **collectors: Any) -> AgentStatus:
+    return AgentStatus.model_validate({"node": "n1", "generation": generation,
+                                       "collectors": collectors or {"cpu": {"attached": True}}, "time": time})
 
 
 def test_patch_carries_the_report_as_json() -> None:
     report = _report(7, syscall={"attached": False, "error": "no tracepoint"})
     patch = node_status.build_annotation_patch(report)
-    assert json.loads(patch["metadata"]["annotations"]["kpod.io/agent-status"]) == report
+    # The annotation key is part of the outside contract: spelled out here, not imported.
+    text = patch["metadata"]["annotations"]["kpod.io/agent-status"]
+    assert json.loads(text) == {"node": "n1", "generation": 7, "profile": None, "lastError": None,
+                                "lastErrorTime": None, "appliedAt": None, "time": "2026-01-01T00:00:00Z",
+                                "collectors": {"syscall": {"attached": False, "error": "no tracepoint"}},
+                                "discovery": {"mode": None, "synced": False, "pods": 0, "cgroups": 0, "errors": 0,
+                                              "lastError": None}}
 
 
 @pytest.fixture()
@@ -59,7 +66,7 @@ def test_publishes_only_changes_and_the_operator_reads_it(api: tuple[EmulatedClu
     pod = core.read_namespaced_pod("kpod-agent-abc", NS).to_dict()
     pod = {"metadata": {"name": pod["metadata"]["name"], "annotations": pod["metadata"]["annotations"]},
            "spec": {"nodeName": "n1"}}
-    rep = status.parse_report(pod, node_status.ANNOTATION)
+    rep = status.parse_report(pod)
     assert rep is not None and rep.generation == 8 and rep.node == "n1"
     assert pod["metadata"]["annotations"]  # labels and other metadata untouched by the patch
 

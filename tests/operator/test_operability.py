@@ -46,7 +46,7 @@ def test_monitoring_objects_appear_within_5s_of_the_crds(harness: Harness) -> No
     harness.config.resync_seconds = 60.0  # only the CRD watch can be quick
     harness.start()
     _fleet_ready(harness)
-    time.sleep(1)
+    harness.resync()  # not served yet: a resync makes none
     assert harness.cluster.objects("servicemonitors") == []
     installed = time.monotonic()
     harness.cluster.install_monitoring()
@@ -197,9 +197,9 @@ def test_upgrade_keeps_agents_running(harness: Harness) -> None:
     cm = harness.configmap()
     harness.stop()
     assert first.errors == []
-    second = RunningOperator(harness.cluster.url, harness.config)
+    second = RunningOperator(harness.cluster.url, harness.config, harness.clock)
     harness.operator = second
-    time.sleep(2)  # several resyncs of the new operator
+    harness.resync(4)  # several resyncs of the new operator
     after = harness.daemonset()
     assert after["metadata"]["generation"] == ds["metadata"]["generation"]
     assert after["metadata"]["resourceVersion"] == ds["metadata"]["resourceVersion"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from kpod_agent import config as agentconfig
@@ -36,6 +35,10 @@ def _fleet_ready(h: Harness) -> dict[str, Any]:
              (h.cr(NS, "default").get("status") or {}).get("configGeneration") == 1,
              what="first reconcile")
     return h.cr(NS, "default")
+
+
+def _reconciles(running: Any) -> float:
+    return running.metrics.registry.get_sample_value("kpod_operator_reconcile_duration_seconds_count") or 0.0
 
 
 def _write_ds_status(h: Harness, **counts: int) -> None:
@@ -127,7 +130,7 @@ def test_second_fleet_profile_is_a_conflict_and_ignored(harness: Harness, operat
     harness.apply_cr(NS, "second", {"profile": "minimal", "agent": {"image": "other:1"}})
     wait_for(lambda: _reason(harness, "second", "Reconciled") == "False/Conflict", what="conflict")
     assert "default" in harness.condition(NS, "second", "Reconciled")["message"]
-    time.sleep(3 * harness.config.resync_seconds)
+    harness.resync(3)
     assert _config(harness).profile == "standard"
     assert harness.daemonset()["spec"]["template"]["spec"]["containers"][0]["image"] == "kpod-agent:dev"
     assert _reason(harness, "default", "Reconciled").startswith("True/")
@@ -143,7 +146,7 @@ def test_invalid_override_gets_a_condition_and_the_rest_stays(harness: Harness, 
              what="invalid override condition")
     message = harness.condition("team-c", "bad", "Reconciled")["message"]
     assert "agent" in message and "fleet profile" in message
-    time.sleep(3 * harness.config.resync_seconds)
+    harness.resync(3)
     config = _config(harness)
     assert set(config.namespaceOverrides) == {"team-b"}
     assert config.generation == generation
@@ -177,9 +180,10 @@ def test_daemonset_status_drives_the_conditions(harness: Harness, operator: Any)
                      numberAvailable=2, numberReady=2)
     wait_for(lambda: _reason(harness, "default", "Progressing") == "True/RolloutInProgress", what="rolling")
     assert _reason(harness, "default", "Available") == "True/PartiallyAvailable"
-    # No movement for longer than the (test) timeout: reported, not waited on.
-    wait_for(lambda: _reason(harness, "default", "Progressing") == "False/RolloutStuck",
-             timeout=10, what="stuck")
+    # No movement for longer than the timeout: reported, not waited on.
+    assert _reason(harness, "default", "Progressing") == "True/RolloutInProgress"
+    harness.clock.advance(harness.config.stuck_after_seconds + 1)
+    wait_for(lambda: _reason(harness, "default", "Progressing") == "False/RolloutStuck", what="stuck")
     assert _reason(harness, "default", "Degraded") == "True/RolloutStuck"
     _write_ds_status(harness, desiredNumberScheduled=3, updatedNumberScheduled=3,
                      numberAvailable=3, numberReady=3)
@@ -207,15 +211,16 @@ def test_operator_restart_creates_no_duplicates_and_changes_nothing(harness: Har
     _fleet_ready(harness)
     harness.apply_cr("team-a", "metrics", {"profile": "minimal"})
     wait_for(lambda: "team-a" in _config(harness).namespaceOverrides, what="override")
-    time.sleep(2 * harness.config.resync_seconds)
+    harness.resync(2)
     cm_rv = harness.configmap()["metadata"]["resourceVersion"]
     ds_rv = harness.daemonset()["metadata"]["resourceVersion"]
     counts = {p: len(harness.cluster.objects(p)) for p in ("configmaps", "daemonsets", "services",
                                                           "serviceaccounts", "roles", "rolebindings")}
     harness.stop()
-    harness.start()
-    # Resume + several timer rounds.
-    time.sleep(4 * harness.config.resync_seconds + 1)
+    restarted = harness.start()
+    # Resume + several timer rounds: a reconcile beyond the resyncs is the resume's.
+    harness.resync(4)
+    wait_for(lambda: _reconciles(restarted) >= 5, what="resume and resyncs")
     assert {p: len(harness.cluster.objects(p)) for p in counts} == counts
     assert counts["configmaps"] == 1 and counts["daemonsets"] == 1
     assert harness.configmap()["metadata"]["resourceVersion"] == cm_rv

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kpod_agent import contract
 from kpod_operator import status
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -96,8 +97,10 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 
 def _report(node: str, generation: int | None, time: str = "2026-01-01T00:00:00Z",
             **collectors: dict[str, Any]) -> status.AgentReport:
+    states = {name: contract.CollectorStatus.model_validate(state)
+              for name, state in (collectors or {"cpu": {"attached": True}}).items()}
     return status.AgentReport(pod=f"agent-{node}", node=node, generation=generation,
-                              collectors=collectors or {"cpu": {"attached": True}}, last_error=None, time=time)
+                              collectors=states, last_error=None, time=time)
 
 
 def test_generations_7_7_6_make_2_of_3() -> None:
@@ -154,19 +157,49 @@ def _pod(annotation: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("annotation", [None, "", "not json", "[1, 2]", "42"])
 def test_malformed_reports_are_ignored(annotation: Any) -> None:
-    assert status.parse_report(_pod(annotation), "kpod.io/agent-status") is None
+    assert status.parse_report(_pod(annotation)) is None
 
 
 def test_report_fields_are_sanitized() -> None:
-    rep = status.parse_report(_pod(json.dumps({"generation": "7", "collectors": [1], "time": None})),
-                              "kpod.io/agent-status")
+    rep = status.parse_report(_pod(json.dumps({"generation": "7", "collectors": [1], "time": None})))
     assert rep is not None
     assert rep.generation is None and rep.collectors == {} and rep.node == "n9"
     good = status.parse_report(_pod(json.dumps({"node": "n1", "generation": 7,
                                                 "collectors": {"cpu": {"attached": True}},
-                                                "lastError": None, "time": "t"})), "kpod.io/agent-status")
+                                                "lastError": None, "time": "t"})))
     assert good == status.AgentReport(pod="kpod-agent-x", node="n1", generation=7,
-                                      collectors={"cpu": {"attached": True}}, last_error=None, time="t")
+                                      collectors={"cpu": contract.CollectorStatus(attached=True)},
+                                      last_error=None, time="t")
+
+
+def test_one_odd_field_does_not_hide_the_rest_of_a_report() -> None:
+    """An agent of another version: unknown fields ignored, entries that do not fit dropped one by one."""
+    rep = status.parse_report(_pod(json.dumps({
+        "generation": 7, "futureField": {"x": 1},
+        "collectors": {"cpu": {"attached": True, "interval": 15},
+                       "syscall": {"attached": "no"},            # not a bool: this entry only is dropped
+                       "tcpdrop": 5,                              # not an object
+                       "memory": {"attached": False, "error": "boom", "mapFull": {"podsNotCounted": "12"}}},
+        "discovery": {"pods": "many"}, "lastError": 3})))
+    assert rep is not None and rep.generation == 7 and rep.node == "n9" and rep.last_error is None
+    assert rep.collectors == {"cpu": contract.CollectorStatus(attached=True, interval=15.0)}
+    # ... and what remains still reaches the fleet status.
+    assert status.aggregate_reports([rep], 7, desired=1).nodes_applied == "1/1"
+
+
+def test_an_agent_status_round_trips_through_the_annotation() -> None:
+    written = contract.AgentStatus(
+        node="n1", generation=4, profile="standard", time="t",
+        collectors={"cpu": contract.CollectorStatus(attached=True, interval=15.0),
+                    "syscall": contract.CollectorStatus(attached=True, interval=15.0, partial={"getppid": "gone"},
+                                                        mapFull=contract.MapFull(map="allowed_cgroups",
+                                                                                 podsNotCounted=2))},
+        discovery=contract.DiscoveryStatus(mode="informer", synced=True, pods=3, cgroups=9))
+    assert contract.parse_agent_status(written.to_json()) == written
+    # Unset collector fields are left out of the text, not written as null.
+    assert '"error"' not in written.to_json() and '"lastError":null' in written.to_json()
+    rep = status.parse_report(_pod(written.to_json()))
+    assert rep is not None and rep.collectors == written.collectors
 
 
 def test_no_reports_yet() -> None:

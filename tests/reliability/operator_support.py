@@ -25,7 +25,8 @@ import yaml
 from kmock._internal import k8s, rendering
 
 from kpod_agent import config as agentconfig
-from kpod_operator import handlers
+from kpod_operator import clock as opclock
+from kpod_operator import settings
 from kpod_operator import kube as kubeapi
 from tests.operator import conftest as opconf
 from tests.operator import emulator as opemu
@@ -157,9 +158,10 @@ class FaultyCluster(opemu.EmulatedCluster):
 class ShortTimeoutOperator(opconf.RunningOperator):
     """kopf in-process as in the operator suite, with a client that gives up soon."""
 
-    def _run(self, config: handlers.OperatorConfig, kube: kubeapi.Kube, registry: Any) -> None:
+    def _run(self, config: settings.OperatorConfig, kube: kubeapi.Kube, registry: Any,
+             clock: opclock.Clock | None) -> None:
         kube.timeout = CLIENT_TIMEOUT
-        super()._run(config, kube, registry)
+        super()._run(config, kube, registry, clock)
 
 
 TEST_USER_AGENT = "kpod-reliability-test"
@@ -172,7 +174,7 @@ class Harness(opconf.Harness):
         self.kube.api.user_agent = TEST_USER_AGENT
 
     def start(self) -> opconf.RunningOperator:
-        self.operator = ShortTimeoutOperator(self.cluster.url, self.config)
+        self.operator = ShortTimeoutOperator(self.cluster.url, self.config, self.clock)
         return self.operator
 
     def reason(self, name: str, ctype: str, namespace: str = NS) -> str | None:

@@ -98,7 +98,7 @@ def test_only_the_broken_collectors_are_down(broken: tuple[Scraper, set[int], li
     agent = scraper.agent
     assert {n: scraper.value("kpod_collector_attached", collector=n) for n in ("cpu", "memory", "syscall", "execsnoop")} \
         == {"cpu": 0, "memory": 0, "syscall": 1, "execsnoop": 1}
-    status = agent.status()["collectors"]
+    status = agent.status().model_dump(mode="json")["collectors"]  # as /config shows it
     assert status["cpu"]["attached"] is False and status["memory"]["attached"] is False
     assert status["syscall"]["attached"] is True and status["execsnoop"]["attached"] is True
     # /config says which program and why; the log says it too
@@ -159,7 +159,7 @@ def test_a_new_config_retries_the_broken_and_keeps_the_rest(
     syscall = agent.states["syscall"].collector
     count = scraper.pod_value("kpod_syscall_count_total", pods["a"], syscall="getppid")
     assert agent.apply(_config(node, 2, ("getppid", "close")))
-    assert agent.status()["generation"] == 2
+    assert agent.status().generation == 2
     assert agent.states["syscall"].collector is syscall, "a healthy collector was re-attached"
     assert scraper.value("kpod_collector_errors_total", collector="cpu") == 2  # retried, failed again
     pods["a"].workload("getppid", 7)

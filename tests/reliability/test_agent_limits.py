@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from kpod_agent.agent import Agent
+from kpod_agent.contract import MapFull
 
 from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
@@ -63,7 +64,7 @@ def test_full_filter_map_counts_refusals_and_keeps_the_rest_exact(crowded: tuple
     for i, pod in enumerate(pods):
         expected = 100 + i if pod in tracked else 0  # untracked: nothing, never someone else's figure
         assert scraper.pod_value("kpod_syscall_count_total", pod, syscall="getppid") == expected, pod.name
-    assert agent.status()["collectors"]["syscall"]["attached"] is True
+    assert agent.status().collectors["syscall"].attached is True
 
 
 def test_full_filter_map_is_reported_once_per_cgroup_and_pod(
@@ -85,8 +86,8 @@ def test_full_filter_map_is_reported_once_per_cgroup_and_pod(
     assert scraper.value("kpod_bpf_map_entries", map="allowed_cgroups", collector="syscall") == MAX_CGROUPS
     assert scraper.value("kpod_bpf_map_capacity", map="allowed_cgroups", collector="syscall") == MAX_CGROUPS
     assert scraper.value("kpod_pods_not_counted", collector="syscall") == len(not_counted)
-    assert agent.status()["collectors"]["syscall"]["mapFull"] == {"map": "allowed_cgroups",
-                                                                  "podsNotCounted": len(not_counted)}
+    assert agent.status().collectors["syscall"].mapFull == MapFull(map="allowed_cgroups",
+                                                                   podsNotCounted=len(not_counted))
     # named when first refused (at apply), not again on each retry
     assert not [r for r in caplog.records if "is not counted" in r.getMessage()]
     assert agent.uncounted["syscall"] == not_counted
@@ -112,7 +113,7 @@ def test_map_capacity_follows_max_cgroups_on_reload(node: KernelNode, caplog: py
         scraper.sync()
         assert scraper.value("kpod_bpf_map_capacity", map="allowed_cgroups", collector="syscall") == 128
         assert scraper.value("kpod_pods_not_counted", collector="syscall") == 0
-        assert "mapFull" not in agent.status()["collectors"]["syscall"]
+        assert agent.status().collectors["syscall"].mapFull is None
         left_out.workload("getppid", 77)
         scraper.sync()
         assert scraper.pod_value("kpod_syscall_count_total", left_out, syscall="getppid") == 77

@@ -66,6 +66,12 @@ def _holder(h: Harness) -> str:
     return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
+def _wait_polling(h: Harness, name: str) -> None:
+    """Until the operator process ``name`` has read the Lease: it is up and standing by."""
+    wait_for(lambda: any(r.plural == "leases" and f"({name}_" in r.user_agent for r in h.cluster.requests()),
+             timeout=20, what=f"{name} polling the lease")
+
+
 def _writes_of(h: Harness, name: str, since: float = 0.0) -> list[Logged]:
     """Writes of objects other than the Lease by the operator process ``name``."""
     return [r for r in h.cluster.requests() if f"({name}_" in r.user_agent and r.time >= since
@@ -93,7 +99,7 @@ def test_killed_leader_mid_reconcile_standby_finishes(op_harness: Harness, tmp_p
     try:
         wait_for(lambda: _holder(h).startswith("op-a_"), timeout=20, what="op-a leads")
         b = Operator(h, tmp_path, "op-b")
-        time.sleep(3)  # the standby is up and polling
+        _wait_polling(h, "op-b")
         assert _holder(h).startswith("op-a_") and b.proc.poll() is None
         # The API server holds op-a's DaemonSet write, then fails it: op-a is
         # mid-reconcile (ConfigMap written, DaemonSet not) when it is killed.
@@ -133,7 +139,7 @@ def test_paused_leader_resumes_without_writing_and_exits(op_harness: Harness, tm
         wait_for(lambda: (h.cr(NS, "default").get("status") or {}).get("configGeneration") == 1,
                  timeout=20, what="op-a reconciled")
         b = Operator(h, tmp_path, "op-b")
-        time.sleep(3)
+        _wait_polling(h, "op-b")
         a.proc.send_signal(signal.SIGSTOP)
         paused = time.monotonic()
         # A change while op-a is frozen: op-a would apply it when it wakes up.

@@ -20,6 +20,7 @@ import yaml
 
 from kpod_agent import cgroups
 from kpod_agent.config import DiscoveryConfig
+from kpod_agent.contract import AgentStatus
 from kpod_agent.discovery import Discovery
 from kpod_agent.kube import ConfigMapSource
 from kpod_agent.node_status import PodStatusPublisher
@@ -232,7 +233,7 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
         assert got.wait(10)
         wait_for(lambda: discovery.synced, what="informer synced")
         publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", AGENTS)
-        assert publisher.publish({"node": "node-1", "generation": 1, "collectors": {}})
+        assert publisher.publish(AgentStatus(node="node-1", generation=1))
         wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 2,
                  what="both watches open")
     finally:
@@ -270,7 +271,6 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
     switched off, a bad spec, the fleet deleted): every request is authorized by
     EXPECTED_OPERATOR, and every grant there was used or is held for the agent."""
     h = op_harness
-    h.config.stuck_after_seconds = 600
     h.start()
     h.fleet_ready()
     h.apply_cr("team-a", "metrics", {"profile": "minimal"})

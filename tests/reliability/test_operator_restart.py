@@ -27,7 +27,6 @@ def _image(h: Harness) -> str:
 
 def test_restart_mid_rollout_resumes_and_reports_it(op_harness: Harness) -> None:
     h = op_harness
-    h.config.stuck_after_seconds = 600.0
     h.start()
     h.fleet_ready(SPEC)
     h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=3, numberAvailable=3, numberReady=3)
@@ -68,7 +67,6 @@ def test_restart_keeps_the_no_progress_clock(op_harness: Harness) -> None:
     """A rollout that did not move while the operator was away is as old as it
     was: the restart neither resets nor invents progress."""
     h = op_harness
-    h.config.stuck_after_seconds = 2.0
     h.start()
     h.fleet_ready(SPEC)
     h.write_ds_status(desiredNumberScheduled=3, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
@@ -77,7 +75,7 @@ def test_restart_keeps_the_no_progress_clock(op_harness: Harness) -> None:
              and _status(h).get("updatedNumberScheduled") == 1, what="rolling")
     started = _status(h)["rollout"]["since"]
     h.stop()
-    time.sleep(h.config.stuck_after_seconds + 0.5)
+    h.clock.advance(h.config.stuck_after_seconds + 1)
     h.start()
     wait_for(lambda: h.reason("default", "Progressing") == "False/RolloutStuck", what="stuck after restart")
     assert _status(h)["rollout"]["since"] == started

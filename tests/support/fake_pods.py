@@ -18,7 +18,7 @@ from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.collectors.network import NetworkCollector
 from kpod_agent.collectors.syscall import SyscallCollector
 from kpod_agent.config import config_from_dict
-from kpod_agent.discovery import CgroupEntry, ContainerInfo, PodIndex, PodInfo
+from kpod_agent.pods import CgroupEntry, ContainerInfo, PodIndex, PodInfo
 
 SYSCALLS = ("read", "write", "openat", "close", "futex")
 COLLECTORS = {"cpu": CpuCollector, "memory": MemoryCollector, "network": NetworkCollector,

@@ -19,7 +19,7 @@ from kpod_agent.collectors.memory_cgroup import MemoryCgroupCollector, memory_cg
 from kpod_agent.collectors.softirqs import vector_names
 from kpod_agent.collectors.tcpdrop import drop_reasons, record_struct
 from kpod_agent.config import COLLECTOR_NAMES, config_from_dict
-from kpod_agent.discovery import CgroupEntry, PodIndex, PodInfo
+from kpod_agent.pods import CgroupEntry, PodIndex, PodInfo
 from kpod_agent.view import read_targets, top_cgroups
 
 KFREE_SKB_FORMAT = """name: kfree_skb

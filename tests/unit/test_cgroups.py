@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kpod_agent import cgroups
-from kpod_agent.discovery import ContainerInfo, PodInfo, pod_from_api
+from kpod_agent.pods import ContainerInfo, PodInfo, parse_container_id, pod_from_api
 from tests.support import fake_kubelet
 
 HYBRID_MOUNTS = """\
@@ -137,13 +137,13 @@ def test_explicit_plain_root_is_pure_v2(tmp_path: Path) -> None:
     ("docker://0123456789abcdef", ("docker", "0123456789abcdef")),
 ])
 def test_parse_container_id(raw: str, expected: tuple[str, str]) -> None:
-    assert cgroups.parse_container_id(raw) == expected
+    assert parse_container_id(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "containerd://", "://abc", "containerd:/abc", "containerd://a/b"])
 def test_parse_container_id_rejects(raw: str) -> None:
     with pytest.raises(ValueError):
-        cgroups.parse_container_id(raw)
+        parse_container_id(raw)
 
 
 @pytest.mark.parametrize(("name", "ident"), [
@@ -204,7 +204,7 @@ def test_resolve_every_layout(tmp_path: Path, driver: str, qos: str, runtime: st
 
 
 def cgroups_entry(cid: int, rel: str, pod: PodInfo, container: str):  # noqa: ANN201
-    from kpod_agent.discovery import CgroupEntry
+    from kpod_agent.pods import CgroupEntry
 
     return CgroupEntry(cgroup_id=cid, relpath=rel, namespace=pod.namespace, pod=pod.name,
                        container=container, pod_uid=pod.uid)

@@ -9,7 +9,7 @@ import pytest
 
 from kpod_agent import discovery
 from kpod_agent.config import DiscoveryConfig
-from kpod_agent.discovery import CgroupEntry, ContainerInfo, PodIndex, PodInfo, pod_from_api
+from kpod_agent.pods import CgroupEntry, ContainerInfo, PodIndex, PodInfo, pod_from_api
 from tests.support.fake_kubelet import make_pod
 
 # A pod as the kubelet's /pods returns it (trimmed from a real kind node).

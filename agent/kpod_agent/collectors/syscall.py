@@ -36,7 +36,7 @@ from kpod_agent.collectors.base import (
     delete_keys,
     hist_from,
 )
-from kpod_agent.config import AgentConfig, syscall_numbers
+from kpod_agent.config import MAX_SYSCALL_POLICIES, AgentConfig, syscall_numbers
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class SyscallCollector(BpfCollector):
         self._carry: dict[tuple[int, int], tuple[float, Hist]] = {}
 
     def cflags(self, config: AgentConfig) -> list[str]:
-        return super().cflags(config) + [f"-DKPOD_MAX_POLICIES={filters.MAX_SYSCALL_POLICIES}"]
+        return super().cflags(config) + [f"-DKPOD_MAX_POLICIES={MAX_SYSCALL_POLICIES}"]
 
     def after_load(self, config: AgentConfig) -> None:
         _raise_fd_limit()

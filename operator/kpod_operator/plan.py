@@ -1,0 +1,230 @@
+"""One reconcile, planned: the CRs and what was read of the cluster -> what to write. Pure.
+
+``make`` picks the fleet profile, resolves the namespace overrides
+(``tenancy``), renders the objects to apply and lists those to delete, and
+gives every other CR its status. ``apply`` runs the steps and returns a
+result per step; ``outcome`` turns the plan and those results into the
+fleet's Reconciled condition. Nothing here reads the API or the clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any, Literal
+
+from kpod_agent import config as agentconfig
+from kpod_operator import model, render, status, tenancy
+
+MONITORING = "monitoring.coreos.com/v1"
+
+Verb = Literal["apply", "delete"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What one reconcile read before planning."""
+
+    crs: list[dict[str, Any]]
+    """Every KpodMetricsProfile, in every namespace."""
+    now: datetime.datetime
+    bound_agent_namespace: str | None = None
+    """Where our ClusterRoleBinding grants the agents their rights (None: nowhere, or unreadable)."""
+    running_config: str | None = None
+    """The node config in the agents' ConfigMap, as text (None: no ConfigMap)."""
+    monitoring_served: bool = False
+    """Whether the Prometheus Operator's API is served."""
+    rule_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    crd_uid: str | None = None
+    """Our CRD's uid: owner of the cluster-scoped objects (None: unknown, none set)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    verb: Verb
+    obj: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.obj['kind']}/{self.obj['metadata']['name']}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """What became of one step: created, updated, unchanged, deleted, absent
+    (nothing of ours to delete) or failed, with the API's error."""
+
+    step: Step
+    action: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class CrReport:
+    """A CR that is not the fleet (second fleet, override): its verdict and status."""
+
+    cr: dict[str, Any]
+    outcome: status.ReconcileOutcome
+    status: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    fleet: dict[str, Any] | None
+    """The fleet CR (the oldest in the operator's namespace), None without one."""
+    reports: list[CrReport]
+    """Statuses of the other CRs, written before the steps."""
+    steps: list[Step]
+    """Applies first (ConfigMap first of all), then deletes."""
+    agent_namespace: str | None = None
+    """The valid spec's agents' namespace; None keeps the current one."""
+    decided: status.ReconcileOutcome | None = None
+    """An outcome known without applying anything (a spec that cannot be rendered)."""
+    floor: int = 0
+    """configGeneration in the fleet's status: kept when the ConfigMap is not written."""
+    generation: int = 0
+    """configGeneration once the ConfigMap is written."""
+    overrides: int | None = None
+    """Overrides merged (None: not resolved)."""
+    monitoring_pending: bool = False
+    """ServiceMonitor/PrometheusRule wanted, their API not served."""
+
+
+def pick_fleet(crs: list[dict[str, Any]], namespace: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The oldest live CR in ``namespace`` is the fleet; the others there conflict."""
+    fleets = sorted((cr for cr in crs if (cr.get("metadata") or {}).get("namespace") == namespace
+                     and not (cr.get("metadata") or {}).get("deletionTimestamp")), key=tenancy.creation_order)
+    return (fleets[0] if fleets else None), fleets[1:]
+
+
+def parse_spec(fleet: dict[str, Any] | None) -> model.FleetSpec | None:
+    """The fleet's spec, None without a fleet or when it is invalid."""
+    if fleet is None:
+        return None
+    try:
+        return model.parse_fleet(fleet.get("spec"))
+    except model.SpecError:
+        return None
+
+
+def running_overrides(config_text: str | None) -> dict[str, agentconfig.NamespaceOverride]:
+    """The overrides the agents run now (from the ConfigMap), {} if unreadable."""
+    if not config_text:
+        return {}
+    try:
+        return dict(agentconfig.parse_config(config_text).namespaceOverrides)
+    except agentconfig.ConfigError:
+        return {}
+
+
+def _report(cr: dict[str, Any], outcome: status.ReconcileOutcome, now: datetime.datetime) -> CrReport:
+    generation = (cr.get("metadata") or {}).get("generation")
+    return CrReport(cr, outcome, status.conflict_status(status.previous_status(cr), generation, outcome, now))
+
+
+def _conflicts(fleet: dict[str, Any], others: list[dict[str, Any]], namespace: str,
+               now: datetime.datetime) -> list[CrReport]:
+    outcome = status.ReconcileOutcome(
+        False, "Conflict",
+        f"{namespace}/{fleet['metadata']['name']} is the fleet profile; "
+        f"only one is allowed in {namespace}, this one is ignored")
+    return [_report(other, outcome, now) for other in others]
+
+
+def _overrides(observed: Observed, namespace: str, spec: model.FleetSpec | None,
+               ) -> tuple[dict[str, agentconfig.NamespaceOverride], list[CrReport]]:
+    merged, verdicts = tenancy.resolve(observed.crs, namespace, spec, running_overrides(observed.running_config))
+    return merged, [_report(v.cr, v.outcome, observed.now) for v in verdicts]
+
+
+def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
+    """The whole reconcile of the fleet in ``namespace`` (the operator's) as data.
+
+    A bad spec, or a node config the agents would refuse, gives a plan with
+    no steps and that outcome: the last good workload keeps running."""
+    fleet, others = pick_fleet(observed.crs, namespace)
+    if fleet is None:
+        # Namespaced objects beside the CR go with their owner (garbage
+        # collector); those in the agents' namespace and the cluster-scoped
+        # ones cannot be owned by it. Overrides still get told why nothing happens.
+        stale = render.agent_objects(observed.bound_agent_namespace) if observed.bound_agent_namespace else []
+        _, reports = _overrides(observed, namespace, None)
+        return Plan(None, reports, [Step("delete", obj)
+                                    for obj in stale + render.cluster_scoped_objects(namespace)])
+    reports = _conflicts(fleet, others, namespace, observed.now)
+    floor = status.as_int(status.previous_status(fleet).get("configGeneration"))
+    try:
+        spec = model.parse_fleet(fleet.get("spec"))
+    except model.SpecError as exc:
+        return Plan(fleet, reports, [], decided=status.ReconcileOutcome(False, "InvalidSpec", str(exc)),
+                    floor=floor, generation=floor)
+    merged, verdicts = _overrides(observed, namespace, spec)
+    reports += verdicts
+    try:
+        candidate = render.render_agent_config(spec, merged, 1, cluster_name)
+    except agentconfig.ConfigError as exc:
+        # Whatever the merge of valid CRs still gets wrong: reported, last good kept.
+        return Plan(fleet, reports, [], agent_namespace=spec.agent.namespace, overrides=len(merged),
+                    decided=status.ReconcileOutcome(False, "InvalidSpec", f"node config: {exc}"),
+                    floor=floor, generation=floor)
+    generation = render.next_generation(observed.running_config, candidate, floor)
+    config = candidate.model_copy(update={"generation": generation})
+    too_big = render.size_error(config.model_dump(mode="json", exclude_none=True),
+                                agentconfig.MAX_DOCUMENT_BYTES, "the node config")
+    if too_big:
+        # The agent refuses a document this large (and so would the API
+        # server, over 1 MiB): keep the running one.
+        return Plan(fleet, reports, [], agent_namespace=spec.agent.namespace, overrides=len(merged),
+                    decided=status.ReconcileOutcome(False, "InvalidSpec", too_big),
+                    floor=floor, generation=floor)
+    owner = render.owner_reference(fleet)
+    objects = render.render_workload(namespace, spec, config, owner)
+    if observed.crd_uid:
+        # Cluster-scoped objects cannot have a namespaced owner: the CRD
+        # owns them, so uninstalling (deleting the CRD) removes them even
+        # when the operator is gone.
+        for obj in objects:
+            if "namespace" not in obj["metadata"]:
+                obj["metadata"]["ownerReferences"] = [render.crd_owner_reference(observed.crd_uid)]
+    unwanted = render.unwanted_workload(spec)
+    previous_ns = observed.bound_agent_namespace
+    if previous_ns and previous_ns != spec.agent.namespace:
+        # The agents moved: the old namespace's workload goes once the new one is applied.
+        unwanted += render.agent_objects(previous_ns)
+    if observed.monitoring_served:
+        monitoring = render.render_monitoring(namespace, spec, owner, observed.rule_groups)
+        objects += monitoring
+        wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in monitoring}
+        unwanted += [obj for obj in render.monitoring_objects(namespace)
+                     if (obj["kind"], obj["metadata"]["name"]) not in wanted]
+    wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
+    return Plan(fleet, reports,
+                [Step("apply", obj) for obj in objects] + [Step("delete", obj) for obj in unwanted],
+                agent_namespace=spec.agent.namespace, floor=floor, generation=generation,
+                overrides=len(merged), monitoring_pending=wants_monitoring and not observed.monitoring_served)
+
+
+def outcome(plan: Plan, results: list[StepResult]) -> tuple[status.ReconcileOutcome | None, int]:
+    """The fleet's Reconciled outcome and the configGeneration to record.
+
+    configGeneration is what the agents should run: it moves only once the
+    ConfigMap is written. None without a fleet."""
+    if plan.fleet is None:
+        return None, 0
+    if plan.decided is not None:
+        return plan.decided, plan.floor
+    failures = [f"{r.step.ref}: {r.error}" for r in results if r.failed]
+    config_written = not any(r.failed and r.step.verb == "apply" and r.step.obj["kind"] == "ConfigMap"
+                             for r in results)
+    generation = plan.generation if config_written else plan.floor
+    if failures:
+        return status.ReconcileOutcome(False, "ApplyFailed", "; ".join(failures)), generation
+    if plan.monitoring_pending:
+        return status.ReconcileOutcome(
+            True, "ServiceMonitorCRDNotInstalled",
+            f"{MONITORING} is not served: ServiceMonitor/PrometheusRule will be created "
+            f"when the Prometheus Operator CRDs appear"), generation
+    return status.ReconcileOutcome(True, "Reconciled", f"config generation {plan.generation}"), generation
