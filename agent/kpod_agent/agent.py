@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from kpod_agent import bpfload, cgroups, filters, reload, view
 from kpod_agent.collectors import REGISTRY
-from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot
+from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot, TargetRole
 from kpod_agent.config import AgentConfig, ConfigError, parse_config
 from kpod_agent.contract import AgentStatus, CollectorStatus, DiscoveryStatus, MapFull
 from kpod_agent.discovery import Discovery
@@ -68,7 +68,7 @@ class Agent:
         self.states: dict[str, CollectorState] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.index: PodIndex = view.EMPTY_INDEX
-        self._tops: dict[str, str] = {}
+        self._tops: dict[str, TargetRole] = {}
         self.filters: dict[str, dict[int, int] | None] = {}
         self.reloads = ReloadStats()
         self.discovery: Discovery | None = None

@@ -7,7 +7,7 @@ consistent cycle (config, pods, filters and readings of the same moment).
 
 The rules both sides need live here once: which cgroups a file-reading
 collector reads (`read_targets`) and which pod a cgroup id is
-(`cgroup_entry`); what is counted at all is `filters`'.
+(`cgroup_entry`); what is counted at all is decided in filters.py.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kpod_agent import filters
-from kpod_agent.collectors.base import CgroupTarget, Hist, MetricSpec, Snapshot
+from kpod_agent.collectors.base import CgroupTarget, Hist, MetricSpec, Snapshot, TargetRole
 from kpod_agent.config import AgentConfig
 from kpod_agent.pods import CgroupEntry, PodIndex
 
 EMPTY_INDEX = PodIndex(entries={}, pods={})
 
 
-def top_cgroups(index: PodIndex) -> dict[str, str]:
+def top_cgroups(index: PodIndex) -> dict[str, TargetRole]:
     """relpath -> "pod" or "container": the pod's own cgroup and each
     container's top one. Stat files are hierarchical, so these are the only
     cgroups whose files are read: reading descendants too counts them twice."""
@@ -31,7 +31,7 @@ def top_cgroups(index: PodIndex) -> dict[str, str]:
 
 
 def read_targets(index: PodIndex, allowed: Mapping[int, int] | None,
-                 tops: Mapping[str, str]) -> list[CgroupTarget]:
+                 tops: Mapping[str, TargetRole]) -> list[CgroupTarget]:
     """The cgroups a collector with this filter reads files of (`tops` is
     `top_cgroups(index)`); with no filter every cgroup, each its own series."""
     if allowed is None:
@@ -41,7 +41,7 @@ def read_targets(index: PodIndex, allowed: Mapping[int, int] | None,
         entry = index.entries.get(cgid)
         role = tops.get(entry.relpath) if entry is not None else None
         if entry is not None and role is not None:
-            targets.append(CgroupTarget(cgid, entry.relpath, role))  # type: ignore[arg-type]
+            targets.append(CgroupTarget(cgid, entry.relpath, role))
     return targets
 
 
