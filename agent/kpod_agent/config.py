@@ -14,7 +14,8 @@ import math
 import platform
 import re
 import reprlib
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -32,7 +33,7 @@ from pydantic import (
 from kpod_agent.contract import label_name
 from kpod_agent.syscall_table import SYSCALLS
 
-API_VERSION = "kpod.io/v1alpha1"
+API_VERSION: Final = "kpod.io/v1alpha1"
 
 # The collector names are config keys and CR keys: fixed, users depend on them.
 BPF_COLLECTORS = (
@@ -47,6 +48,7 @@ CollectorName = Literal[
     "diskIO", "ifaceNetwork", "filesystem", "memoryCgroup",
 ]
 ProfileName = Literal["minimal", "standard", "comprehensive", "custom"]
+PROFILE_NAMES: tuple[ProfileName, ...] = get_args(ProfileName)
 
 # The profile table of the reference README. memoryCgroup is not in that
 # table; it is cheap (four cgroup file reads per pod) so standard and
@@ -177,7 +179,9 @@ class CollectorConfig(_Strict):
         "syscall only: latency histograms per syscall (a second probe per call, about twice the cost)."))
 
 
-def _check_collector_options(collectors: dict[str, CollectorConfig]) -> dict[str, CollectorConfig]:
+def _check_collector_options(
+    collectors: dict[CollectorName, CollectorConfig],
+) -> dict[CollectorName, CollectorConfig]:
     """Options set on a collector that does not have them are refused, wherever a collectors map appears."""
     errors = [f"collectors.{name}.latency: only the {'/'.join(sorted(LATENCY_COLLECTORS))} collector has "
               f"a latency switch" for name, conf in collectors.items()
@@ -449,14 +453,14 @@ class AgentConfig(_Strict):
 
 def resolve_collectors(
     profile: str,
-    collectors: dict[str, CollectorConfig],
+    collectors: Mapping[CollectorName, CollectorConfig],
     override: NamespaceOverride | None = None,
 ) -> dict[str, CollectorConfig]:
     """Profile set, then explicit entries on top. An override that names a
     profile starts over from it (the fleet's entries belonged to the fleet's
     profile); one that does not inherits the fleet's result. The override's
     entries apply last. Returns only enabled collectors."""
-    layers = [collectors]
+    layers: list[Mapping[CollectorName, CollectorConfig]] = [collectors]
     if override is not None:
         if override.profile is not None:
             profile = override.profile

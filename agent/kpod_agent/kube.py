@@ -76,7 +76,7 @@ class ConfigMapSource:
             self._offer(items[0])
         elif self._last_data is None:
             log.warning("%s does not exist yet; waiting for it", self.where)
-        return result.metadata.resource_version
+        return result.metadata.resource_version if result.metadata else None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="config-watch", daemon=True)

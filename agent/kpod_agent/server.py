@@ -34,7 +34,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h11
 from prometheus_client import CollectorRegistry
@@ -270,10 +270,11 @@ class _Connection(asyncio.Protocol):
     # ---- asyncio callbacks --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP server's transports are always asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         if not self.server.admit(self):
             self.closed = True
-            transport.abort()
+            self.transport.abort()
             return
         self._arm(self.server.head_deadline)
 
@@ -415,7 +416,9 @@ class _Connection(asyncio.Protocol):
         for part in parts:
             view = memoryview(part)
             for start in range(0, len(view), WRITE_CHUNK):
-                for data in self.h11.send_with_data_passthrough(h11.Data(data=view[start:start + WRITE_CHUNK])):
+                # h11 passes the memoryview through untouched (no copy of a large body).
+                chunk = cast(bytes, view[start:start + WRITE_CHUNK])
+                for data in self.h11.send_with_data_passthrough(h11.Data(data=chunk)) or ():
                     self.transport.write(data)
                 # Bounded: a client that stops reading is dropped, not waited for.
                 await asyncio.wait_for(self._writable.wait(), WRITE_TIMEOUT)

@@ -614,7 +614,11 @@ def _keys() -> Iterator[Callable[[float], str | None]]:
     """Single keypresses from a terminal stdin; without one, only waiting."""
     stdin = sys.stdin
     if not stdin or not stdin.isatty():
-        yield lambda timeout: time.sleep(max(timeout, 0))  # type: ignore[func-returns-value]
+        def wait_only(timeout: float) -> str | None:
+            time.sleep(max(timeout, 0))
+            return None
+
+        yield wait_only
         return
     import termios
     import tty

@@ -126,7 +126,7 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         if len(args) == 1:
             return schema_of(args[0], metadata)
         if set(args) == {str, int}:
-            out = {"x-kubernetes-int-or-string": True}
+            out: dict[str, Any] = {"x-kubernetes-int-or-string": True}
             out.update(_constraints(metadata))
             return out
         raise TypeError(f"cannot map union {annotation!r} to a structural schema")
@@ -152,7 +152,7 @@ def schema_of(annotation: Any, metadata: list[Any] | None = None) -> dict[str, A
         return model_schema(annotation)
     simple = {str: "string", int: "integer", bool: "boolean", float: "number"}
     if annotation in simple:
-        out: dict[str, Any] = {"type": simple[annotation]}
+        out = {"type": simple[annotation]}
         out.update(_constraints(metadata))
         return out
     raise TypeError(f"cannot map {annotation!r} to a structural schema")

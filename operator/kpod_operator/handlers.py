@@ -47,10 +47,10 @@ def on_fleet(memo: Any, retry: int = 0, **_: Any) -> None:
         raise kopf.TemporaryError(outcome.message, delay=delay)
 
 
-def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+def on_override_event(memo: Any, event: Any, namespace: str | None, name: str, **_: Any) -> None:
     op: reconciler.Operator = memo.op
     body = event.get("object") or {}
-    key = (namespace, name)
+    key = (namespace or "", name)
     deleted = event.get("type") == "DELETED" or bool((body.get("metadata") or {}).get("deletionTimestamp"))
     marker = None if deleted else body.get("spec")
     if key in op.seen_overrides and op.seen_overrides[key] == marker:
@@ -61,7 +61,7 @@ def on_override_event(memo: Any, event: dict[str, Any], namespace: str, name: st
         op.seen_overrides.pop(key, None)
 
 
-def on_fleet_deleted(memo: Any, event: dict[str, Any], **_: Any) -> None:
+def on_fleet_deleted(memo: Any, event: Any, **_: Any) -> None:
     # A conflicting fleet CR takes over when the active one goes away.
     if event.get("type") == "DELETED":
         reconciler.reconcile_coalesced(memo.op)
@@ -117,7 +117,7 @@ class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     def fetch(self, *, body: Any) -> Any:
         try:
-            essence = super().fetch(body=body)
+            essence: Any = super().fetch(body=body)
         except ValueError:
             return None
         if not isinstance(essence, dict):
@@ -128,7 +128,8 @@ class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return essence
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        super().store(body=body, patch=patch, essence={"sha256": kubeapi.digest(dict(essence))})
+        digest: Any = {"sha256": kubeapi.digest(dict(essence))}  # our essence format, not kopf's BodyEssence
+        super().store(body=body, patch=patch, essence=digest)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -149,7 +150,7 @@ def _is_crd_of_interest(body: Any, **_: Any) -> bool:
     return spec.get("group") in (model.GROUP, plan.MONITORING.split("/")[0])
 
 
-def on_crd_event(memo: Any, event: dict[str, Any], body: Any, **_: Any) -> None:
+def on_crd_event(memo: Any, event: Any, body: Any, **_: Any) -> None:
     """The Prometheus Operator CRDs appearing (or going) reconcile at once,
     not at the next resync; our own CRD's uid owns the cluster-scoped objects."""
     op: reconciler.Operator = memo.op

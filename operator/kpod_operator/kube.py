@@ -14,6 +14,7 @@ a large node config would exceed).
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import hashlib
 import json
@@ -176,7 +177,7 @@ class Kube:
         return self.request("PATCH", path, body=patch, query={"fieldManager": FIELD_MANAGER},
                             content_type="application/merge-patch+json")
 
-    def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    def json_patch(self, path: str, ops: builtins.list[dict[str, Any]]) -> dict[str, Any]:
         return self.request("PATCH", path, body=ops, query={"fieldManager": FIELD_MANAGER},
                             content_type=JSON_PATCH)
 
@@ -270,7 +271,7 @@ def _empty(value: Any) -> bool:
     return value in (None, False, {}, [])
 
 
-def _by_name(items: Any) -> dict[str, Any]:
+def _by_name(items: Any) -> dict[Any, Any]:
     return {i.get("name"): i for i in items or [] if isinstance(i, dict)}
 
 

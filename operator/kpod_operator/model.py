@@ -235,7 +235,7 @@ class OverridePolicy(_Strict):
     """What a namespace override may ask for: its cost lands on every node."""
 
     allowedProfiles: list[agentconfig.ProfileName] = Field(
-        default_factory=lambda: ["minimal", "standard", "comprehensive", "custom"],
+        default_factory=lambda: list(agentconfig.PROFILE_NAMES),
         description=("Profiles an override may name. An override may also turn on only the collectors "
                      "of these profiles (beyond those the fleet already runs)."))
     maxSyscalls: int = Field(default=64, ge=0, le=agentconfig.MAX_SYSCALLS, description=(
