@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
@@ -105,11 +105,11 @@ class _Rendered:
     tail: bytes
     # The compressor after the head, kept so that a new tail costs a few
     # lines of compression, not the whole document again.
-    gz_state: "zlib._Compress | None" = None
+    gz_state: zlib._Compress | None = None
     gz_head: bytes = b""
     gz_tail: bytes | None = None
 
-    def with_gzip(self) -> "_Rendered":
+    def with_gzip(self) -> _Rendered:
         if self.gz_tail is not None:
             return self
         gz_state, gz_head = self.gz_state, self.gz_head

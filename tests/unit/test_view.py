@@ -6,15 +6,15 @@ import ctypes
 import dataclasses
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from kpod_agent.collectors.base import OBSERVATIONS, Hist, MetricSpec, Snapshot
 from kpod_agent.collectors.hardirqs import HardirqsCollector
 from kpod_agent.collectors.syscall import SyscallCollector
 from kpod_agent.config import config_from_dict
-from kpod_agent.pods import CgroupEntry, ContainerInfo, PodIndex, PodInfo
 from kpod_agent.exporter import KpodCollector
+from kpod_agent.pods import CgroupEntry, ContainerInfo, PodIndex, PodInfo
 from kpod_agent.view import CollectionView, CollectorView
-from prometheus_client import CollectorRegistry
 
 
 class _Key(ctypes.Structure):

@@ -97,7 +97,7 @@ class MetricSpec:
         if self.skip_zero and not (any(sample.slots) if isinstance(sample, Hist) else sample):
             return None
         names = [n for n in self.key if n != "cgid"]
-        labels = tuple(self.decoders.get(label, str)(fields[n]) for label, n in zip(self.labels, names))
+        labels = tuple(self.decoders.get(label, str)(fields[n]) for label, n in zip(self.labels, names, strict=True))
         return fields.get("cgid", 0), labels, sample
 
 

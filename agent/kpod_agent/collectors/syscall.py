@@ -27,12 +27,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from kpod_agent import bpfload, filters
 from kpod_agent.collectors.base import (
     BpfCollector,
-    as_int,
     CgroupTarget,
     CollectorError,
     Hist,
     MetricSpec,
     Snapshot,
+    as_int,
     delete_keys,
     hist_from,
 )
