@@ -2,31 +2,31 @@
 maps in step with discovery, and reads them on their own intervals.
 
 Threads: the config source calls `submit`, discovery calls `on_index`, the
-collection loop calls `collect_due`, HTTP scrapes read `snapshots`. Every call
-into a bcc object happens under `kernel_lock` (bcc is not thread-safe);
-scrapes never take it, so a slow detach never stalls /metrics.
+collection loop calls `collect_due`; each publishes a new frozen `view`
+(see view.py), which is all HTTP scrapes read. Every call into a bcc object
+happens under `kernel_lock` (bcc is not thread-safe); scrapes never take it,
+so a slow detach never stalls /metrics.
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from kpod_agent import bpfload, cgroups, filters, reload
+from kpod_agent import bpfload, cgroups, filters, reload, view
 from kpod_agent.collectors import REGISTRY
-from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot
+from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot, TargetRole
 from kpod_agent.config import AgentConfig, ConfigError, parse_config
 from kpod_agent.contract import AgentStatus, CollectorStatus, DiscoveryStatus, MapFull
 from kpod_agent.discovery import Discovery
 from kpod_agent.pods import CgroupEntry, PodIndex
 
 log = logging.getLogger(__name__)
-
-EMPTY_INDEX = PodIndex(entries={}, pods={})
 
 
 @dataclass
@@ -37,6 +37,10 @@ class CollectorState:
     duration: float = 0.0
     errors_total: int = 0
     skipped_total: int = 0
+    # Cgroups of the last reading that the index lacked, found then (mode none).
+    resolved: dict[int, CgroupEntry] = field(default_factory=dict)
+    # metric -> what BPF counted for cgroup ids that are no counted pod's.
+    unknown_events: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,7 +67,8 @@ class Agent:
         self.config: AgentConfig | None = None
         self.states: dict[str, CollectorState] = {}
         self.snapshots: dict[str, Snapshot] = {}
-        self.index: PodIndex = EMPTY_INDEX
+        self.index: PodIndex = view.EMPTY_INDEX
+        self._tops: dict[str, TargetRole] = {}
         self.filters: dict[str, dict[int, int] | None] = {}
         self.reloads = ReloadStats()
         self.discovery: Discovery | None = None
@@ -76,9 +81,10 @@ class Agent:
         self.started = time.monotonic()
         self._apply_lock = threading.Lock()
         self.on_applied: list[Callable[[AgentStatus], None]] = []
-        self._tops_cache: tuple[PodIndex, set[str]] | None = None
         # collector -> pods (namespace/name) it cannot count: its filter map is full
         self.uncounted: dict[str, set[str]] = {}
+        self._view = view.CollectionView(node_name=self.node_name)
+        self._view_lock = threading.Lock()
 
     # ---- config -------------------------------------------------------
 
@@ -95,6 +101,7 @@ class Agent:
         self.reloads.error += 1
         self.reloads.last_error = message
         self.reloads.last_error_time = _now()
+        self._publish()
         log.error("config rejected, keeping generation %s: %s",
                   self.config.generation if self.config else "none", message)
 
@@ -142,6 +149,7 @@ class Agent:
                 self._restart_discovery(config)  # refreshes the filters with its first view
             self.reloads.success += 1
             self.reloads.applied_at = _now()
+            self._publish()
             log.info("applied config generation %d from %s in %.0f ms (attached: %s; failed: %s)",
                      config.generation, source, (time.monotonic() - started) * 1000,
                      ", ".join(self.attached()) or "none",
@@ -219,21 +227,24 @@ class Agent:
         self.discovery.start()
 
     def on_index(self, index: PodIndex) -> None:
-        self.index = index
-        self._refresh_filters()
+        self._refresh_filters(index)
 
-    def _refresh_filters(self) -> None:
+    def _refresh_filters(self, index: PodIndex | None = None) -> None:
+        """Pod index and filters change together: a reading never sees
+        cgroups of a pod list that its filters do not belong to."""
+        index = self.index if index is None else index
+        tops = self._tops if index is self.index and self._tops else view.top_cgroups(index)
         config = self.config
-        if config is None:
-            return
-        count_all = config.discovery.mode == "none"
-        new_filters = filters.compute_filters(config, self.index, count_all)
+        new_filters = filters.compute_filters(config, index) if config is not None else {}
         with self.kernel_lock:
-            for name, state in self.states.items():
-                if state.collector is not None:
-                    state.collector.set_filter(new_filters.get(name))
-            self.filters = new_filters
-            self._note_uncounted()
+            self.index, self._tops = index, tops
+            if config is not None:
+                for name, state in self.states.items():
+                    if state.collector is not None:
+                        state.collector.set_filter(new_filters.get(name))
+                self.filters = new_filters
+                self._note_uncounted()
+            self._publish()
 
     def _note_uncounted(self) -> None:
         """Pods with a cgroup a full filter map refused: each named once in
@@ -258,24 +269,7 @@ class Agent:
     # ---- collection -----------------------------------------------------
 
     def targets_for(self, name: str) -> list[CgroupTarget]:
-        """Cgroups whose stat files the collector reads: the pod's and each
-        container's top directory only, since stat files are hierarchical and
-        reading descendants too would count them twice."""
-        allowed = self.filters.get(name)
-        index = self.index
-        if allowed is None:
-            return [CgroupTarget(cgid, e.relpath) for cgid, e in index.entries.items()]
-        tops = self._top_paths(index)
-        return [CgroupTarget(cgid, index.entries[cgid].relpath) for cgid in allowed
-                if cgid in index.entries and index.entries[cgid].relpath in tops]
-
-    def _top_paths(self, index: PodIndex) -> set[str]:
-        cached = self._tops_cache
-        if cached is not None and cached[0] is index:
-            return cached[1]
-        tops = {path for uid in index.pods for path in index.container_paths(uid).values()}
-        self._tops_cache = (index, tops)
-        return tops
+        return view.read_targets(self.index, self.filters.get(name), self._tops)
 
     def collect_due(self, now: float | None = None, force: bool = False) -> None:
         config = self.config
@@ -300,7 +294,7 @@ class Agent:
                     # the old config gives it the default interval.
                     state.next_due = now + (self.config or config).interval_of(name)
                     snapshot = collector.collect(self.targets_for(name))
-                    self._forget_vanished(collector, snapshot)
+                    self._attribute(state, collector, snapshot)
             except Exception as exc:
                 state.errors_total += 1
                 log.warning("collector %s read failed: %s", name, exc)
@@ -310,32 +304,70 @@ class Agent:
             snapshot.taken_at = time.time()
             self.snapshots[name] = snapshot
         self.cycle_duration = time.monotonic() - cycle_start
+        self._publish()
 
-    def _forget_vanished(self, collector: Collector, snapshot: Snapshot) -> None:
-        """In count-all mode maps fill with cgroups discovery has not listed:
-        resolve them, and drop the state of cgroups that no longer exist."""
-        if self.filters.get(collector.name, {}) is not None or self.resolver is None:
-            return
-        unknown = {cgid for cgid in snapshot.cgroup_ids() if cgid and cgid not in self.index.entries}
+    def _attribute(self, state: CollectorState, collector: Collector, snapshot: Snapshot) -> None:
+        """Which pod each cgroup id of a reading is. In mode none, ids the
+        last walk of the tree missed are looked up. Ids that are no counted
+        pod's (a cgroup gone before it was read, a pod no longer counted) are
+        added to kpod_unknown_cgroup_events_total and deleted from the maps,
+        so every event is counted once, in a pod's series or there."""
+        allowed = self.filters.get(collector.name)
+        ids = snapshot.cgroup_ids() - {0}  # 0: node-level series
+        resolved: dict[int, CgroupEntry] = {}
+        if allowed is None and self.resolver is not None:
+            for cgid in ids - self.index.entries.keys():
+                relpath = self.resolver.lookup_path(cgid)
+                if relpath is not None:
+                    resolved[cgid] = cgroups.host_entry(cgid, relpath)
+        state.resolved = resolved
+        unknown = {cgid for cgid in ids if view.cgroup_entry(cgid, allowed, self.index, resolved) is None}
         if not unknown:
             return
-        gone = {cgid for cgid in unknown if self.resolver.lookup_path(cgid) is None}
-        if gone:
-            collector.forget(gone)
-            for series in snapshot.data.values():
-                for key in [k for k in series if k[0] in gone]:
-                    del series[key]
+        kinds = {spec.name: spec.kind for spec in collector.specs}
+        for metric, series in snapshot.data.items():
+            for key in [k for k in series if k[0] in unknown]:
+                value = series.pop(key)
+                if kinds.get(metric) != "gauge":
+                    state.unknown_events[metric] = state.unknown_events.get(metric, 0.0) + view.amount(value)
+        collector.forget(unknown)
 
-    def entry_for(self, cgid: int) -> CgroupEntry | None:
-        entry = self.index.lookup(cgid)
-        if entry is not None or self.config is None or self.config.discovery.mode != "none":
-            return entry
-        relpath = self.resolver.lookup_path(cgid) if self.resolver else None
-        if relpath is None:
-            return None
-        label = cgroups.host_label(relpath)
-        return CgroupEntry(cgroup_id=cgid, relpath=relpath, namespace="host", pod=label,
-                           container="", pod_uid=label)
+    def _publish(self) -> None:
+        """A new frozen view of everything the exporter shows."""
+        with self.kernel_lock:  # collectors' stats change only under it
+            load = self.ctx.load_seconds if self.ctx is not None else {}
+            collectors = {}
+            for name, state in self.states.items():
+                c = state.collector
+                collectors[name] = view.CollectorView(
+                    name=name, specs=c.specs if c is not None else (), attached=c is not None,
+                    snapshot=self.snapshots.get(name) if c is not None else None,
+                    allowed=self.filters.get(name), resolved=state.resolved,
+                    duration=state.duration, errors_total=state.errors_total, skipped_total=state.skipped_total,
+                    cgroup_read_errors=c.cgroup_read_errors if c is not None else 0,
+                    load_seconds=load.get(name) if c is not None else None,
+                    map_stats=dict(c.map_stats) if c is not None else {},
+                    map_update_errors=dict(c.map_update_errors) if c is not None else {},
+                    pods_not_counted=len(self.uncounted.get(name, ())),
+                    unknown_events=dict(state.unknown_events))
+            published = view.CollectionView(
+                node_name=self.node_name, config=self.config, index=self.index, filters=self.filters,
+                collectors=collectors, reloads_success=self.reloads.success, reloads_error=self.reloads.error,
+                discovery_errors=self.discovery_errors_total(), cycle_duration=self.cycle_duration)
+            with self._view_lock:
+                self._view = published
+
+    @property
+    def view(self) -> view.CollectionView:
+        """The latest published view. Discovery counts its errors in its own
+        thread, between publications: the view is renewed with that count,
+        so a failing source shows at once (and no scrape takes kernel_lock)."""
+        with self._view_lock:
+            current = self._view
+            errors = self.discovery_errors_total()
+            if errors != current.discovery_errors:
+                current = self._view = dataclasses.replace(current, discovery_errors=errors)
+            return current
 
     # ---- status ---------------------------------------------------------
 
@@ -388,7 +420,8 @@ class Agent:
         with self.kernel_lock:
             for name in list(self.states):
                 self._detach(name)
+            self._publish()
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

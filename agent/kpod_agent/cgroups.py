@@ -304,8 +304,8 @@ class CgroupResolver:
         pods: dict[str, PodInfo] = {}
         pod_paths: dict[str, str] = {}
         for cid, rel in paths.items():
-            label = host_label(rel)
-            entries[cid] = CgroupEntry(cid, rel, "host", label, "", label)
+            entries[cid] = entry = host_entry(cid, rel)
+            label = entry.pod
             pods[label] = PodInfo(uid=label, namespace="host", name=label, labels={},
                                   qos_class=None, containers=())
             pod_paths[label] = rel
@@ -418,3 +418,10 @@ def _join(rel: str, name: str) -> str:
 def host_label(relpath: str) -> str:
     """The ``pod`` label of a cgroup in mode none: its relative path, ``/`` for the root."""
     return relpath or "/"
+
+
+def host_entry(cgroup_id: int, relpath: str) -> CgroupEntry:
+    """A cgroup as its own "pod" in namespace ``host`` (mode none): the walk's
+    and, for cgroups made after it, the agent's lookup by id."""
+    label = host_label(relpath)
+    return CgroupEntry(cgroup_id, relpath, "host", label, "", label)

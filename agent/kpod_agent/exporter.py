@@ -1,9 +1,10 @@
-"""Prometheus exposition: collector snapshots + pod index -> metric families.
+"""Prometheus exposition: the agent's latest `CollectionView` -> metric families.
 
-A custom prometheus_client collector: each scrape builds fresh families from
-the latest snapshots, resolving cgroup ids with the pod index of that moment,
-so series of deleted pods disappear with the index entry. Series whose labels
-collide (several cgroups of one container) are summed.
+A custom prometheus_client collector that reads nothing but the frozen view
+the agent publishes (view.py): collector snapshots resolved to pods with the
+pod index of the same view, so series of deleted pods disappear with the
+index entry. Series whose labels collide (several cgroups of one container)
+are summed.
 """
 from __future__ import annotations
 
@@ -12,27 +13,26 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
 
+from kpod_agent import filters, runtime_info
 from kpod_agent import labels as constant_labels
-from kpod_agent import runtime_info
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
 from kpod_agent.contract import label_name
 from kpod_agent.histograms import log2_to_buckets
-
-if TYPE_CHECKING:
-    from kpod_agent.agent import Agent
+from kpod_agent.pods import CgroupEntry
+from kpod_agent.view import CollectionView
 
 POD_LABELS = ("namespace", "pod", "container", "node")
 
@@ -105,11 +105,11 @@ class _Rendered:
     tail: bytes
     # The compressor after the head, kept so that a new tail costs a few
     # lines of compression, not the whole document again.
-    gz_state: "zlib._Compress | None" = None
+    gz_state: zlib._Compress | None = None
     gz_head: bytes = b""
     gz_tail: bytes | None = None
 
-    def with_gzip(self) -> "_Rendered":
+    def with_gzip(self) -> _Rendered:
         if self.gz_tail is not None:
             return self
         gz_state, gz_head = self.gz_state, self.gz_head
@@ -225,9 +225,16 @@ def _family(spec: MetricSpec, labels: list[str]) -> Metric:
     return HistogramMetricFamily(spec.name, spec.help, labels=labels)
 
 
+class ViewSource(Protocol):
+    """What publishes views (the agent): the exporter reads `view` only."""
+
+    @property
+    def view(self) -> CollectionView: ...
+
+
 class KpodCollector(PromCollector):
-    def __init__(self, agent: "Agent") -> None:
-        self.agent = agent
+    def __init__(self, source: ViewSource) -> None:
+        self.source = source
         self._cache = ExpositionCache(self._head_key, self._tail_key, self._head, self._tail, frame=3)
 
     def collect(self) -> Iterator[Metric]:
@@ -237,43 +244,43 @@ class KpodCollector(PromCollector):
     def _with_cluster(self, families: Callable[[], list[Metric]]) -> PromCollector:
         """clusterName (node config) as a cluster label on every sample."""
         return constant_labels.ConstantLabel(_Families(families), "cluster",
-                                             lambda: constant_labels.cluster_of(self.agent))
+                                             lambda: constant_labels.cluster_of(self.source.view))
 
     # ---- per-pod series -------------------------------------------------
 
-    def pod_series(self) -> Iterator[tuple[MetricSpec, list[str], dict[tuple[str, ...], float | Hist]]]:
+    def pod_series(self, view: CollectionView) -> Iterator[tuple[MetricSpec, list[str],
+                                                                 dict[tuple[str, ...], float | Hist]]]:
         """Per metric: its spec, label names, and label values -> value,
-        with cgroups resolved to pods now and colliding series summed."""
-        agent = self.agent
-        config = agent.config
+        with cgroups resolved to pods of the same view and colliding series summed."""
+        config = view.config
         if config is None:
             return
-        node = agent.node_name
+        node = view.node_name
         cluster = config.clusterName
         include = list(config.includeLabels)
         extra_names = [label_name(n) for n in include]
-        pods = agent.index.pods
-        identity_cache: dict[int, tuple[str, ...] | None] = {}
+        index = view.index
+        pods = index.pods
 
-        def identity(cgid: int) -> tuple[str, ...] | None:
-            if cgid in identity_cache:
-                return identity_cache[cgid]
-            entry = agent.entry_for(cgid)
-            result: tuple[str, ...] | None = None
-            if entry is not None:
+        # Label values per index entry, shared by the collectors (by id: the
+        # entries live as long as the view).
+        identities: dict[int, tuple[str, ...]] = {}
+
+        def identity(entry: CgroupEntry) -> tuple[str, ...]:
+            who = identities.get(id(entry))
+            if who is None:
                 pod = pods.get(entry.pod_uid)
-                labels = pod.labels if pod is not None else {}
-                result = (entry.namespace, entry.pod, entry.container, node,
-                          *(labels.get(n, "") for n in include))
-            identity_cache[cgid] = result
-            return result
+                pod_labels = pod.labels if pod is not None else {}
+                who = identities[id(entry)] = (entry.namespace, entry.pod, entry.container, node,
+                                               *(pod_labels.get(n, "") for n in include))
+            return who
 
-        for name, snapshot in list(agent.snapshots.items()):
-            state = agent.states.get(name)
-            if state is None or state.collector is None:
+        for collector in view.collectors.values():
+            snapshot = collector.snapshot
+            if not collector.attached or snapshot is None:
                 continue
-            allowed = agent.filters.get(name)
-            for spec in state.collector.specs:
+            identity_cache: dict[int, tuple[str, ...] | None] = {}
+            for spec in collector.specs:
                 series = snapshot.data.get(spec.name) or {}
                 if spec.per_pod:
                     labels = [*POD_LABELS, *extra_names, *spec.labels]
@@ -282,9 +289,11 @@ class KpodCollector(PromCollector):
                 merged: dict[tuple[str, ...], float | Hist] = {}
                 for (cgid, extra), value in series.items():
                     if spec.per_pod:
-                        if allowed is not None and cgid not in allowed:
-                            continue
-                        who = identity(cgid)
+                        if cgid in identity_cache:
+                            who = identity_cache[cgid]
+                        else:
+                            entry = collector.entry(index, cgid)
+                            who = identity_cache[cgid] = None if entry is None else identity(entry)
                         if who is None:
                             continue
                         key = (*who, *extra)
@@ -296,11 +305,12 @@ class KpodCollector(PromCollector):
                 yield spec, labels, merged
 
     def pod_metrics(self) -> Iterator[Metric]:
-        config = self.agent.config
+        view = self.source.view
+        config = view.config
         if config is None:
             return
         bucket_min, bucket_max = config.histogramBuckets.min, config.histogramBuckets.max
-        for spec, labels, merged in self.pod_series():
+        for spec, labels, merged in self.pod_series(view):
             family = _family(spec, labels)
             for key, value in merged.items():
                 if isinstance(value, Hist):
@@ -316,14 +326,15 @@ class KpodCollector(PromCollector):
         pod_metrics(), at a third of the cost of building sample objects and
         formatting them one by one, which matters at tens of thousands of
         lines per scrape. Tests compare both paths, in both formats."""
-        config = self.agent.config
+        view = self.source.view
+        config = view.config
         if config is None:
             return ""
         bucket_min, bucket_max = config.histogramBuckets.min, config.histogramBuckets.max
         escape_help = _escape_value if openmetrics else _escape_help
         out: list[str] = []
         label_cache: dict[tuple[str, ...], str] = {}
-        for spec, labels, merged in self.pod_series():
+        for spec, labels, merged in self.pod_series(view):
             base = spec.name
             if spec.kind == "counter" and not base.endswith("_total"):
                 base += "_total"
@@ -383,35 +394,30 @@ class KpodCollector(PromCollector):
         return self._library_text(lambda: list(self.self_metrics()), openmetrics)
 
     def _head_key(self) -> tuple[object, ...]:
-        agent = self.agent
+        view = self.source.view
         # Config, pods and filters first: the cache's frame (see ExpositionCache).
-        return (agent.config, agent.index, agent.filters, *agent.snapshots.values(),
-                *(state.collector for state in agent.states.values()))
+        return (view.config, view.index, view.filters,
+                *(part for c in view.collectors.values() for part in (c.snapshot, c.specs, c.resolved)))
 
     def _tail_key(self) -> tuple[object, ...]:
-        agent = self.agent
-        # cycle_duration is a new float object at the end of every cycle:
-        # its identity marks the cycle whose durations and counters we show.
-        return (agent.cycle_duration, agent.reloads.success, agent.reloads.error,
-                agent.discovery_errors_total(), len(agent.states))
+        # Every published view is new: its self metrics are rendered once.
+        return (self.source.view,)
 
     def restart_metrics(self) -> Iterator[Metric]:
-        agent = self.agent
-        config = agent.config
-        if config is None or config.discovery.mode == "none":
+        view = self.source.view
+        config = view.config
+        if config is None or view.count_all:  # no pods, no containers
             return
         include = list(config.includeLabels)
         family = GaugeMetricFamily(
             "kpod_container_restarts", "Container restart count reported by Kubernetes.",
             labels=[*POD_LABELS, *(label_name(n) for n in include)])
-        for pod in agent.index.pods.values():
-            if not config.namespaces.allows(pod.namespace):
-                continue
-            if not config.pod_selector_for(pod.namespace).matches(dict(pod.labels)):
+        for pod in view.index.pods.values():
+            if not filters.pod_selected(config, pod.namespace, pod.labels):
                 continue
             for container in pod.containers:
                 family.add_metric(
-                    [pod.namespace, pod.name, container.name, agent.node_name,
+                    [pod.namespace, pod.name, container.name, view.node_name,
                      *(pod.labels.get(n, "") for n in include)],
                     float(container.restart_count))
         yield family
@@ -419,8 +425,8 @@ class KpodCollector(PromCollector):
     # ---- self-monitoring ------------------------------------------------
 
     def self_metrics(self) -> Iterator[Metric]:
-        agent = self.agent
-        config = agent.config
+        view = self.source.view
+        config = view.config
         info = dict(runtime_info.build_info())
         build = GaugeMetricFamily("kpod_build_info", "Build information (value 1).", labels=list(info))
         build.add_metric(list(info.values()), 1.0)
@@ -432,8 +438,8 @@ class KpodCollector(PromCollector):
 
         reloads = CounterMetricFamily("kpod_config_reloads_total", "Config documents applied or rejected.",
                                       labels=["result"])
-        reloads.add_metric(["success"], float(agent.reloads.success))
-        reloads.add_metric(["error"], float(agent.reloads.error))
+        reloads.add_metric(["success"], float(view.reloads_success))
+        reloads.add_metric(["error"], float(view.reloads_error))
         yield reloads
 
         wanted = list(config.node_collectors()) if config else []
@@ -456,41 +462,45 @@ class KpodCollector(PromCollector):
                                      labels=["map", "collector"])
         update_errors = CounterMetricFamily("kpod_bpf_map_update_errors_total",
                                             "BPF map updates refused (map full).", labels=["map", "collector"])
+        not_counted = GaugeMetricFamily("kpod_pods_not_counted",
+                                        "Pods the collector cannot count: its cgroup filter map is full "
+                                        "(raise maxCgroups).", labels=["collector"])
+        unknown = CounterMetricFamily("kpod_unknown_cgroup_events",
+                                      "What BPF counted for cgroup ids that are no counted pod's (in mode none: "
+                                      "cgroups gone before they were read), by the metric it was for: its "
+                                      "increments, or a histogram's observations. In no other series.",
+                                      labels=["collector", "metric"])
         for name in wanted:
-            state = agent.states.get(name)
-            collector = state.collector if state else None
-            attached.add_metric([name], 1.0 if collector is not None else 0.0)
-            if state is None:
-                continue
-            duration.add_metric([name], state.duration)
-            errors.add_metric([name], float(state.errors_total))
-            skipped.add_metric([name], float(state.skipped_total))
+            collector = view.collectors.get(name)
+            attached.add_metric([name], 1.0 if collector is not None and collector.attached else 0.0)
             if collector is None:
                 continue
+            duration.add_metric([name], collector.duration)
+            errors.add_metric([name], float(collector.errors_total))
+            skipped.add_metric([name], float(collector.skipped_total))
+            if not collector.attached:
+                continue
             cgroup_errors.add_metric([name], float(collector.cgroup_read_errors))
-            if agent.ctx is not None and name in agent.ctx.load_seconds:
-                load.add_metric([name], agent.ctx.load_seconds[name])
+            if collector.load_seconds is not None:
+                load.add_metric([name], collector.load_seconds)
             for map_name, (count, cap) in collector.map_stats.items():
                 entries.add_metric([map_name, name], float(count))
                 capacity.add_metric([map_name, name], float(cap))
             for map_name, count in collector.map_update_errors.items():
                 update_errors.add_metric([map_name, name], float(count))
-        yield from (attached, duration, errors, skipped, cgroup_errors, load, entries, capacity, update_errors)
-        not_counted = GaugeMetricFamily("kpod_pods_not_counted",
-                                        "Pods the collector cannot count: its cgroup filter map is full "
-                                        "(raise maxCgroups).", labels=["collector"])
-        for name in wanted:
-            state = agent.states.get(name)
-            if state is not None and state.collector is not None:
-                not_counted.add_metric([name], float(len(agent.uncounted.get(name, ()))))
-        yield not_counted
+            not_counted.add_metric([name], float(collector.pods_not_counted))
+            for spec in collector.specs:
+                if spec.map is not None and spec.per_pod or spec.name in collector.unknown_events:
+                    unknown.add_metric([name, spec.name], collector.unknown_events.get(spec.name, 0.0))
+        yield from (attached, duration, errors, skipped, cgroup_errors, load, entries, capacity, update_errors,
+                    not_counted, unknown)
 
         cycle = GaugeMetricFamily("kpod_collection_cycle_duration_seconds", "Duration of the last collection cycle.")
-        cycle.add_metric([], agent.cycle_duration)
+        cycle.add_metric([], view.cycle_duration)
         yield cycle
         pods = GaugeMetricFamily("kpod_discovery_pods", "Pods known to discovery on this node.")
-        pods.add_metric([], float(len(agent.index.pods)))
+        pods.add_metric([], float(len(view.index.pods)))
         yield pods
         derr = CounterMetricFamily("kpod_discovery_errors_total", "Failed discovery lists or watches.")
-        derr.add_metric([], float(agent.discovery_errors_total()))
+        derr.add_metric([], float(view.discovery_errors))
         yield derr

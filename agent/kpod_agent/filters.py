@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from kpod_agent.config import AgentConfig, distinct_allowlists
 from kpod_agent.pods import PodIndex
 
-__all__ = ["SyscallPolicies", "compute_filters", "syscall_policies"]
+__all__ = ["SyscallPolicies", "compute_filters", "counts_every_cgroup", "pod_selected", "syscall_policies"]
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,28 @@ def syscall_policies(config: AgentConfig) -> SyscallPolicies:
 Filters = Mapping[str, Mapping[int, int] | None]
 
 
-def compute_filters(config: AgentConfig, index: PodIndex, count_all: bool) -> dict[str, dict[int, int] | None]:
+def counts_every_cgroup(config: AgentConfig) -> bool:
+    """Without discovery (mode none) there are no pods to select: every
+    cgroup is counted, is its own series, and none has containers."""
+    return config.discovery.mode == "none"
+
+
+def pod_selected(config: AgentConfig, namespace: str, labels: Mapping[str, str]) -> bool:
+    """The namespace filter and the pod selector of the pod's namespace."""
+    return config.namespaces.allows(namespace) and config.pod_selector_for(namespace).matches(dict(labels))
+
+
+def compute_filters(config: AgentConfig, index: PodIndex) -> dict[str, dict[int, int] | None]:
     names = list(config.node_collectors())
-    if count_all:
+    if counts_every_cgroup(config):
         return {name: None for name in names}
     policies = syscall_policies(config)
     result: dict[str, dict[int, int] | None] = {name: {} for name in names}
     enabled_by_ns: dict[str, set[str]] = {}
     for cgid, entry in index.entries.items():
         namespace = entry.namespace
-        if not config.namespaces.allows(namespace):
-            continue
         pod = index.pods.get(entry.pod_uid)
-        labels = pod.labels if pod is not None else {}
-        if not config.pod_selector_for(namespace).matches(dict(labels)):
+        if not pod_selected(config, namespace, pod.labels if pod is not None else {}):
             continue
         enabled = enabled_by_ns.get(namespace)
         if enabled is None:

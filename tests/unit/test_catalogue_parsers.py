@@ -10,7 +10,7 @@ import pytest
 
 from kpod_agent.cgroups import CgroupLayout
 from kpod_agent.collectors import REGISTRY
-from kpod_agent.collectors.base import BpfCollector, CgroupTarget, CollectorContext, cgroup_pid, hierarchy_tops
+from kpod_agent.collectors.base import BpfCollector, CgroupTarget, CollectorContext, cgroup_pid
 from kpod_agent.collectors.disk_io import DiskIOCollector, device_name, parse_blkio, parse_io_stat
 from kpod_agent.collectors.filesystem import Mount, df_figures, parse_mountinfo, writable_mounts
 from kpod_agent.collectors.hardirqs import irq_name
@@ -19,6 +19,8 @@ from kpod_agent.collectors.memory_cgroup import MemoryCgroupCollector, memory_cg
 from kpod_agent.collectors.softirqs import vector_names
 from kpod_agent.collectors.tcpdrop import drop_reasons, record_struct
 from kpod_agent.config import COLLECTOR_NAMES, config_from_dict
+from kpod_agent.pods import CgroupEntry, PodIndex, PodInfo
+from kpod_agent.view import read_targets, top_cgroups
 
 KFREE_SKB_FORMAT = """name: kfree_skb
 ID: 1680
@@ -112,19 +114,25 @@ def test_irq_name_from_actions(tmp_path: Path) -> None:
 
 # ---- hierarchy -------------------------------------------------------------------
 
-def test_hierarchy_tops_keeps_pods_and_their_direct_children() -> None:
+def test_read_targets_are_pods_and_container_tops() -> None:
     pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podX.slice"
-    targets = [
-        CgroupTarget(1, pod),
-        CgroupTarget(2, f"{pod}/cri-containerd-a.scope"),
-        CgroupTarget(3, f"{pod}/cri-containerd-a.scope/nested"),
-        CgroupTarget(4, f"{pod}/cri-containerd-b.scope"),
-        CgroupTarget(5, "kubepods.slice/kubepods-podY.slice"),
-    ]
-    roots, children = hierarchy_tops(targets)
-    assert [t.cgroup_id for t in roots] == [1, 5]
-    assert [t.cgroup_id for t in children] == [2, 4]
-    assert hierarchy_tops([]) == ([], [])
+    other = "kubepods.slice/kubepods-podY.slice"
+    entries = {e.cgroup_id: e for e in (
+        CgroupEntry(1, pod, "ns", "x", "", "X"),
+        CgroupEntry(2, f"{pod}/cri-containerd-a.scope", "ns", "x", "a", "X"),
+        CgroupEntry(3, f"{pod}/cri-containerd-a.scope/nested", "ns", "x", "a", "X"),
+        CgroupEntry(4, f"{pod}/cri-containerd-b.scope", "ns", "x", "b", "X"),
+        CgroupEntry(6, f"{pod}/sandbox", "ns", "x", "", "X"),
+        CgroupEntry(5, other, "ns", "y", "", "Y"),
+    )}
+    pods = {uid: PodInfo(uid, "ns", uid.lower(), {}, None, ()) for uid in ("X", "Y")}
+    index = PodIndex(entries=entries, pods=pods, pod_paths={"X": pod, "Y": other})
+    tops = top_cgroups(index)
+    targets = read_targets(index, dict.fromkeys((1, 2, 3, 4, 6), 0), tops)
+    assert sorted((t.cgroup_id, t.role) for t in targets) == [(1, "pod"), (2, "container"), (4, "container")]
+    assert [t.cgroup_id for t in read_targets(index, {}, tops)] == []
+    # no filter (mode none): every cgroup, each its own series
+    assert {(t.cgroup_id, t.role) for t in read_targets(index, None, tops)} == {(c, "cgroup") for c in entries}
 
 
 def test_cgroup_pid_searches_below(tmp_path: Path) -> None:
@@ -174,7 +182,7 @@ def _v1_layout(tmp_path: Path, *controllers: str) -> CgroupLayout:
     return CgroupLayout(unified=unified, v1=v1)
 
 
-def test_disk_io_collector_reads_tops_only_and_survives_bad_files(tmp_path: Path) -> None:
+def test_disk_io_collector_reads_its_targets_and_survives_bad_files(tmp_path: Path) -> None:
     layout = _v1_layout(tmp_path, "blkio")
     pod = "kubepods/burstable/podX"
     for rel, written in ((pod, 300), (f"{pod}/c1", 200), (f"{pod}/c1/nested", 100)):
@@ -184,7 +192,7 @@ def test_disk_io_collector_reads_tops_only_and_survives_bad_files(tmp_path: Path
         (d / "blkio.throttle.io_serviced_recursive").write_text("7:0 Read 0\n7:0 Write 1\n")
     collector = DiskIOCollector(CollectorContext(layout=layout))
     collector.attach(config_from_dict({"discovery": {"mode": "kubelet"}}))
-    targets = [CgroupTarget(1, pod), CgroupTarget(2, f"{pod}/c1"), CgroupTarget(3, f"{pod}/c1/nested")]
+    targets = [CgroupTarget(1, pod, "pod"), CgroupTarget(2, f"{pod}/c1", "container")]
     snap = collector.collect(targets)
     written = snap.data["kpod_disk_written_bytes_total"]
     assert {cgid: v for (cgid, _), v in written.items()} == {1: 300.0, 2: 200.0}
@@ -193,7 +201,7 @@ def test_disk_io_collector_reads_tops_only_and_survives_bad_files(tmp_path: Path
     bad = layout.controller_dir(f"{pod}/c1", "blkio") / "blkio.throttle.io_service_bytes_recursive"
     bad.unlink()
     bad.mkdir()
-    snap = collector.collect(targets + [CgroupTarget(9, "kubepods/burstable/podGone")])
+    snap = collector.collect(targets + [CgroupTarget(9, "kubepods/burstable/podGone", "pod")])
     assert collector.cgroup_read_errors == 1
     assert {cgid for (cgid, _) in snap.data["kpod_disk_written_bytes_total"]} == {1}
 
@@ -228,7 +236,7 @@ def test_memory_cgroup_collector_counts_garbage_as_read_error(tmp_path: Path) ->
     (bad / "memory.usage_in_bytes").write_text("not a number\n")
     collector = MemoryCgroupCollector(CollectorContext(layout=layout))
     collector.attach(config_from_dict({"discovery": {"mode": "kubelet"}}))
-    snap = collector.collect([CgroupTarget(1, "podA"), CgroupTarget(2, "podB")])
+    snap = collector.collect([CgroupTarget(1, "podA", "pod"), CgroupTarget(2, "podB", "pod")])
     assert snap.data["kpod_mem_cgroup_usage_bytes"] == {(1, ()): 8.0}
     assert collector.cgroup_read_errors == 1
 
@@ -297,7 +305,7 @@ def _fake_node(tmp_path: Path) -> tuple[CollectorContext, Path]:
     return ctx, proc
 
 
-TARGETS = [CgroupTarget(1, "podX"), CgroupTarget(2, "podX/c1")]
+TARGETS = [CgroupTarget(1, "podX", "pod"), CgroupTarget(2, "podX/c1", "container")]
 
 
 def test_iface_collector_reads_pod_netns_once_and_skips_host(tmp_path: Path) -> None:

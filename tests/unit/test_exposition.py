@@ -62,7 +62,7 @@ def test_every_scraper_gets_the_same_bytes_until_the_next_cycle(exporter: KpodCo
     assert text.content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert text.body() == exporter.render_text()
 
-    exporter.agent.collect_due(force=True)  # new snapshots: new bytes
+    exporter.source.collect_due(force=True)  # new snapshots: new bytes
     after = exporter.exposition(PROMETHEUS_ACCEPT)
     assert after.parts[0] is not first.parts[0]
     assert after.body() == exporter.render_text(openmetrics=True) != first.body()
@@ -74,7 +74,7 @@ def test_gzip_is_the_same_document(exporter: KpodCollector) -> None:
     assert gzip.decompress(zipped.body()) == exporter.exposition(PROMETHEUS_ACCEPT).body()
     # Only the self metrics change (a rejected config): the compressed head is
     # reused, the stream is still one valid gzip member.
-    exporter.agent.reloads.error += 1
+    exporter.source.reject("test: a bad document")
     again = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
     assert again.parts[0] is zipped.parts[0] and again.parts[1] != zipped.parts[1]
     plain = gzip.decompress(again.body())
@@ -103,7 +103,7 @@ def test_gzip_follows_accept_encoding(header: str, wanted: bool) -> None:
 
 
 def test_with_a_collection_loop_scrapers_never_render_the_pod_series(exporter: KpodCollector) -> None:
-    agent = exporter.agent
+    agent = exporter.source
     exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
     exporter.prewarm()  # as the collection loop does after each cycle
     served = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
@@ -112,7 +112,7 @@ def test_with_a_collection_loop_scrapers_never_render_the_pod_series(exporter: K
     stale = exporter.exposition(PROMETHEUS_ACCEPT, gzip=True)
     assert stale.parts[0] is served.parts[0]
     # ...but self metrics as they are now.
-    agent.reloads.error += 1
+    agent.reject("test: a bad document")
     now = gzip.decompress(exporter.exposition(PROMETHEUS_ACCEPT, gzip=True).body())
     assert b'kpod_config_reloads_total{result="error"} 1.0' in now
     exporter.prewarm()
@@ -122,7 +122,7 @@ def test_with_a_collection_loop_scrapers_never_render_the_pod_series(exporter: K
 
 
 def test_a_new_pod_list_is_never_served_stale(exporter: KpodCollector) -> None:
-    agent = exporter.agent
+    agent = exporter.source
     exporter.exposition(PROMETHEUS_ACCEPT)
     exporter.prewarm()
     assert b'pod="pod-29"' in exporter.exposition(PROMETHEUS_ACCEPT).body()

@@ -1,8 +1,8 @@
 """What every collector is: metric specs, attach/detach, filters, a snapshot.
 
 A collector reads raw values keyed by cgroup id; the exporter turns them into
-per-pod series with the pod index current at scrape time, so a deleted pod's
-series go as soon as discovery drops it.
+per-pod series with the pod index of the agent's latest view, so a deleted
+pod's series go as soon as discovery drops it.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -46,11 +46,27 @@ def add_into(series: dict[Any, float | Hist], key: Any, value: float | Hist) -> 
         series[key] = float(old) + float(value)  # type: ignore[arg-type]
 
 
+# A label decoder: the raw key field -> the label value (ebpf_exporter's decoders).
+Decoder = Callable[[int], str]
+# MetricSpec.value: the number of observations of a kpod_hist value.
+OBSERVATIONS = "#observations"
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One exposed metric: its Prometheus name (with _total for counters),
     help, kind, the labels after namespace/pod/container/node, and for
-    histograms and durations the unit of the raw values in seconds."""
+    histograms and durations the unit of the raw values in seconds.
+
+    A spec that names its BPF `map` is read by `BpfCollector.collect` with
+    no code of the collector's own, as ebpf_exporter's config does: `key`
+    names the map key's fields in order ("cgid", the cgroup id, first for
+    per-pod series; a scalar key has one name), the others become `labels`
+    in order, each through its decoder (`str` of the number by default);
+    `value` is the value struct's field (None: the value itself, a u64 or a
+    kpod_hist; OBSERVATIONS: a kpod_hist's observation count).
+    `skip_zero` leaves out entries that never counted (array maps have
+    every index)."""
 
     name: str
     help: str
@@ -58,6 +74,31 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     unit_seconds: float = 1.0
     per_pod: bool = True
+    map: str | None = None
+    key: tuple[str, ...] = ("cgid",)
+    value: str | None = None
+    decoders: Mapping[str, Decoder] = field(default_factory=dict, hash=False)
+    skip_zero: bool = False
+
+    def decode(self, key: Any, value: Any) -> tuple[int, tuple[str, ...], float | Hist] | None:
+        """(cgroup id, label values, value) of one map entry; cgroup id 0 for node-level series."""
+        if len(self.key) == 1 and not hasattr(key, self.key[0]):
+            fields = {self.key[0]: as_int(key)}
+        else:
+            fields = {name: int(getattr(key, name)) for name in self.key}
+        raw = value if self.value in (None, OBSERVATIONS) else getattr(value, self.value)  # type: ignore[arg-type]
+        sample: float | Hist
+        if self.kind == "histogram":
+            sample = hist_from(raw)
+        elif self.value == OBSERVATIONS:
+            sample = float(sum(int(x) for x in raw.slots))
+        else:
+            sample = float(as_int(raw))
+        if self.skip_zero and not (any(sample.slots) if isinstance(sample, Hist) else sample):
+            return None
+        names = [n for n in self.key if n != "cgid"]
+        labels = tuple(self.decoders.get(label, str)(fields[n]) for label, n in zip(self.labels, names, strict=True))
+        return fields.get("cgid", 0), labels, sample
 
 
 @dataclass
@@ -74,12 +115,19 @@ class Snapshot:
         return {cgid for series in self.data.values() for cgid, _ in series}
 
 
+TargetRole = Literal["pod", "container", "cgroup"]
+
+
 @dataclass(frozen=True)
 class CgroupTarget:
-    """A cgroup the collector reads files of: its id and relative path."""
+    """A cgroup the collector reads files of: its id, relative path, and
+    what its series stand for: a pod's own cgroup, a container's top one,
+    or (mode none) a cgroup that is its own series and is read for every
+    kind of series."""
 
     cgroup_id: int
     relpath: str
+    role: TargetRole
 
 
 @dataclass
@@ -143,20 +191,45 @@ class Collector(ABC):
 
 class BpfCollector(Collector):
     """A collector backed by one BCC program (one BPF() object), from
-    bpf/<source>. Programs with TRACEPOINT_PROBE attach at load."""
+    bpf/<source>. Programs with TRACEPOINT_PROBE attach at load.
+
+    Specs that name a map are read by `collect` alone; a collector with
+    other sources adds them in its own collect()."""
 
     source: ClassVar[str]
-    # Map name -> whether keys start with a u64 cgroup id (read with batch ops).
+    # Maps whose keys start with a u64 cgroup id: those of the per-pod
+    # specs unless a collector says otherwise.
     cgroup_maps: ClassVar[tuple[str, ...]] = ()
     # Maps whose refused updates the BPF side counts (kpod_map_full(KPOD_ERR_<map>))
     # besides cgroup_maps; each gets a slot of kpod_map_errors.
     error_maps: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "cgroup_maps" not in cls.__dict__ and "specs" in cls.__dict__:
+            cls.cgroup_maps = tuple(dict.fromkeys(s.map for s in cls.specs if s.map and s.per_pod))
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.bpf: Any = None
         self._allowed: dict[int, int] = {}
         self._filter_on: bool | None = None
+
+    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        """Every spec that names a map, one pass over each map."""
+        snap = Snapshot()
+        by_map: dict[str, list[MetricSpec]] = {}
+        for spec in self.specs:
+            if spec.map is not None:
+                by_map.setdefault(spec.map, []).append(spec)
+        for map_name, specs in by_map.items():
+            for key, value in self.read_map(map_name):
+                for spec in specs:
+                    sample = spec.decode(key, value)
+                    if sample is not None:
+                        cgid, labels, decoded = sample
+                        snap.add(spec.name, cgid, decoded, labels)
+        return snap
 
     def cflags(self, config: AgentConfig) -> list[str]:
         return [f"-DKPOD_MAX_CGROUPS={self.ctx.max_cgroups}",
@@ -272,6 +345,23 @@ class BpfCollector(Collector):
         self.map_update_errors[map_name] = refused
 
 
+class NodeBpfCollector(BpfCollector):
+    """A node-level BPF collector: what it counts belongs to devices and
+    serves many pods at once (interrupts, softirqs), so it has no cgroup
+    filter and no per-cgroup state; its series carry only node labels."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if any(spec.per_pod for spec in cls.__dict__.get("specs", ())):
+            raise TypeError(f"{cls.__name__}: a node-level collector has no per-pod specs")
+
+    def set_filter(self, allowed: Mapping[int, int] | None) -> None:
+        pass
+
+    def forget(self, cgroup_ids: set[int]) -> None:
+        pass
+
+
 # Slots of kpod_map_errors (KPOD_ERR_SLOTS in kpod_common.h).
 ERR_SLOTS = 16
 
@@ -328,58 +418,16 @@ def read_flat_keyed(path: Path) -> dict[str, int]:
 
 
 class CgroupFileCollector(Collector):
-    """A collector that reads per-cgroup files. Without discovery every
-    cgroup is its own series and is read; with it, only the cgroups that
-    make the pod's and its containers' series (`chosen`), since stat files
-    are hierarchical."""
+    """A collector that reads per-cgroup files of the targets it is given
+    (see `view.read_targets`): pods' and containers' top cgroups, or with no
+    discovery every cgroup."""
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.each_cgroup = False
-
-    def attach(self, config: AgentConfig) -> None:
-        self.each_cgroup = config.discovery.mode == "none"
-        super().attach(config)
-
-    def reconfigure(self, config: AgentConfig) -> bool:
-        self.each_cgroup = config.discovery.mode == "none"
-        return True
-
-    def chosen(self, targets: Iterable[CgroupTarget],
+    @staticmethod
+    def chosen(targets: Iterable[CgroupTarget],
                which: Literal["pods and containers", "pods", "containers"] = "pods and containers",
                ) -> list[CgroupTarget]:
-        if self.each_cgroup:
-            return list(targets)
-        roots, children = hierarchy_tops(targets)
-        if which == "pods":
-            return roots
-        if which == "containers":
-            return children
-        return roots + children
-
-
-def hierarchy_tops(targets: Iterable[CgroupTarget]) -> tuple[list[CgroupTarget], list[CgroupTarget]]:
-    """(roots, children): targets with no ancestor among the targets (pod
-    cgroups), and targets directly below a root (containers).
-
-    Stat files of cgroups are hierarchical: reading these and nothing deeper
-    counts every task once per series (a container's nested cgroups are in
-    its top one)."""
-    targets = list(targets)
-    paths = {t.relpath for t in targets}
-
-    def has_ancestor(rel: str) -> bool:
-        while rel:
-            rel = rel.rpartition("/")[0]
-            if rel in paths:
-                return True
-        return False
-
-    roots = [t for t in targets if not has_ancestor(t.relpath)]
-    root_paths = {t.relpath for t in roots}
-    children = [t for t in targets if t.relpath and t.relpath not in root_paths
-                and t.relpath.rpartition("/")[0] in root_paths]
-    return roots, children
+        roles = {"pods and containers": ("pod", "container"), "pods": ("pod",), "containers": ("container",)}[which]
+        return [t for t in targets if t.role == "cgroup" or t.role in roles]
 
 
 def cgroup_pid(directory: Path, max_dirs: int = 64) -> int | None:

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kpod_agent.collectors.base import (
-    BpfCollector,
-    as_int,
-    CgroupTarget,
-    MetricSpec,
-    Snapshot,
-    hist_from,
-    read_flat_keyed,
-)
+from kpod_agent.collectors.base import BpfCollector, CgroupTarget, MetricSpec, Snapshot, read_flat_keyed
 
 
 class CpuCollector(BpfCollector):
     name = "cpu"
     source = "cpu.c"
-    cgroup_maps = ("runq_latency", "context_switches")
     specs = (
         MetricSpec("kpod_cpu_runqueue_latency_seconds",
                    "Time tasks waited runnable in the run queue before running.",
-                   "histogram", unit_seconds=1e-9),
+                   "histogram", unit_seconds=1e-9, map="runq_latency"),
         MetricSpec("kpod_cpu_context_switches_total",
-                   "Times a task of the cgroup was switched out of a CPU.", "counter"),
+                   "Times a task of the cgroup was switched out of a CPU.", "counter", map="context_switches"),
         MetricSpec("kpod_cpu_throttled_seconds_total",
                    "Time the cgroup was throttled by its CPU quota (cpu.stat).", "counter"),
         MetricSpec("kpod_cpu_throttled_periods_total",
@@ -32,11 +23,8 @@ class CpuCollector(BpfCollector):
     )
 
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
-        snap = Snapshot()
-        for key, value in self.read_map("runq_latency"):
-            snap.add("kpod_cpu_runqueue_latency_seconds", as_int(key), hist_from(value))
-        for key, value in self.read_map("context_switches"):
-            snap.add("kpod_cpu_context_switches_total", as_int(key), float(as_int(value)))
+        # The maps are the specs'; throttling is in cgroup files, no map.
+        snap = super().collect(targets)
         for target in targets:
             try:
                 stat = read_flat_keyed(self.ctx.layout.controller_dir(target.relpath, "cpu") / "cpu.stat")

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
-    CollectorContext,
-    CgroupTarget,
     CgroupFileCollector,
+    CgroupTarget,
+    CollectorContext,
     MetricSpec,
     Snapshot,
     cgroup_pid,

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
-    CgroupTarget,
     CgroupFileCollector,
+    CgroupTarget,
     MetricSpec,
     Snapshot,
     cgroup_pid,

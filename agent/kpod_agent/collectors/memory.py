@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kpod_agent.collectors.base import (
-    BpfCollector,
-    as_int,
-    CgroupTarget,
-    MetricSpec,
-    Snapshot,
-    read_flat_keyed,
-)
+from kpod_agent.collectors.base import BpfCollector, CgroupTarget, MetricSpec, Snapshot, read_flat_keyed
 
 
 def memory_figures(stat: dict[str, int], usage: int | None) -> dict[str, int]:
@@ -46,9 +39,9 @@ def read_memory_usage(directory) -> int | None:  # type: ignore[no-untyped-def]
 class MemoryCollector(BpfCollector):
     name = "memory"
     source = "memory.c"
-    cgroup_maps = ("oom_kills",)
     specs = (
-        MetricSpec("kpod_mem_oom_kills_total", "Processes of the cgroup killed by the OOM killer.", "counter"),
+        MetricSpec("kpod_mem_oom_kills_total", "Processes of the cgroup killed by the OOM killer.", "counter",
+                   map="oom_kills"),
         MetricSpec("kpod_mem_major_page_faults_total", "Major page faults (memory.stat pgmajfault).", "counter"),
         MetricSpec("kpod_mem_rss_bytes", "Anonymous memory (memory.stat rss/anon).", "gauge"),
         MetricSpec("kpod_mem_working_set_bytes", "Usage minus inactive file pages, as the kubelet evicts on.", "gauge"),
@@ -56,9 +49,8 @@ class MemoryCollector(BpfCollector):
     )
 
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
-        snap = Snapshot()
-        for key, value in self.read_map("oom_kills"):
-            snap.add("kpod_mem_oom_kills_total", as_int(key), float(as_int(value)))
+        # OOM kills are the spec's map; the rest is in memory.stat, no map.
+        snap = super().collect(targets)
         for target in targets:
             directory = self.ctx.layout.controller_dir(target.relpath, "memory")
             try:

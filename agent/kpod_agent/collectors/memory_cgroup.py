@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kpod_agent.collectors.base import (
-    CgroupTarget,
     CgroupFileCollector,
+    CgroupTarget,
     MetricSpec,
     Snapshot,
     read_flat_keyed,

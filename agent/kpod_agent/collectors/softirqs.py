@@ -3,11 +3,12 @@ The `vec` label is the vector's name in lower case (``net_rx``), as the
 running kernel's tracepoint format names it."""
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
-from kpod_agent.collectors.base import CollectorContext, BpfCollector, CgroupTarget, MetricSpec, Snapshot, as_int, hist_from
+from kpod_agent.collectors.base import MetricSpec, NodeBpfCollector
 
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 # include/linux/interrupt.h, for kernels whose format file cannot be read.
@@ -31,30 +32,20 @@ def read_vector_names(tracefs_roots: Iterable[str] = TRACEFS_ROOTS) -> dict[int,
     return dict(enumerate(DEFAULT_VECTORS))
 
 
-class SoftirqsCollector(BpfCollector):
+@functools.cache
+def _running_kernel_vectors() -> dict[int, str]:
+    return read_vector_names()
+
+
+def vector_name(vec: int) -> str:
+    return _running_kernel_vectors().get(vec, str(vec))
+
+
+class SoftirqsCollector(NodeBpfCollector):
     name = "softirqs"
     source = "softirqs.c"
     specs = (
         MetricSpec("kpod_irq_sw_latency_seconds", "Time spent running softirq handlers, per vector.",
-                   "histogram", labels=("vec",), unit_seconds=1e-9, per_pod=False),
+                   "histogram", labels=("vec",), unit_seconds=1e-9, per_pod=False,
+                   map="softirq_latency", key=("vec",), decoders={"vec": vector_name}, skip_zero=True),
     )
-
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.vectors = read_vector_names()
-
-    def set_filter(self, allowed: Mapping[int, int] | None) -> None:
-        """Node-level: a softirq serves many pods at once."""
-
-    def forget(self, cgroup_ids: set[int]) -> None:
-        pass
-
-    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
-        snap = Snapshot()
-        for key, value in self.read_map("softirq_latency"):
-            hist = hist_from(value)
-            if not any(hist.slots):
-                continue
-            vec = as_int(key)
-            snap.add("kpod_irq_sw_latency_seconds", 0, hist, (self.vectors.get(vec, str(vec)),))
-        return snap

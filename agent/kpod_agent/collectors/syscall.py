@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -26,12 +27,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from kpod_agent import bpfload, filters
 from kpod_agent.collectors.base import (
     BpfCollector,
-    as_int,
     CgroupTarget,
     CollectorError,
     Hist,
     MetricSpec,
     Snapshot,
+    as_int,
     delete_keys,
     hist_from,
 )
@@ -41,6 +42,20 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 30.0
 NR_WORDS = 8  # 512 syscall numbers per policy, as in syscall.c
+
+
+def syscall_name(nr: int) -> str:
+    """Label decoder: syscall number -> its name on this architecture."""
+    return _names().get(nr, str(nr))
+
+
+@functools.cache
+def _names() -> dict[int, str]:
+    return {nr: name for name, nr in syscall_numbers().items()}
+
+
+def errno_name(err: int) -> str:
+    return errno.errorcode.get(err, f"E{err}")
 
 
 class TracepointCloser:
@@ -134,20 +149,21 @@ def _raise_fd_limit() -> None:
 class SyscallCollector(BpfCollector):
     name = "syscall"
     source = "syscall.c"
-    error_maps = ("syscall_stats", "syscall_errors")
     specs = (
         MetricSpec("kpod_syscall_count_total", "Completed calls of an allowlisted syscall.", "counter",
-                   labels=("syscall",)),
+                   labels=("syscall",), map="syscall_stats", key=("cgid", "nr"), value="count",
+                   decoders={"syscall": syscall_name}),
         MetricSpec("kpod_syscall_errors_total", "Calls of an allowlisted syscall that returned an error.",
-                   "counter", labels=("syscall", "errno")),
+                   "counter", labels=("syscall", "errno"), map="syscall_errors", key=("cgid", "nr", "err"),
+                   decoders={"syscall": syscall_name, "errno": errno_name}),
         MetricSpec("kpod_syscall_latency_seconds", "Time from syscall entry to exit.", "histogram",
-                   labels=("syscall",), unit_seconds=1e-9),
+                   labels=("syscall",), unit_seconds=1e-9, map="syscall_stats", key=("cgid", "nr"),
+                   value="latency", decoders={"syscall": syscall_name}),
     )
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self.numbers = syscall_numbers()
-        self.names = {nr: name for name, nr in self.numbers.items()}
         self.attached_syscalls: set[str] = set()
         self.unavailable: dict[str, str] = {}
         self._bits: dict[int, int] = {}
@@ -326,22 +342,19 @@ class SyscallCollector(BpfCollector):
             delete_keys(table, [k for k in table.keys() if k.cgid in cgroup_ids])
 
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        # The maps are read by the specs; what is the syscall collector's own:
+        # counts of entries restarted by a policy change (_carry) are added
+        # back, and the latency histogram exists only while the enter probes
+        # are attached (without them it would claim zero observations).
         self._sweep_threads()
-        snap = Snapshot()
-        for key, value in self.read_map("syscall_stats"):
-            name = self.names.get(key.nr, str(key.nr))
-            snap.add("kpod_syscall_count_total", key.cgid, float(value.count), (name,))
-            if self.latency:  # without sys_enter the histogram would claim zero observations
-                snap.add("kpod_syscall_latency_seconds", key.cgid, hist_from(value.latency), (name,))
+        snap = super().collect(targets)
+        if not self.latency:
+            snap.data.pop("kpod_syscall_latency_seconds", None)
         for (cgid, nr), (count, hist) in self._carry.items():
-            name = self.names.get(nr, str(nr))
+            name = syscall_name(nr)
             snap.add("kpod_syscall_count_total", cgid, count, (name,))
             if self.latency and hist.slots:
                 snap.add("kpod_syscall_latency_seconds", cgid, hist, (name,))
-        for key, value in self.read_map("syscall_errors"):
-            name = self.names.get(key.nr, str(key.nr))
-            errname = errno.errorcode.get(key.err, f"E{key.err}")
-            snap.add("kpod_syscall_errors_total", key.cgid, float(as_int(value)), (name, errname))
         return snap
 
 

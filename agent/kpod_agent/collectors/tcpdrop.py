@@ -6,14 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from kpod_agent.collectors.base import (
-    BpfCollector,
-    CgroupTarget,
-    CollectorError,
-    MetricSpec,
-    Snapshot,
-    as_int,
-)
+from kpod_agent.collectors.base import BpfCollector, CollectorError, MetricSpec
 from kpod_agent.config import AgentConfig
 
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -84,10 +77,10 @@ def read_drop_reasons(tracefs_roots: Iterable[str] = TRACEFS_ROOTS) -> dict[str,
 class TcpdropCollector(BpfCollector):
     name = "tcpdrop"
     source = "tcpdrop.c"
-    cgroup_maps = ("tcp_drops",)
     specs = (
         MetricSpec("kpod_net_tcp_drops_total",
-                   "TCP packets the kernel dropped that were for one of the cgroup's sockets.", "counter"),
+                   "TCP packets the kernel dropped that were for one of the cgroup's sockets.", "counter",
+                   map="tcp_drops"),
     )
 
     def bpf_text(self, config: AgentConfig) -> str:
@@ -109,9 +102,3 @@ class TcpdropCollector(BpfCollector):
         if "NO_SOCKET" not in reasons:
             raise CollectorError("skb:kfree_skb has no drop reasons on this kernel (needs Linux >= 5.17)")
         return super().cflags(config) + [f"-DKPOD_DROP_NO_SOCKET={reasons['NO_SOCKET']}"]
-
-    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
-        snap = Snapshot()
-        for key, value in self.read_map("tcp_drops"):
-            snap.add("kpod_net_tcp_drops_total", as_int(key), float(as_int(value)))
-        return snap
