@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 from bench.common import build, require_root, table
 
 GETPPID, GETUID = 110, 102
@@ -105,7 +104,8 @@ def _timed(fn: Callable[[], object]) -> float:
 # ---- agent RSS -------------------------------------------------------------------
 
 def agent_rss(tmp: Path) -> None:
-    from bench.bench_agent import agent_rss as profile_rss, baseline_rss
+    from bench.bench_agent import agent_rss as profile_rss
+    from bench.bench_agent import baseline_rss
 
     rss, ready = profile_rss("comprehensive", tmp)
     bare = baseline_rss()

@@ -16,6 +16,8 @@ from bench.common import ROOT, table
 
 AGENT, OPERATOR = "kpod-agent:dev", "kpod-operator:dev"
 TARGETS = {AGENT: 400e6, OPERATOR: 200e6}
+SITE = "/opt/kpod/lib/python3*/site-packages"
+AIOHTTP_STACK = " ".join(f"{SITE}/{name}" for name in ("aiohttp*", "multidict", "yarl", "propcache", "frozenlist"))
 # Parts of an image, as shell globs inside it (du -cb sums them).
 PARTS = {
     AGENT: [
@@ -23,17 +25,19 @@ PARTS = {
         ("clang (libclang-cpp, for bcc)", "/usr/lib/x86_64-linux-gnu/libclang-cpp*"),
         ("z3 (LLVM's dependency)", "/usr/lib/x86_64-linux-gnu/libz3*"),
         ("bcc (libbcc, python3-bpfcc)", "/usr/lib/x86_64-linux-gnu/libbcc* /usr/lib/python3/dist-packages/bcc"),
-        ("Python 3.13 (stdlib, libpython)", "/usr/lib/python3.13 /usr/lib/x86_64-linux-gnu/libpython3* /usr/bin/python3.13"),
+        ("Python 3.13 (stdlib, libpython)",
+         "/usr/lib/python3.13 /usr/lib/x86_64-linux-gnu/libpython3* /usr/bin/python3.13"),
         ("venv: kubernetes client", "/opt/kpod/lib/python3*/site-packages/kubernetes"),
-        ("venv: kubernetes' aiohttp stack", "/opt/kpod/lib/python3*/site-packages/aiohttp* /opt/kpod/lib/python3*/site-packages/multidict /opt/kpod/lib/python3*/site-packages/yarl /opt/kpod/lib/python3*/site-packages/propcache /opt/kpod/lib/python3*/site-packages/frozenlist"),
+        ("venv: kubernetes' aiohttp stack", AIOHTTP_STACK),
         ("venv: pydantic", "/opt/kpod/lib/python3*/site-packages/pydantic*"),
         ("venv: kpod-metrics", "/opt/kpod/lib/python3*/site-packages/kpod_* /usr/share/kpod"),
         ("venv: everything", "/opt/kpod"),
     ],
     OPERATOR: [
-        ("Python 3.13 (stdlib, libpython)", "/usr/lib/python3.13 /usr/lib/x86_64-linux-gnu/libpython3* /usr/bin/python3.13"),
+        ("Python 3.13 (stdlib, libpython)",
+         "/usr/lib/python3.13 /usr/lib/x86_64-linux-gnu/libpython3* /usr/bin/python3.13"),
         ("venv: kubernetes client", "/opt/kpod/lib/python3*/site-packages/kubernetes"),
-        ("venv: aiohttp stack (kopf)", "/opt/kpod/lib/python3*/site-packages/aiohttp* /opt/kpod/lib/python3*/site-packages/multidict /opt/kpod/lib/python3*/site-packages/yarl /opt/kpod/lib/python3*/site-packages/propcache /opt/kpod/lib/python3*/site-packages/frozenlist"),
+        ("venv: aiohttp stack (kopf)", AIOHTTP_STACK),
         ("venv: kopf", "/opt/kpod/lib/python3*/site-packages/kopf"),
         ("venv: pydantic", "/opt/kpod/lib/python3*/site-packages/pydantic*"),
         ("venv: everything", "/opt/kpod"),

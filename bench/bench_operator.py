@@ -59,7 +59,8 @@ def _pct(values: list[float], q: float) -> float:
 def _override(i: int) -> dict:
     return {"apiVersion": "kpod.io/v1alpha1", "kind": "KpodMetricsProfile",
             "metadata": {"name": "team", "namespace": f"team-{i}"},
-            "spec": {"profile": "comprehensive" if i % 2 else "minimal", "syscalls": ["read", f"{SYSCALL_SETS[i % 2][-1]}"]}}
+            "spec": {"profile": "comprehensive" if i % 2 else "minimal",
+                     "syscalls": ["read", f"{SYSCALL_SETS[i % 2][-1]}"]}}
 
 
 @contextlib.contextmanager
@@ -134,7 +135,8 @@ def main() -> None:
     if args.overrides:
         overrides_table([int(x) for x in args.overrides.split(",")], max(5, args.edits // 4))
         return
-    logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.WARNING, format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.WARNING,
+                        format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.INFO if "--debug" in sys.argv else logging.WARNING)
     with _fleet_with_operator() as kube:
         _wait_generation(kube, 1)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import require_root, rss_mb, table
-from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 from tests.support.kernel_node import KernelNode
+from tests.support.running_agent import RunningAgent, loaded_prog_ids, prog_ids_of
 
 
 def main() -> None:
@@ -60,7 +60,8 @@ def main() -> None:
         rows = [("change", "median ms", "vs floor")]
         floor = statistics.median(noop)
         for name, samples in (("nothing (floor)", noop), ("filter only", filt), ("attach a collector", attach)):
-            rows.append((name, f"{statistics.median(samples) * 1000:.0f}", f"{statistics.median(samples) / floor:.2f}x"))
+            median = statistics.median(samples)
+            rows.append((name, f"{median * 1000:.0f}", f"{median / floor:.2f}x"))
         table(f"Reload latency, file write -> /config, median of {args.samples}", rows)
         print("\nThe floor includes the file poll (50 ms period).")
         filt_only = statistics.median(filt) - floor

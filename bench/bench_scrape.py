@@ -42,11 +42,11 @@ GOALS = {"one scrape (s)": 0.2, "parallel p99 (s)": 1.0, "RSS growth (MB)": 50.0
 
 def serve(mode: str, pods: int) -> None:
     """Child: the fake agent behind the real server until stdin closes."""
+    from prometheus_client import CollectorRegistry
+
     from kpod_agent import main
     from kpod_agent.exporter import KpodCollector
     from kpod_agent.server import AgentHTTPServer
-    from prometheus_client import CollectorRegistry
-
     from tests.support.fake_pods import fake_agent
 
     agent = fake_agent(pods)

@@ -84,8 +84,9 @@ ROWS: tuple[Row, ...] = (
         p99("TCP connect latency p99", "kpod_net_tcp_connection_latency_seconds"),
     )),
     Row("Memory events", "memory", (
-        Panel("OOM kills", ((f"sum by (namespace, pod, container) (increase(kpod_mem_oom_kills_total{{{POD}}}[{RATE}]))",
-                             POD_LEGEND + " {{container}}"),), "short"),
+        Panel("OOM kills",
+              ((f"sum by (namespace, pod, container) (increase(kpod_mem_oom_kills_total{{{POD}}}[{RATE}]))",
+                POD_LEGEND + " {{container}}"),), "short"),
         rates("Major page faults", "kpod_mem_major_page_faults_total"),
         gauges("RSS", "kpod_mem_rss_bytes"),
         gauges("Working set", "kpod_mem_working_set_bytes"),

@@ -88,7 +88,8 @@ def check_pod_labels(node: str, samples: Iterable[Sample]) -> list[str]:
         if missing:
             problems.append(f"{node}: {s.name}{dict(s.labels)} lacks {', '.join(missing)}")
         elif s.labels["node"] != node:
-            problems.append(f"{node}: {s.name} of {s.labels['namespace']}/{s.labels['pod']} says node={s.labels['node']}")
+            where = f"{s.labels['namespace']}/{s.labels['pod']}"
+            problems.append(f"{node}: {s.name} of {where} says node={s.labels['node']}")
     return problems
 
 
@@ -108,7 +109,8 @@ def check_expectations(
         for pod, node in sorted(pods.items()):
             want = {"namespace": exp.namespace, "pod": pod, **exp.labels}
             where = {
-                agent: [s for s in samples if s.name == exp.metric and all(s.labels.get(k) == v for k, v in want.items())]
+                agent: [s for s in samples
+                        if s.name == exp.metric and all(s.labels.get(k) == v for k, v in want.items())]
                 for agent, samples in scrapes.items()
             }
             found = where.get(node, [])
@@ -117,10 +119,12 @@ def check_expectations(
             elif not found:
                 problems.append(f"{exp.namespace}/{pod}: no {exp.metric}{exp.labels or ''} in the agent of {node}")
             elif (total := sum(s.value for s in found)) <= exp.min_value:
-                problems.append(f"{exp.namespace}/{pod}: {exp.metric}{exp.labels or ''} = {total}, want > {exp.min_value}")
+                problems.append(f"{exp.namespace}/{pod}: {exp.metric}{exp.labels or ''} = {total}, "
+                                f"want > {exp.min_value}")
             strays = sorted(agent for agent, hits in where.items() if hits and agent != node)
             if strays:
-                problems.append(f"{exp.namespace}/{pod} runs on {node} but {exp.metric} also comes from {', '.join(strays)}")
+                problems.append(f"{exp.namespace}/{pod} runs on {node} but {exp.metric} "
+                                f"also comes from {', '.join(strays)}")
     return problems
 
 
@@ -185,7 +189,7 @@ def check_same_pods(before: Mapping, after: Mapping) -> list[str]:
     if set(old) != set(new):
         problems.append(f"agent pods were replaced: {sorted(p['name'] for p in old.values())} -> "
                         f"{sorted(p['name'] for p in new.values())}")
-    for uid, state in sorted(new.items()):
+    for _uid, state in sorted(new.items()):
         if state["restarts"]:
             problems.append(f"{state['name']} restarted {state['restarts']} times")
     return problems

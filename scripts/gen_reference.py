@@ -191,10 +191,10 @@ def render_endpoints() -> str:
 
 def metric_rows() -> list[tuple[str, str, str, str, str]]:
     """(name, type, labels, source, help) of every family the agent can expose."""
-    from kpod_agent.agent import Agent
     from kpod_agent.collectors import REGISTRY
     from kpod_agent.config import config_from_dict
     from kpod_agent.exporter import KpodCollector
+    from kpod_agent.view import CollectionView
 
     rows = []
     for key, cls in REGISTRY.items():
@@ -203,9 +203,10 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
             rows.append((spec.name, spec.kind, ", ".join(labels), f"collector `{key}`", spec.help))
     # The agent's own families, as its exporter writes them (an agent with a
     # pod source, so the conditional ones are there too).
-    agent = Agent(node_name="node")
-    agent.config = config_from_dict({"discovery": {"mode": "kubelet"}})
-    exporter = KpodCollector(agent)
+    class Source:  # the exporter reads only a view: one of an agent with a pod source
+        view = CollectionView(node_name="node", config=config_from_dict({"discovery": {"mode": "kubelet"}}))
+
+    exporter = KpodCollector(Source())
     for family in [*exporter.self_metrics(), *exporter.restart_metrics()]:
         name = family.name + ("_total" if family.type == "counter" else "")
         labels = ", ".join(getattr(family, "_labelnames", ()))

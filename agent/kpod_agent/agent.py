@@ -57,7 +57,9 @@ class Agent:
     node_name: str
     collector_classes: dict[str, type[Collector]] = field(default_factory=lambda: dict(REGISTRY))
     # Made from the applied config: a test passes one pointing at a fake API.
-    discovery_factory: Callable[[AgentConfig, cgroups.CgroupResolver, Callable[[PodIndex], None]], Discovery] | None = None
+    discovery_factory: (
+        Callable[[AgentConfig, cgroups.CgroupResolver, Callable[[PodIndex], None]], Discovery] | None
+    ) = None
     # Capacity of every per-cgroup BPF map, over the config's maxCgroups;
     # small in tests that fill them.
     max_cgroups: int | None = None

@@ -347,7 +347,8 @@ class CgroupResolver:
 
     def _walk(self, rel: str) -> Iterator[tuple[str, int, str]]:
         """(relpath, id, name of the first-level child it is under) for every directory below `rel`."""
-        stack: list[tuple[str, str]] = [(_join(rel, name), name) for name in self._subdirs(self.layout.unified_dir(rel))]
+        first_level = self._subdirs(self.layout.unified_dir(rel))
+        stack: list[tuple[str, str]] = [(_join(rel, name), name) for name in first_level]
         while stack:
             child_rel, top = stack.pop()
             try:
@@ -365,8 +366,11 @@ class CgroupResolver:
             raise CgroupError(f"cgroup2 mount {self.layout.unified} is gone: {exc}") from exc
         for child_rel, child_id, _ in self._walk(""):
             if len(paths) >= self.max_host_cgroups:
-                log.warning("more than %d cgroups under %s: the rest are not indexed",
-                            self.max_host_cgroups, self.layout.unified)
+                log.warning(
+                    "more than %d cgroups under %s: the rest are not indexed",
+                    self.max_host_cgroups,
+                    self.layout.unified,
+                )
                 break
             paths[child_id] = child_rel
         self._host_paths = paths

@@ -202,7 +202,7 @@ class LabelSelectorRequirement(_Strict):
     values: list[str] = Field(default_factory=list, description="Label values for In and NotIn.")
 
     @model_validator(mode="after")
-    def _values_fit_operator(self) -> "LabelSelectorRequirement":
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
         if self.operator in ("In", "NotIn") and not self.values:
             raise ValueError(f"operator {self.operator} needs a non-empty values list")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
@@ -327,7 +327,7 @@ class HistogramBuckets(_Strict):
     max: Duration = Field(default=16.0, description="Highest finite bucket bound exposed, e.g. 16s; above min.")
 
     @model_validator(mode="after")
-    def _min_below_max(self) -> "HistogramBuckets":
+    def _min_below_max(self) -> HistogramBuckets:
         # min >= max leaves only the +Inf bucket: every histogram would say nothing.
         if self.min >= self.max:
             raise ValueError(f"histogramBuckets.min ({format_duration(self.min)}) must be below "
@@ -443,7 +443,7 @@ class AgentConfig(_Strict):
         return bool(conf and conf.latency)
 
     @model_validator(mode="after")
-    def _node_limits(self) -> "AgentConfig":
+    def _node_limits(self) -> AgentConfig:
         error = syscall_policy_error(len(distinct_allowlists(self.syscalls, self.active_overrides)))
         if error:
             raise ValueError(f"namespaceOverrides: {error}")

@@ -23,7 +23,8 @@ _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def label_name(pod_label: str) -> str:
-    """Pod label -> metric label, as kube-state-metrics does: ``app.kubernetes.io/name`` -> ``label_app_kubernetes_io_name``."""
+    """Pod label -> metric label, as kube-state-metrics does:
+    ``app.kubernetes.io/name`` -> ``label_app_kubernetes_io_name``."""
     return "label_" + _LABEL_CHARS.sub("_", pod_label)
 
 

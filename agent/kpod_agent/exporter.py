@@ -91,7 +91,7 @@ def _same(a: tuple[object, ...] | None, b: tuple[object, ...]) -> bool:
     new object; comparing 15,000 entries would cost what rendering saves),
     counters by value."""
     return a is not None and len(a) == len(b) and all(
-        x is y or (type(x) is int and x == y) for x, y in zip(a, b))
+        x is y or (type(x) is int and x == y) for x, y in zip(a, b, strict=True))
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,9 @@ class _Families(PromCollector):
         return iter(self.produce())
 
 
-def _family(spec: MetricSpec, labels: list[str]) -> Metric:
+def _family(
+    spec: MetricSpec, labels: list[str],
+) -> CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily:
     if spec.kind == "counter":
         return CounterMetricFamily(spec.name, spec.help, labels=labels)
     if spec.kind == "gauge":
@@ -313,11 +315,13 @@ class KpodCollector(PromCollector):
         for spec, labels, merged in self.pod_series(view):
             family = _family(spec, labels)
             for key, value in merged.items():
-                if isinstance(value, Hist):
+                if isinstance(family, HistogramMetricFamily) and isinstance(value, Hist):
                     buckets = log2_to_buckets(value.slots, spec.unit_seconds, bucket_min, bucket_max)
-                    family.add_metric(list(key), buckets, value.sum * spec.unit_seconds)  # type: ignore[call-arg]
+                    family.add_metric(list(key), buckets, value.sum * spec.unit_seconds)
+                elif not isinstance(family, HistogramMetricFamily) and not isinstance(value, Hist):
+                    family.add_metric(list(key), value)
                 else:
-                    family.add_metric(list(key), value)  # type: ignore[call-arg]
+                    raise TypeError(f"{spec.name}: a {spec.kind} spec read a {type(value).__name__}")
             yield family
 
     def render_pod_text(self, openmetrics: bool = False) -> str:
@@ -344,7 +348,7 @@ class KpodCollector(PromCollector):
             for key, value in merged.items():
                 lbl = label_cache.get(key)
                 if lbl is None:
-                    lbl = ",".join(f'{n}="{_escape_value(v)}"' for n, v in zip(labels, key))
+                    lbl = ",".join(f'{n}="{_escape_value(v)}"' for n, v in zip(labels, key, strict=True))
                     label_cache[key] = lbl
                 if isinstance(value, Hist):
                     sep = "," if lbl else ""

@@ -99,7 +99,7 @@ class AgentHTTPServer:
     """Listens at once (errors surface in the constructor); serves from a
     daemon thread after `start()`."""
 
-    def __init__(self, address: tuple[str, int], agent: "Agent", registry: CollectorRegistry | None = None,
+    def __init__(self, address: tuple[str, int], agent: Agent, registry: CollectorRegistry | None = None,
                  metrics: MetricsSource | None = None) -> None:
         if metrics is None:
             assert registry is not None, "a registry or a metrics source"
@@ -174,7 +174,7 @@ class AgentHTTPServer:
 
     # ---- limits (loop thread only) -----------------------------------------
 
-    def admit(self, conn: "_Connection") -> bool:
+    def admit(self, conn: _Connection) -> bool:
         """Room for a new connection. Past `max_connections` the oldest ones
         still waiting for their request head are closed (idle kept-alive
         ones first) — after a grace of `ADMIT_GRACE`, so that a scraper
@@ -210,7 +210,7 @@ class AgentHTTPServer:
         victim.close()
         return True
 
-    def reserve(self, conn: "_Connection", size: int) -> bool:
+    def reserve(self, conn: _Connection, size: int) -> bool:
         """`size` more request bytes held by `conn`; False when `conn` itself
         is the one dropped to keep the total under the cap."""
         while self.buffered + size > self.max_buffered:
@@ -224,7 +224,7 @@ class AgentHTTPServer:
         self.buffered += size
         return True
 
-    def forget(self, conn: "_Connection") -> None:
+    def forget(self, conn: _Connection) -> None:
         self.connections.pop(conn, None)
 
     @staticmethod
@@ -390,7 +390,9 @@ class _Connection(asyncio.Protocol):
         if self.held:
             self._next_request()
 
-    async def _dispatch(self, request: h11.Request, has_body: bool) -> tuple[int, tuple[bytes, ...], str, list[tuple[str, str]], bool]:
+    async def _dispatch(
+        self, request: h11.Request, has_body: bool,
+    ) -> tuple[int, tuple[bytes, ...], str, list[tuple[str, str]], bool]:
         self._release()
         if len(request.headers) > MAX_HEADERS:
             return 431, (b"too many header lines\n",), _TEXT, [], True

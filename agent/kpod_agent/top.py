@@ -392,7 +392,7 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
         widths = [len(t) for t in titles]
         for cells in body:
             widths = [max(w, min(c.cell_len, ns_width) if i == 0 else c.cell_len)
-                      for i, (w, c) in enumerate(zip(widths, cells))]
+                      for i, (w, c) in enumerate(zip(widths, cells, strict=True))]
         gap = 2 if compact else 3
         others = sum(widths) - widths[1] + gap * (len(COLUMNS) - 1)
         if width is None or width - others >= min(widths[1], 12):
@@ -400,7 +400,7 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
     pod_width = NAME_WIDTH if width is None else max(8, min(NAME_WIDTH, width - others))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold",
                   padding=(0, 0, 0, 1) if compact else (0, 1))
-    for title, column in zip(titles, COLUMNS):
+    for title, column in zip(titles, COLUMNS, strict=True):
         if column.kind == "name":
             table.add_column(title, overflow="ellipsis", min_width=len(title))
         else:

@@ -23,12 +23,12 @@ class Clock(Protocol):
 
 class RealClock:
     def now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc)
+        return datetime.datetime.now(datetime.UTC)
 
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -58,7 +58,7 @@ class FakeClock:
             self._offset += seconds
 
     def now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self._offset_now())
+        return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self._offset_now())
 
     def monotonic(self) -> float:
         return time.monotonic() + self._offset_now()
@@ -73,6 +73,6 @@ class FakeClock:
                 return False
             try:
                 await asyncio.wait_for(event.wait(), min(remaining, self.TICK))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True

@@ -11,8 +11,8 @@ from typing import Any
 
 import kopf
 
-from kpod_operator import model, plan, reconciler, render
 from kpod_operator import kube as kubeapi
+from kpod_operator import model, plan, reconciler, render
 
 log = logging.getLogger("kpod_operator")
 

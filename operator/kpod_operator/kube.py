@@ -105,7 +105,7 @@ class Kube:
         self._discovery_lock = threading.Lock()
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls) -> Kube:
         try:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:
@@ -113,7 +113,7 @@ class Kube:
         return cls(kubernetes.client.ApiClient())
 
     @classmethod
-    def for_url(cls, url: str) -> "Kube":
+    def for_url(cls, url: str) -> Kube:
         conf = kubernetes.client.Configuration()
         conf.host = url.rstrip("/")
         return cls(kubernetes.client.ApiClient(conf))
@@ -233,7 +233,7 @@ def contains(actual: Any, desired: Any) -> bool:
         return isinstance(actual, dict) and all(k in actual and contains(actual[k], v) for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(actual, list) and len(actual) == len(desired) and \
-            all(contains(a, d) for a, d in zip(actual, desired))
+            all(contains(a, d) for a, d in zip(actual, desired, strict=True))
     if isinstance(desired, (int, float)) and isinstance(actual, str) or \
             isinstance(desired, str) and isinstance(actual, (int, float)):
         return str(actual) == str(desired)
@@ -286,7 +286,8 @@ def _same(live: Any, desired: Any) -> bool:
                                               for k, v in live.items()) \
             and all(k in live for k in desired)
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(_same(a, d) for a, d in zip(live, desired))
+        return (isinstance(live, list) and len(live) == len(desired)
+                and all(_same(a, d) for a, d in zip(live, desired, strict=True)))
     return contains(live, desired)
 
 

@@ -61,7 +61,7 @@ class LeaseConfig:
 
 
 def _micro_time(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -164,7 +164,7 @@ class LeaderElector:
                 return True
             try:
                 await asyncio.wait_for(stop.wait(), self.config.retry_period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return False
 
@@ -175,7 +175,7 @@ class LeaderElector:
             try:
                 await asyncio.wait_for(stop.wait(), self.config.retry_period)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await loop.run_in_executor(None, self.try_acquire_or_renew)
             if not self.holding():

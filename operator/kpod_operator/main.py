@@ -63,7 +63,7 @@ def operator_identity() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = f"uid{os.getuid()}"
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
     return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(2)}"
 
 

@@ -116,7 +116,7 @@ class LocalObjectReference(_Strict):
     name: str = Field(description="Name of a Secret in the agents' namespace.")
 
 
-def _tolerate_all() -> list["Toleration"]:
+def _tolerate_all() -> list[Toleration]:
     # A node agent belongs on every node, tainted or not (as kube-proxy, CNIs).
     return [Toleration(operator="Exists", effect="NoSchedule"),
             Toleration(operator="Exists", effect="NoExecute")]
@@ -248,7 +248,8 @@ class OverridePolicy(_Strict):
 
 
 class ProfileSpec(_Strict):
-    """What to measure: the fleet profile in the operator's namespace, a namespace override elsewhere (its unset fields inherit the fleet's)."""
+    """What to measure: the fleet profile in the operator's namespace, a namespace override elsewhere
+    (its unset fields inherit the fleet's)."""
 
     profile: agentconfig.ProfileName | None = Field(default=None, description=(
         "Collector set to start from: minimal | standard | comprehensive | custom (custom: only the "
@@ -285,7 +286,7 @@ class ProfileSpec(_Strict):
         "(rendered only when enabled)."))
 
     @model_validator(mode="after")
-    def _cross_field_rules(self) -> "ProfileSpec":
+    def _cross_field_rules(self) -> ProfileSpec:
         sm = self.serviceMonitor
         if sm is not None and sm.scrapeTimeout > sm.interval:
             # The Prometheus Operator refuses such a ServiceMonitor endpoint.

@@ -72,8 +72,8 @@ def previous_status(cr: dict[str, Any]) -> dict[str, Any]:
 
 
 def now_iso(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now or datetime.datetime.now(datetime.UTC)
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_report(pod: dict[str, Any]) -> AgentReport | None:
@@ -177,7 +177,7 @@ def track_progress(previous: dict[str, Any] | None, rollout: Rollout | None,
 
 def _seconds_since(stamp: str, now: datetime.datetime) -> float:
     try:
-        then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
         return 0.0
     return (now - then).total_seconds()

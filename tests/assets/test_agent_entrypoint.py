@@ -132,7 +132,8 @@ def entrypoint(tmp_path: pathlib.Path, *args: str):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     agent = bin_dir / "kpod-agent"
-    agent.write_text('#!/bin/sh\necho "args=$*"\necho "TMPDIR=$TMPDIR"\necho "BCC_KERNEL_SOURCE=${BCC_KERNEL_SOURCE-unset}"\n')
+    agent.write_text('#!/bin/sh\necho "args=$*"\necho "TMPDIR=$TMPDIR"\n'
+                     'echo "BCC_KERNEL_SOURCE=${BCC_KERNEL_SOURCE-unset}"\n')
     agent.chmod(0o755)
     return run(tool("bash"), SCRIPT, *args, check=False, env={
         "PATH": f"{bin_dir}:{os.environ['PATH']}", "KPOD_HOST_ROOT": str(tmp_path / "host"),

@@ -68,8 +68,11 @@ def test_there_is_a_fleet_and_an_override_sample():
     assert "kpod-system" in namespaces and namespaces - {"kpod-system"}
 
 
-@pytest.mark.parametrize("path", SAMPLES + [REPO / "e2e/manifests/override.yaml", REPO / "e2e/manifests/workloads.yaml"],
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path",
+    SAMPLES + [REPO / "e2e/manifests/override.yaml", REPO / "e2e/manifests/workloads.yaml"],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
 def test_samples_and_e2e_manifests_are_valid(path):
     for doc in docs(path):
         validate(doc)
@@ -132,8 +135,10 @@ def test_e2e_fleet_patch_yields_a_valid_fleet_in_the_state_the_suite_expects():
     assert fleet.agent.image == "kpod-agent:dev"
     # expectations.yaml wants no syscall series outside the override's namespace.
     assert patched["spec"]["collectors"]["syscall"]["enabled"] is False
-    for later in ({"spec": {"collectors": {"execsnoop": {"enabled": True}}}},
-                  {"spec": {"agent": {"image": "kpod-agent:e2e-rollout"}}}):
+    for later in (
+        {"spec": {"collectors": {"execsnoop": {"enabled": True}}}},
+        {"spec": {"agent": {"image": "kpod-agent:e2e-rollout"}}},
+    ):
         patched = merge_patch(patched, later)
         validate(patched)
         model.parse_fleet(patched["spec"])

@@ -102,7 +102,7 @@ def rows_of(text: str) -> dict[str, dict[str, str]]:
     for line in text.splitlines():
         cells = line.split()
         if len(cells) == len(keys) and cells[0] != "NAMESPACE":
-            found[cells[1]] = dict(zip(keys, cells))
+            found[cells[1]] = dict(zip(keys, cells, strict=True))
     return found
 
 

@@ -56,7 +56,7 @@ class OperatorRun:
     tmp_mounts: list[str]
 
     @classmethod
-    def from_deployment(cls) -> "OperatorRun":
+    def from_deployment(cls) -> OperatorRun:
         deployment = operator_deployment()
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]

@@ -138,7 +138,7 @@ class PodNetwork:
         self.host_if, self.pod_if = f"kpi{n}h{os.getpid() % 1000}", f"kpi{n}p{os.getpid() % 1000}"
         self.host_ip, self.pod_ip = f"10.213.{n}.1", f"10.213.{n}.2"
 
-    def __enter__(self) -> "PodNetwork":
+    def __enter__(self) -> PodNetwork:
         ip = ["ip"]
         steps = [
             [*ip, "netns", "add", self.name],
@@ -247,7 +247,8 @@ def test_agent_image_counts_as_the_rendered_daemonset_runs_it(images: None, tmp_
                 # manifest asks for more than a node grants, which is a defect.
                 pytest.fail(f"rendered DaemonSet cannot run on this machine: {exc}")
             flags.append(f"--mount=type=bind,src={kube_dir},dst=/var/run/secrets/kpod-test,options=rbind:ro")
-            env = {**agent_env(container, "kpod-agent-test", net.host_ip), "KUBECONFIG": "/var/run/secrets/kpod-test/kubeconfig"}
+            env = {**agent_env(container, "kpod-agent-test", net.host_ip),
+                   "KUBECONFIG": "/var/run/secrets/kpod-test/kubeconfig"}
             args = [runtimes.expand(arg, env) for arg in container["args"]]
             port = int(args[args.index("--listen") + 1].rsplit(":", 1)[1])
             url = f"http://{net.pod_ip}:{port}"

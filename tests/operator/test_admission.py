@@ -88,6 +88,7 @@ def test_admission_verdict_is_the_model_verdict(spec: dict[str, Any], accepted: 
 
 def test_every_cel_rule_compiles_and_has_a_message() -> None:
     import celpy
+
     from .schemas import walk
     schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     rules = [r for _, node in walk(schema) for r in node.get("x-kubernetes-validations") or []]
@@ -121,7 +122,7 @@ def test_status_written_by_the_operator_fits_the_typed_status_schema() -> None:
     import datetime
 
     from kpod_operator import status
-    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     fleet = status.build_status(None, observed_generation=3, reconcile=status.ReconcileOutcome(True, "Reconciled", "x"),
                                 config_generation=7, ds=None, reports=[], now=now, stuck_after=60)
     override = status.conflict_status(None, 1, status.ReconcileOutcome(False, "OverBudget", "y"), now)

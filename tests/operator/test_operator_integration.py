@@ -356,7 +356,7 @@ def test_network_policy_follows_the_switch(harness: Harness, operator: Any) -> N
 def test_moving_the_agents_to_another_namespace_removes_the_old_ones(harness: Harness, operator: Any) -> None:
     _fleet_ready(harness)
     harness.apply_cr(NS, "default", {"agent": {"namespace": "observability"}})
-    moved = f"/apis/apps/v1/namespaces/observability/daemonsets/kpod-agent"
+    moved = "/apis/apps/v1/namespaces/observability/daemonsets/kpod-agent"
     wait_for(lambda: harness.get(moved) and all(harness.get(p) is None for p in AGENT_PATHS),
              what="agents moved")
     binding = harness.get(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kpod-agent-{NS}")

@@ -12,7 +12,7 @@ from kpod_operator import plan, render
 
 NS = "kpod-system"
 AGENTS = "kpod-agents"
-NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
 
 def _cr(namespace: str, name: str, spec: Any, age: int, **meta: Any) -> dict[str, Any]:
@@ -154,7 +154,8 @@ def test_outcome_of_failed_steps_names_them_and_holds_the_generation_if_the_conf
     results[ds] = plan.StepResult(results[ds].step, "failed", "HTTP 500: injected")
     outcome, generation = plan.outcome(p, results)
     assert outcome is not None
-    assert (outcome.ok, outcome.reason, outcome.message) == (False, "ApplyFailed", "DaemonSet/kpod-agent: HTTP 500: injected")
+    assert (outcome.ok, outcome.reason, outcome.message) == (
+        False, "ApplyFailed", "DaemonSet/kpod-agent: HTTP 500: injected")
     assert generation == 4  # the ConfigMap was written: the agents get generation 4
     results[0] = plan.StepResult(results[0].step, "failed", "HTTP 409: conflict")
     outcome, generation = plan.outcome(p, results)

@@ -10,7 +10,7 @@ import pytest
 from kpod_agent import contract
 from kpod_operator import status
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 OK = status.ReconcileOutcome(True, "Reconciled", "config generation 7")
 
 

@@ -97,8 +97,9 @@ def broken(node: KernelNode, pods: dict[str, FakePod]) -> Iterator[tuple[Scraper
 def test_only_the_broken_collectors_are_down(broken: tuple[Scraper, set[int], list[str]]) -> None:
     scraper, _, records = broken
     agent = scraper.agent
-    assert {n: scraper.value("kpod_collector_attached", collector=n) for n in ("cpu", "memory", "syscall", "execsnoop")} \
-        == {"cpu": 0, "memory": 0, "syscall": 1, "execsnoop": 1}
+    assert {
+        n: scraper.value("kpod_collector_attached", collector=n) for n in ("cpu", "memory", "syscall", "execsnoop")
+    } == {"cpu": 0, "memory": 0, "syscall": 1, "execsnoop": 1}
     status = agent.status().model_dump(mode="json")["collectors"]  # as /config shows it
     assert status["cpu"]["attached"] is False and status["memory"]["attached"] is False
     assert status["syscall"]["attached"] is True and status["execsnoop"]["attached"] is True
@@ -154,7 +155,8 @@ def _prog_ids_of_bpf(bpf) -> set[int]:  # type: ignore[no-untyped-def]
 
 
 def test_a_new_config_retries_the_broken_and_keeps_the_rest(
-        broken: tuple[Scraper, set[int], list[str]], node: KernelNode, pods: dict[str, FakePod]) -> None:
+    broken: tuple[Scraper, set[int], list[str]], node: KernelNode, pods: dict[str, FakePod]
+) -> None:
     scraper, _, _ = broken
     agent = scraper.agent
     syscall = agent.states["syscall"].collector

@@ -41,7 +41,7 @@ def cli(node: KernelNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield agent  # type: ignore[misc]  # running_agent built it as ConfigFileAgent
 
 
-def _swap(path: Path, make: "callable[[Path], None]") -> None:  # type: ignore[valid-type]
+def _swap(path: Path, make: callable[[Path], None]) -> None:  # type: ignore[valid-type]
     tmp = path.with_name(path.name + ".new")
     make(tmp)
     os.replace(tmp, path)

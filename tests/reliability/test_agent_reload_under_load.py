@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.running_agent import running_agent, RunningAgent
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.running_agent import RunningAgent, running_agent
 
 pytestmark = pytest.mark.kernel
 

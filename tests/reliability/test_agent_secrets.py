@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.kernel_node import KernelNode
-from tests.support.running_agent import RunningAgent, running_agent
+from tests.support.running_agent import running_agent
 
 SECRET = "s3cr3t-Pa55"
 

@@ -8,6 +8,7 @@ from the retries of the failed change itself.
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 from tests.reliability.operator_support import (
@@ -120,7 +121,7 @@ def test_a_lasting_failure_is_reported_retried_less_and_less_often_and_heals(op_
     attempts = h.cluster.writes("configmaps", since=started)
     # Delays of 0.1 s doubling: about 6 attempts in 5 s (a fixed 0.1 s retry would make ~50).
     assert 3 <= len(attempts) <= 10, len(attempts)
-    gaps = [b.time - a.time for a, b in zip(attempts, attempts[1:])]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(attempts)]
     assert gaps[-1] > 2 * gaps[0], gaps
     # Nothing half-written meanwhile: the agents keep the last good config.
     assert h.running_config() == good

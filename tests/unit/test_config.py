@@ -13,7 +13,8 @@ from kpod_agent.config import (
 )
 
 
-@pytest.mark.parametrize("text,seconds", [("15s", 15), ("1m", 60), ("500ms", 0.5), ("2h", 7200), (3, 3), ("10us", 1e-5)])
+@pytest.mark.parametrize("text,seconds",
+                         [("15s", 15), ("1m", 60), ("500ms", 0.5), ("2h", 7200), (3, 3), ("10us", 1e-5)])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
     assert parse_duration(format_duration(parse_duration(text))) == pytest.approx(seconds)

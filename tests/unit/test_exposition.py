@@ -6,12 +6,12 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from kpod_agent.exporter import KpodCollector, accepts_gzip, wants_openmetrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
+from kpod_agent.exporter import KpodCollector, accepts_gzip, wants_openmetrics
 from tests.support.fake_pods import fake_agent
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -56,7 +56,7 @@ def test_every_scraper_gets_the_same_bytes_until_the_next_cycle(exporter: KpodCo
     first = exporter.exposition(PROMETHEUS_ACCEPT)
     again = exporter.exposition(PROMETHEUS_ACCEPT)
     assert first.content_type.startswith("application/openmetrics-text; version=1.0.0")
-    assert all(a is b for a, b in zip(first.parts, again.parts)), "rendered twice"
+    assert all(a is b for a, b in zip(first.parts, again.parts, strict=True)), "rendered twice"
     assert first.body() == exporter.render_text(openmetrics=True)
     text = exporter.exposition("")
     assert text.content_type == "text/plain; version=0.0.4; charset=utf-8"

@@ -3,7 +3,6 @@ against is exactly what the exporter writes besides the per-pod series."""
 from __future__ import annotations
 
 from kpod_agent.exporter import KpodCollector
-
 from tests.assets import contract
 from tests.support.fake_pods import fake_agent
 

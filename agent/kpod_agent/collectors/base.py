@@ -86,7 +86,7 @@ class MetricSpec:
             fields = {self.key[0]: as_int(key)}
         else:
             fields = {name: int(getattr(key, name)) for name in self.key}
-        raw = value if self.value in (None, OBSERVATIONS) else getattr(value, self.value)  # type: ignore[arg-type]
+        raw = value if self.value in (None, OBSERVATIONS) else getattr(value, self.value)
         sample: float | Hist
         if self.kind == "histogram":
             sample = hist_from(raw)
@@ -178,10 +178,10 @@ class Collector(ABC):
         """Apply a new config in place; False asks the agent to re-attach."""
         return True
 
-    def set_filter(self, allowed: Mapping[int, int] | None) -> None:
+    def set_filter(self, allowed: Mapping[int, int] | None) -> None:  # noqa: B027 (optional hook)
         """cgroup id -> policy index of every cgroup to count; None counts all."""
 
-    def forget(self, cgroup_ids: set[int]) -> None:
+    def forget(self, cgroup_ids: set[int]) -> None:  # noqa: B027 (optional hook)
         """Drop state of cgroups that are gone or no longer counted."""
 
     @abstractmethod

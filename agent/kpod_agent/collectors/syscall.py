@@ -315,7 +315,8 @@ class SyscallCollector(BpfCollector):
             if key.cgid in cgroup_ids:
                 stale.append(key)
                 count, hist = self._carry.get((key.cgid, key.nr), (0.0, Hist((), 0.0)))
-                self._carry[(key.cgid, key.nr)] = (count + float(value.count), _hist_sum(hist, hist_from(value.latency)))
+                carried = _hist_sum(hist, hist_from(value.latency))
+                self._carry[(key.cgid, key.nr)] = (count + float(value.count), carried)
         delete_keys(table, stale)
 
     def _sweep_threads(self) -> None:
@@ -363,4 +364,4 @@ def _hist_sum(a: Hist, b: Hist) -> Hist:
         return b
     if not b.slots:
         return a
-    return Hist(tuple(x + y for x, y in zip(a.slots, b.slots)), a.sum + b.sum)
+    return Hist(tuple(x + y for x, y in zip(a.slots, b.slots, strict=True)), a.sum + b.sum)
