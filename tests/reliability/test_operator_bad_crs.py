@@ -144,15 +144,21 @@ def test_bad_fleet_specs_are_reported_and_change_nothing(op_harness: Harness) ->
     assert ds is not None and ds["metadata"]["generation"] == 1  # no bad spec reached the pod template
 
 
-def test_bad_overrides_are_reported_and_change_nothing(op_harness: Harness) -> None:
-    h = op_harness
+def _fleet_with_valid_override(h: Harness) -> tuple[str, int, str]:
+    """Start the operator with the good fleet and a valid team-a override;
+    the running config once both are in it."""
     h.start()
     h.fleet_ready(GOOD_FLEET)
     _replace_spec(h, "team-a", "metrics", {"profile": "comprehensive", "syscalls": ["futex"]})
     wait_for(lambda: _settled(h, "team-a", "metrics", "True/Merged"), what="valid override merged")
     # The CR's status is written before the ConfigMap: wait for the config too.
     wait_for(lambda: "team-a" in h.node_config().namespaceOverrides, what="override in the node config")
-    good = h.running_config()
+    return h.running_config()
+
+
+def test_bad_overrides_are_reported_and_change_nothing(op_harness: Harness) -> None:
+    h = op_harness
+    good = _fleet_with_valid_override(h)
     assert "team-a" in agentconfig.parse_config(good[0]).namespaceOverrides
     for i, case in enumerate(OVERRIDE_CASES):
         namespace = f"bad-{i}"
@@ -170,13 +176,7 @@ def test_a_valid_override_turned_bad_keeps_its_last_good_version(op_harness: Har
     """An edit that breaks an override must not drop that namespace back to the
     fleet's defaults: the agents keep running its last valid version."""
     h = op_harness
-    h.start()
-    h.fleet_ready(GOOD_FLEET)
-    _replace_spec(h, "team-a", "metrics", {"profile": "comprehensive", "syscalls": ["futex"]})
-    wait_for(lambda: _settled(h, "team-a", "metrics", "True/Merged"), what="valid override merged")
-    # The CR's status is written before the ConfigMap: wait for the config too.
-    wait_for(lambda: "team-a" in h.node_config().namespaceOverrides, what="override in the node config")
-    good = h.running_config()
+    good = _fleet_with_valid_override(h)
     for spec, field in (({"profile": "comprehensive", "syscalls": ["futex", "nope"]}, "syscalls"),
                         ({"profile": "comprehensive", "agent": {"image": "x:1"}}, "agent")):
         _replace_spec(h, "team-a", "metrics", spec)
