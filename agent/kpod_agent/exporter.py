@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -210,7 +210,7 @@ class ExpositionCache:
 
 
 class _Families(PromCollector):
-    def __init__(self, produce) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, produce: Callable[[], Iterable[Metric]]) -> None:
         self.produce = produce
 
     def collect(self) -> Iterator[Metric]:

@@ -83,11 +83,11 @@ def print_bpf(name: str) -> int:
     """The C a collector compiles with the default config, flags first."""
     from kpod_agent import cgroups
     from kpod_agent.collectors import REGISTRY
-    from kpod_agent.collectors.base import CollectorContext
+    from kpod_agent.collectors.base import BpfCollector, CollectorContext
     from kpod_agent.config import AgentConfig
 
     cls = REGISTRY.get(name)
-    if cls is None or getattr(cls, "source", None) is None:
+    if cls is None or not issubclass(cls, BpfCollector) or cls.source is None:
         print(f"kpod-agent: no BPF collector named {name!r}; BPF collectors: "
               f"{', '.join(n for n, c in REGISTRY.items() if getattr(c, 'source', None))}", file=sys.stderr)
         return 2
@@ -97,8 +97,8 @@ def print_bpf(name: str) -> int:
         layout = cgroups.CgroupLayout(unified=Path("/sys/fs/cgroup"))
     collector = cls(CollectorContext(layout=layout))
     config = AgentConfig()
-    print(f"// {cls.source} as compiled, with: {' '.join(collector.cflags(config))}")  # type: ignore[attr-defined]
-    print(collector.bpf_text(config))  # type: ignore[attr-defined]
+    print(f"// {cls.source} as compiled, with: {' '.join(collector.cflags(config))}")
+    print(collector.bpf_text(config))
     return 0
 
 

@@ -170,9 +170,14 @@ def _keyed_schema(key: str, value: Any) -> dict[str, Any]:
     return schema
 
 
+def _summary(doc: str | None) -> str:
+    """A docstring's first paragraph on one line: the description kubectl explain shows."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def _default_of(info: FieldInfo) -> Any:
     if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
+        value = info.default_factory()  # type: ignore[call-arg]  # the model's factories take no validated data
     elif info.default is not PydanticUndefined:
         value = info.default
     else:
@@ -231,7 +236,7 @@ def status_schema() -> dict[str, Any]:
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     # Fields a newer operator adds are kept, not pruned, during an upgrade.
-    return {"description": model.ProfileStatus.__doc__.strip().splitlines()[0],  # type: ignore[union-attr]
+    return {"description": _summary(model.ProfileStatus.__doc__),
             **schema, "x-kubernetes-preserve-unknown-fields": True}
 
 
@@ -255,7 +260,7 @@ PRINTER_COLUMNS = [
 
 
 def build_crd() -> dict[str, Any]:
-    spec_schema = {"description": model.ProfileSpec.__doc__.strip().splitlines()[0],  # type: ignore[union-attr]
+    spec_schema = {"description": _summary(model.ProfileSpec.__doc__),
                    **model_schema(model.ProfileSpec)}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -42,3 +42,12 @@ def test_module_map_lists_every_module_in_its_layer() -> None:
         modules |= {(side, p.name) for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert set(rows) == modules, f"missing: {sorted(modules - set(rows))}, stale: {sorted(set(rows) - modules)}"
     assert rows == _contract_layers()
+
+
+def test_no_module_imports_from_a_conftest() -> None:
+    """Helpers live in tests/support; a conftest only registers fixtures."""
+    offenders = [f"{path.relative_to(REPO)}:{n}"
+                 for root in ("tests", "bench") for path in (REPO / root).rglob("*.py")
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.match(r"\s*(from\s+\S*conftest\s+import|import\s+\S*conftest)", line)]
+    assert offenders == []

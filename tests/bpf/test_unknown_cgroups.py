@@ -16,8 +16,8 @@ import pytest
 
 from kpod_agent import cgroups
 from kpod_agent.agent import Agent
-from tests.bpf.conftest import Scraper
 from tests.support.kernel_node import FakePod, KernelNode
+from tests.support.scraper import Scraper
 
 N = 1009  # a prime: nothing else on the node makes exactly this many calls
 M = 101

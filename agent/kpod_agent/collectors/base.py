@@ -42,8 +42,10 @@ def add_into(series: dict[Any, float | Hist], key: Any, value: float | Hist) -> 
         series[key] = value
     elif isinstance(old, Hist) and isinstance(value, Hist):
         series[key] = Hist(tuple(merge_slots(old.slots, value.slots)), old.sum + value.sum)
+    elif isinstance(old, Hist) or isinstance(value, Hist):
+        raise TypeError(f"series {key!r}: a histogram and a number under one key")
     else:
-        series[key] = float(old) + float(value)  # type: ignore[arg-type]
+        series[key] = old + value
 
 
 # A label decoder: the raw key field -> the label value (ebpf_exporter's decoders).

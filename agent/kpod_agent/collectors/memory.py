@@ -3,6 +3,7 @@ cache from each cgroup's memory.stat (v1 hierarchical `total_*` keys, v2 keys)."
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from kpod_agent.collectors.base import BpfCollector, CgroupTarget, MetricSpec, Snapshot, read_flat_keyed
 
@@ -27,7 +28,7 @@ def memory_figures(stat: dict[str, int], usage: int | None) -> dict[str, int]:
     }
 
 
-def read_memory_usage(directory) -> int | None:  # type: ignore[no-untyped-def]
+def read_memory_usage(directory: Path) -> int | None:
     for name in ("memory.current", "memory.usage_in_bytes"):
         try:
             return int((directory / name).read_text().strip())

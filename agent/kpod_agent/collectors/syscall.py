@@ -28,6 +28,7 @@ from kpod_agent import bpfload, filters
 from kpod_agent.collectors.base import (
     BpfCollector,
     CgroupTarget,
+    CollectorContext,
     CollectorError,
     Hist,
     MetricSpec,
@@ -161,7 +162,7 @@ class SyscallCollector(BpfCollector):
                    value="latency", decoders={"syscall": syscall_name}),
     )
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self.numbers = syscall_numbers()
         self.attached_syscalls: set[str] = set()
