@@ -1,4 +1,6 @@
-"""Generates dashboards/kpod-metrics.json, the Grafana dashboard of kpod-metrics.
+"""Generates dashboards/kpod-metrics.json, the Grafana dashboard of kpod-metrics,
+and its copy in the operator's package (the ConfigMap the operator renders
+for the Grafana sidecar when the fleet profile asks for it).
 
 One row per collector (titled with its config key, so a test can check that
 every collector has one), per-pod panels filtered by the node / namespace /
@@ -19,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 
 OUTPUT = pathlib.Path(__file__).with_name("kpod-metrics.json")
+OPERATOR_ASSET = pathlib.Path(__file__).parents[1] / "operator" / "kpod_operator" / "assets" / "kpod-metrics.json"
+OUTPUTS = (OUTPUT, OPERATOR_ASSET)
 
 POD = 'namespace=~"$namespace", pod=~"$pod", node=~"$node"'
 NODE = 'node=~"$node"'
@@ -280,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = render()
     if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is stale: run python {pathlib.Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text)
+        stale = [path for path in OUTPUTS if not path.exists() or path.read_text() != text]
+        for path in stale:
+            print(f"{path} is stale: run python {pathlib.Path(__file__).name}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in OUTPUTS:
+        path.write_text(text)
     return 0
 
 

@@ -85,6 +85,8 @@ def _constraints(metadata: list[Any]) -> dict[str, Any]:
     for item in metadata:
         if isinstance(item, annotated_types.MinLen):
             out["minLength"] = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            out["maxLength"] = item.max_length
         elif isinstance(item, annotated_types.Ge):
             out["minimum"] = item.ge
         elif isinstance(item, annotated_types.Le):

@@ -31,7 +31,7 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "maxCgroups", "agent",
-                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy")
+                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy", "grafana")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -231,6 +231,65 @@ class PrometheusRuleSpec(_Strict):
         "Extra labels on the PrometheusRule, e.g. the one your Prometheus' ruleSelector selects."))
 
 
+# A label or annotation key (a qualified name: optional DNS-subdomain prefix
+# and "/", then up to 63 characters) and a label value, as the API server checks them.
+QUALIFIED_NAME_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                          r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+QUALIFIED_NAME_MAX = 253 + 1 + 63
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+# The pattern goes to the CRD only: the validators below say in words what is wrong.
+LabelKey = Annotated[str, Field(max_length=QUALIFIED_NAME_MAX, json_schema_extra={"pattern": QUALIFIED_NAME_PATTERN})]
+LabelValue = Annotated[str, Field(max_length=63, json_schema_extra={"pattern": LABEL_VALUE_PATTERN})]
+
+
+def _label_key(value: str) -> str:
+    if len(value) > QUALIFIED_NAME_MAX or not re.match(QUALIFIED_NAME_PATTERN, value) \
+            or len(value.rpartition("/")[0]) > 253:
+        raise ValueError("not a valid label key (an optional DNS-subdomain prefix and '/', "
+                         "then 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)")
+    return value
+
+
+class GrafanaDashboardSpec(_Strict):
+    """The dashboard as a ConfigMap the Grafana sidecar (kiwigrid k8s-sidecar, as
+    run by the Grafana chart and kube-prometheus-stack) loads."""
+
+    enabled: bool = Field(default=False, description=(
+        "Render the kpod-metrics dashboard as the ConfigMap kpod-metrics-dashboard for the Grafana sidecar."))
+    namespace: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(default=None, description=(
+        "Namespace of the ConfigMap (default: the agents' namespace); one the sidecar searches, where the "
+        "operator may write ConfigMaps."))
+    label: LabelKey = Field(default="grafana_dashboard", description=(
+        "Label the sidecar selects dashboards by (its LABEL, the chart's sidecar.dashboards.label)."))
+    labelValue: LabelValue = Field(default="1", description=(
+        "Value of that label (the sidecar's LABEL_VALUE; kube-prometheus-stack selects \"1\")."))
+    folder: str | None = Field(default=None, min_length=1, description=(
+        "Grafana folder of the dashboard, written as the folderAnnotation annotation (the sidecar needs "
+        "sidecar.dashboards.folderAnnotation and provider.foldersFromFilesStructure)."))
+    folderAnnotation: LabelKey = Field(default="grafana_folder", description=(
+        "Annotation the folder is written to: the sidecar's FOLDER_ANNOTATION, the chart's "
+        "sidecar.dashboards.folderAnnotation."))
+
+    @field_validator("label", "folderAnnotation")
+    @classmethod
+    def _qualified_name(cls, value: str) -> str:
+        return _label_key(value)
+
+    @field_validator("labelValue")
+    @classmethod
+    def _label_value(cls, value: str) -> str:
+        if not re.match(LABEL_VALUE_PATTERN, value):
+            raise ValueError("not a valid label value (at most 63 letters, digits, '-', '_' or '.', "
+                             "starting and ending alphanumeric)")
+        return value
+
+
+class GrafanaSpec(_Strict):
+    dashboard: GrafanaDashboardSpec = Field(default_factory=GrafanaDashboardSpec, description=(
+        "The kpod-metrics dashboard, provisioned through the Grafana sidecar."))
+
+
 class OverridePolicy(_Strict):
     """What a namespace override may ask for: its cost lands on every node."""
 
@@ -284,6 +343,8 @@ class ProfileSpec(_Strict):
     networkPolicy: NetworkPolicySpec | None = Field(default=None, description=(
         "Fleet only: NetworkPolicy letting only these namespaces reach the agents' metrics port "
         "(rendered only when enabled)."))
+    grafana: GrafanaSpec | None = Field(default=None, description=(
+        "Fleet only: Grafana provisioning (the dashboard ConfigMap for the Grafana sidecar)."))
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> ProfileSpec:
@@ -345,6 +406,7 @@ class FleetSpec(_Strict):
     prometheusRule: PrometheusRuleSpec
     networkPolicy: NetworkPolicySpec
     overridePolicy: OverridePolicy
+    grafana: GrafanaSpec
 
 
 # Fleet fields that are node-config fields: unset, they take the node config's default.
@@ -364,6 +426,7 @@ def parse_fleet(spec: object) -> FleetSpec:
         prometheusRule=parsed.prometheusRule or PrometheusRuleSpec(),
         networkPolicy=parsed.networkPolicy or NetworkPolicySpec(),
         overridePolicy=parsed.overridePolicy or OverridePolicy(),
+        grafana=parsed.grafana or GrafanaSpec(),
     )
 
 

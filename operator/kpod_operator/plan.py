@@ -36,6 +36,10 @@ class Observed:
     rule_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     crd_uid: str | None = None
     """Our CRD's uid: owner of the cluster-scoped objects (None: unknown, none set)."""
+    dashboard_namespace: str | None = None
+    """Where our ClusterRoleBinding records the dashboard ConfigMap (None: nowhere, or unreadable)."""
+    dashboard: str | None = None
+    """The dashboard JSON to provision (None: not wanted, or the asset is unreadable)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +144,13 @@ def _overrides(observed: Observed, namespace: str, spec: model.FleetSpec | None,
     return merged, [_report(v.cr, v.outcome, observed.now) for v in verdicts]
 
 
+def _stale_dashboards(observed: Observed, wanted: str | None) -> list[dict[str, Any]]:
+    """The dashboard ConfigMap where the binding says it was, unless it is wanted
+    there (only ours is deleted: apply.delete_managed)."""
+    recorded = observed.dashboard_namespace
+    return [render.dashboard_object(recorded)] if recorded is not None and recorded != wanted else []
+
+
 def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
     """The whole reconcile of the fleet in ``namespace`` (the operator's) as data.
 
@@ -150,7 +161,8 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
         # Namespaced objects beside the CR go with their owner (garbage
         # collector); those in the agents' namespace and the cluster-scoped
         # ones cannot be owned by it. Overrides still get told why nothing happens.
-        stale = render.agent_objects(observed.bound_agent_namespace) if observed.bound_agent_namespace else []
+        stale = _stale_dashboards(observed, None)
+        stale += render.agent_objects(observed.bound_agent_namespace) if observed.bound_agent_namespace else []
         _, reports = _overrides(observed, namespace, None)
         return Plan(None, reports, [Step("delete", obj)
                                     for obj in stale + render.cluster_scoped_objects(namespace)])
@@ -189,7 +201,11 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
         for obj in objects:
             if "namespace" not in obj["metadata"]:
                 obj["metadata"]["ownerReferences"] = [render.crd_owner_reference(observed.crd_uid)]
+    wanted_dashboard = render.dashboard_namespace(spec)
+    if wanted_dashboard is not None and observed.dashboard is not None:
+        objects.append(render.render_dashboard(namespace, spec, owner, observed.dashboard))
     unwanted = render.unwanted_workload(spec)
+    unwanted += _stale_dashboards(observed, wanted_dashboard)
     previous_ns = observed.bound_agent_namespace
     if previous_ns and previous_ns != spec.agent.namespace:
         # The agents moved: the old namespace's workload goes once the new one is applied.

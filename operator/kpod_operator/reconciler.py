@@ -95,10 +95,10 @@ class Operator:
 
 # ---- reading --------------------------------------------------------------
 
-def _bound_agent_namespace(op: Operator) -> str | None:
-    """Where the agents were granted their rights (our ClusterRoleBinding), if anywhere."""
-    path = kubeapi.object_path(render.cluster_scoped_objects(op.config.namespace)[0])
-    return render.bound_agent_namespace(op.kube.get(path))
+def _binding(op: Operator) -> dict[str, Any] | None:
+    """Our ClusterRoleBinding: where the agents were granted their rights and
+    where the dashboard was put, if anywhere."""
+    return op.kube.get(kubeapi.object_path(render.cluster_scoped_objects(op.config.namespace)[0]))
 
 
 def observe(op: Operator) -> plan.Observed:
@@ -109,20 +109,23 @@ def observe(op: Operator) -> plan.Observed:
     fleet, _ = plan.pick_fleet(crs, op.config.namespace)
     if fleet is None:
         try:
-            bound = _bound_agent_namespace(op)
+            binding = _binding(op)
         except kubeapi.ApiError as exc:
             log.warning("cannot read the agents' ClusterRoleBinding: %s", exc)
-            bound = None
-        return plan.Observed(crs, now, bound_agent_namespace=bound, crd_uid=op.crd_uid)
+            binding = None
+        return plan.Observed(crs, now, bound_agent_namespace=render.bound_agent_namespace(binding),
+                             dashboard_namespace=render.recorded_dashboard_namespace(binding), crd_uid=op.crd_uid)
     spec = plan.parse_spec(fleet)
     if spec is None:
         return plan.Observed(crs, now, crd_uid=op.crd_uid)
-    bound = _bound_agent_namespace(op)
+    binding = _binding(op)
     cm = op.kube.get(kubeapi.collection_path("v1", "ConfigMap", spec.agent.namespace)
                      + f"/{render.CONFIGMAP_NAME}")
     served = op.kube.served(plan.MONITORING)
     return plan.Observed(
-        crs, now, bound_agent_namespace=bound,
+        crs, now, bound_agent_namespace=render.bound_agent_namespace(binding),
+        dashboard_namespace=render.recorded_dashboard_namespace(binding),
+        dashboard=render.load_dashboard(op.config.dashboard_path) if spec.grafana.dashboard.enabled else None,
         running_config=((cm or {}).get("data") or {}).get(contract.CONFIG_KEY),
         monitoring_served=served,
         rule_groups=render.load_rule_groups(op.config.rules_path) if served else [],

@@ -1,6 +1,6 @@
 """Pure rendering: fleet spec + override specs -> node config and manifests.
 
-No I/O here except reading the packaged PrometheusRule asset. Every function
+No I/O here except reading the packaged assets (PrometheusRule, dashboard). Every function
 returns plain dicts ready to send to the API, so tests check objects, not calls.
 """
 from __future__ import annotations
@@ -26,6 +26,12 @@ COMMON_LABELS = {
     "app.kubernetes.io/managed-by": "kpod-operator",
 }
 RULES_ASSET = pathlib.Path(__file__).parent / "assets" / "prometheus-rules.yaml"
+# Written by dashboards/generate.py beside dashboards/kpod-metrics.json.
+DASHBOARD_ASSET = pathlib.Path(__file__).parent / "assets" / "kpod-metrics.json"
+DASHBOARD_NAME = "kpod-metrics-dashboard"
+DASHBOARD_KEY = "kpod-metrics.json"
+# Where the ClusterRoleBinding records the dashboard's namespace (see render_rbac).
+DASHBOARD_NAMESPACE_ANNOTATION = "kpod.io/grafana-dashboard-namespace"
 
 # Used until the rules asset exists: the one alert nobody wants to miss.
 DEFAULT_RULE_GROUPS: list[dict[str, Any]] = [{
@@ -308,6 +314,13 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
         pod_rules = [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
     else:
         pod_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    # The binding outlives the CR until the operator deletes it: besides the
+    # agents' namespace (its subject) it records where the dashboard is, so
+    # that a move, switching it off or deleting the fleet removes it.
+    binding_meta = _meta(cluster_name, None, None)
+    dashboard_ns = dashboard_namespace(fleet)
+    if dashboard_ns is not None:
+        binding_meta["annotations"] = {DASHBOARD_NAMESPACE_ANNOTATION: dashboard_ns}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(AGENT_NAME, agent_ns, owner)},
         {
@@ -319,7 +332,7 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": _meta(cluster_name, None, None),
+            "metadata": binding_meta,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
             "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": agent_ns}],
         },
@@ -440,6 +453,47 @@ def load_rule_groups(path: pathlib.Path = RULES_ASSET) -> list[dict[str, Any]]:
     if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
         return copy.deepcopy(DEFAULT_RULE_GROUPS)
     return groups
+
+
+def load_dashboard(path: pathlib.Path = DASHBOARD_ASSET) -> str | None:
+    """The dashboard JSON as shipped (kept byte for byte), None if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def dashboard_namespace(fleet: model.FleetSpec) -> str | None:
+    """Where the dashboard ConfigMap goes; None when it is not wanted."""
+    dashboard = fleet.grafana.dashboard
+    if not dashboard.enabled:
+        return None
+    return dashboard.namespace or fleet.agent.namespace
+
+
+def render_dashboard(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
+                     dashboard_json: str) -> dict[str, Any]:
+    """The dashboard as the ConfigMap the Grafana sidecar loads: its label
+    selects it, its folder annotation (when set) files it in a folder. Owned
+    by the fleet CR only when beside it in the operator's ``namespace``
+    (owner references cannot cross namespaces)."""
+    spec = fleet.grafana.dashboard
+    target = spec.namespace or fleet.agent.namespace
+    meta = _meta(DASHBOARD_NAME, target, owner if target == namespace else None, {spec.label: spec.labelValue})
+    if spec.folder is not None:
+        meta["annotations"] = {spec.folderAnnotation: spec.folder}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {DASHBOARD_KEY: dashboard_json}}
+
+
+def dashboard_object(namespace: str) -> dict[str, Any]:
+    """Identity of the dashboard ConfigMap in ``namespace`` (for pruning)."""
+    return _stub("v1", "ConfigMap", DASHBOARD_NAME, namespace)
+
+
+def recorded_dashboard_namespace(binding: dict[str, Any] | None) -> str | None:
+    """The namespace of the dashboard our ClusterRoleBinding records, if any."""
+    value = (((binding or {}).get("metadata") or {}).get("annotations") or {}).get(DASHBOARD_NAMESPACE_ANNOTATION)
+    return value if isinstance(value, str) and value else None
 
 
 def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,

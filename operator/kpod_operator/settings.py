@@ -29,6 +29,8 @@ class OperatorConfig:
     in a second and a broken API server is not hammered."""
     rules_path: pathlib.Path = render.RULES_ASSET
     """PrometheusRule groups shipped with the operator."""
+    dashboard_path: pathlib.Path = render.DASHBOARD_ASSET
+    """Grafana dashboard shipped with the operator."""
     cluster_name: str = ""
     """Written into the node config as the ``cluster`` label; empty: none."""
 

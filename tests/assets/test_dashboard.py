@@ -38,6 +38,12 @@ def test_committed_json_is_what_the_generator_writes():
     assert DASHBOARD.read_text() == module.render(), "run: python dashboards/generate.py"
 
 
+def test_the_operator_ships_the_committed_dashboard_byte_for_byte():
+    """The copy the operator renders for the Grafana sidecar (written by the generator too)."""
+    shipped = REPO / "operator/kpod_operator/assets/kpod-metrics.json"
+    assert shipped.read_bytes() == DASHBOARD.read_bytes(), "run: python dashboards/generate.py"
+
+
 def test_every_collector_has_a_row():
     titles = [p["title"] for p in load()["panels"] if p["type"] == "row"]
     keys = {t.rsplit(" · ", 1)[1] for t in titles if " · " in t}

@@ -238,7 +238,8 @@ def test_context_keeps_sources_and_drops_the_rest():
     patterns = ignore_patterns()
     for kept in ("pyproject.toml", "README.md", "constraints.txt", ".image-build/ca-certificates.crt",
                  "agent/kpod_agent/config.py", "operator/kpod_operator/render.py",
-                 "operator/kpod_operator/assets/prometheus-rules.yaml", "docker/kpod-agent-entrypoint.sh"):
+                 "operator/kpod_operator/assets/prometheus-rules.yaml",
+                 "operator/kpod_operator/assets/kpod-metrics.json", "docker/kpod-agent-entrypoint.sh"):
         assert not dockerignore_excludes(kept, patterns), kept
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "e2e/run.sh", "bench/x.py",
                     "agent/kpod_agent/__pycache__/x.pyc", "kpod_metrics.egg-info/PKG-INFO"):
@@ -267,13 +268,13 @@ def test_every_copy_source_is_in_the_context(name, context):
         assert any((context / "bpf").glob("*.c")), "no BCC sources under bpf/ to ship"
 
 
-def test_the_context_builds_a_wheel_with_both_packages_and_the_rules(context, tmp_path):
+def test_the_context_builds_a_wheel_with_both_packages_and_their_assets(context, tmp_path):
     """What `pip install .` in the build stages installs."""
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, context)
     wheel = next(tmp_path.glob("kpod_metrics-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for member in ("kpod_agent/config.py", "kpod_agent/collectors/__init__.py", "kpod_operator/render.py",
-                   "kpod_operator/assets/prometheus-rules.yaml"):
+                   "kpod_operator/assets/prometheus-rules.yaml", "kpod_operator/assets/kpod-metrics.json"):
         assert member in names, f"{member} missing from the wheel"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "kpod-agent = kpod_agent.main:main" in entry_points

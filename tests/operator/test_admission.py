@@ -63,6 +63,19 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("policy-max-syscalls-negative", {"overridePolicy": {"maxSyscalls": -1}}, False),
     ("policy-unknown-profile", {"overridePolicy": {"allowedProfiles": ["everything"]}}, False),
     ("policy-min-interval-0s", {"overridePolicy": {"minInterval": "0s"}}, False),
+    ("grafana-dashboard-valid", {"grafana": {"dashboard": {
+        "enabled": True, "namespace": "monitoring", "label": "example.com/grafana_dashboard", "labelValue": "",
+        "folder": "Kernel / kpod", "folderAnnotation": "grafana_folder"}}}, True),
+    ("grafana-label-with-space", {"grafana": {"dashboard": {"label": "grafana dashboard"}}}, False),
+    ("grafana-label-two-slashes", {"grafana": {"dashboard": {"label": "a/b/c"}}}, False),
+    ("grafana-label-empty", {"grafana": {"dashboard": {"label": ""}}}, False),
+    ("grafana-label-name-64-chars", {"grafana": {"dashboard": {"label": "a" * 64}}}, False),
+    ("grafana-label-value-dash-first", {"grafana": {"dashboard": {"labelValue": "-1"}}}, False),
+    ("grafana-label-value-number", {"grafana": {"dashboard": {"labelValue": 1}}}, False),
+    ("grafana-folder-annotation-bad", {"grafana": {"dashboard": {"folderAnnotation": "folder!"}}}, False),
+    ("grafana-folder-empty", {"grafana": {"dashboard": {"folder": ""}}}, False),
+    ("grafana-namespace-uppercase", {"grafana": {"dashboard": {"namespace": "Monitoring"}}}, False),
+    ("grafana-unknown-field", {"grafana": {"dashboards": {}}}, False),
 ]
 
 

@@ -66,7 +66,7 @@ def test_fleet_defaults_fill_the_node_config() -> None:
     ("namespaces", {"include": ["a"]}), ("includeLabels", ["app"]),
     ("histogramBuckets", {"max": "1s"}), ("agent", {"image": "x:1"}),
     ("serviceMonitor", {"enabled": False}), ("prometheusRule", {"enabled": False}),
-    ("maxCgroups", 8192),
+    ("maxCgroups", 8192), ("grafana", {"dashboard": {"enabled": True}}),
 ])
 def test_override_rejects_fleet_only_fields_by_name(field: str, value: Any) -> None:
     with pytest.raises(model.SpecError, match=field):

@@ -110,6 +110,7 @@ EXPECTED_OPERATOR = {
         "rbac.authorization.k8s.io/rolebindings": {"create"},
         "networking.k8s.io/networkpolicies": {"create"},
         f"core/configmaps#{CM}": {"get", "patch", "delete", "list", "watch"},  # list/watch: held for the agent
+        f"core/configmaps#{render.DASHBOARD_NAME}": {"get", "patch", "delete"},  # spec.grafana.dashboard
         f"core/services#{AGENT}": {"get", "patch", "delete"},
         f"core/serviceaccounts#{AGENT}": {"get", "patch", "delete"},
         f"apps/daemonsets#{AGENT}": {"get", "patch", "delete"},
@@ -274,17 +275,18 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
     h.apply_cr("team-a", "metrics", {"profile": "minimal"})
     wait_for(lambda: h.reason("metrics", "Reconciled", "team-a") == "True/Merged", what="override")
     h.write_ds_status(desiredNumberScheduled=1, updatedNumberScheduled=1, numberAvailable=1, numberReady=1)
-    h.apply_cr(NS, "default", {"networkPolicy": {"enabled": True}})
+    h.apply_cr(NS, "default", {"networkPolicy": {"enabled": True}, "grafana": {"dashboard": {"enabled": True}}})
     wait_for(lambda: h.cluster.objects("networkpolicies"), what="NetworkPolicy")
+    wait_for(lambda: h.get(f"/api/v1/namespaces/{AGENTS}/configmaps/{render.DASHBOARD_NAME}"), what="dashboard")
     h.cluster.install_monitoring()
     wait_for(lambda: h.cluster.objects("servicemonitors") and h.cluster.objects("prometheusrules"),
              what="monitoring objects")
     # Hand edits of every object: the operator patches them back (drift repair).
     drifted = []
-    fleet = model.parse_fleet({"networkPolicy": {"enabled": True}})
+    fleet = model.parse_fleet({"networkPolicy": {"enabled": True}, "grafana": {"dashboard": {"enabled": True}}})
     for obj in render.render_workload(NS, fleet, render.render_agent_config(fleet, {}, 1), None) \
-            + render.monitoring_objects(NS):
-        if obj["kind"] == "ConfigMap":
+            + render.monitoring_objects(NS) + [render.render_dashboard(NS, fleet, None, "{}")]:
+        if obj["metadata"]["name"] == CM:
             continue
         path = kubeapi.object_path(obj)
         h.kube.merge_patch(path, {"metadata": {"labels": {"app.kubernetes.io/part-of": "tampered"}}})
@@ -292,9 +294,11 @@ def test_operator_requests_are_covered_by_the_expected_table(op_harness: Harness
     wait_for(lambda: all(h.get(p)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kpod-metrics"
                          for p in drifted), what="drift repaired")
     h.apply_cr(NS, "default", {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
-                               "networkPolicy": {"enabled": False}})
+                               "networkPolicy": {"enabled": False}, "grafana": {"dashboard": {"enabled": False}}})
     wait_for(lambda: not h.cluster.objects("servicemonitors") and not h.cluster.objects("prometheusrules")
-             and not h.cluster.objects("networkpolicies"), what="monitoring objects, NetworkPolicy deleted")
+             and not h.cluster.objects("networkpolicies")
+             and not h.get(f"/api/v1/namespaces/{AGENTS}/configmaps/{render.DASHBOARD_NAME}"),
+             what="monitoring objects, NetworkPolicy, dashboard deleted")
     h.apply_cr(NS, "default", {"profile": "nonsense"})
     wait_for(lambda: h.reason("default", "Reconciled") == "False/InvalidSpec", what="invalid spec")
     h.kube.request("DELETE", f"{CR_PATH}/namespaces/{NS}/kpodmetricsprofiles/default")
