@@ -336,8 +336,18 @@ class HistogramBuckets(_Strict):
 
 
 DEFAULT_OTLP_INTERVAL_SECONDS = 60.0
-# Where the operator mounts the Secret of the fleet's OTLP headers.
-OTLP_HEADERS_DIR = "/etc/kpod-agent/otlp"
+# Where the operator mounts the key of the fleet's OTLP headers Secret.
+OTLP_HEADERS_FILE = "/etc/kpod-agent/otlp/headers"
+
+
+# An http(s) URL or empty; also the CRD's pattern of the fleet's otlp.endpoint.
+OTLP_ENDPOINT_PATTERN = r"^(https?://[^/\s]+(/\S*)?)?$"
+
+
+def check_otlp_endpoint(value: str) -> str:
+    if not re.match(OTLP_ENDPOINT_PATTERN, value):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {value!r}")
+    return value
 
 
 class OtlpConfig(_Strict):
@@ -355,9 +365,7 @@ class OtlpConfig(_Strict):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {value!r}")
-        return value
+        return check_otlp_endpoint(value)
 
     @model_validator(mode="after")
     def _endpoint_when_enabled(self) -> OtlpConfig:

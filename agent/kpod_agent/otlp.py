@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,9 @@ SERVICE_NAME = "kpod-agent"
 MAX_HEADERS_BYTES = 64 * 1024
 # A push never waits longer than this for the receiver, whatever the interval.
 MAX_TIMEOUT_SECONDS = 10.0
+# https endpoints: the host's CA bundle where there is one (Debian's path);
+# else requests' own (certifi, the Mozilla bundle), which the image carries.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def resource_of(view: CollectionView) -> Resource:
@@ -185,7 +189,8 @@ class OtlpPusher:
         timeout = min(self.config.interval, MAX_TIMEOUT_SECONDS)
         try:
             data = metrics_data(self.source(), self.start_ns)
-            exporter = OTLPMetricExporter(endpoint=url, headers=headers, timeout=timeout)
+            ca = SYSTEM_CA_BUNDLE if os.path.isfile(SYSTEM_CA_BUNDLE) else None
+            exporter = OTLPMetricExporter(endpoint=url, headers=headers, timeout=timeout, certificate_file=ca)
             try:
                 result = exporter.export(data, timeout_millis=timeout * 1000)
             finally:
