@@ -31,7 +31,9 @@
 #ifndef KPOD_MAX_POLICIES
 #define KPOD_MAX_POLICIES 64
 #endif
+#ifndef KPOD_NR_WORDS              /* set by the agent from config.MAX_SYSCALLS */
 #define KPOD_NR_WORDS 8            /* 512 syscall numbers per policy */
+#endif
 #define KPOD_MAX_NR (KPOD_NR_WORDS * 64)
 
 struct syscall_key {

@@ -377,33 +377,42 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
     ]
 
 
-def render_service_monitor(namespace: str, fleet: model.FleetSpec,
-                           owner: dict[str, Any] | None) -> dict[str, Any]:
+def _service_monitor(name: str, namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
+                     selector: dict[str, str], target_namespace: str, port: str,
+                     **endpoint: Any) -> dict[str, Any]:
+    """A ServiceMonitor with the fleet's labels, interval and timeout."""
     sm = fleet.serviceMonitor
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _meta(AGENT_NAME, namespace, owner, sm.labels),
+        "metadata": _meta(name, namespace, owner, sm.labels),
         "spec": {
-            "selector": {"matchLabels": dict(SELECTOR_LABELS)},
-            "namespaceSelector": {"matchNames": [fleet.agent.namespace]},
+            "selector": {"matchLabels": selector},
+            "namespaceSelector": {"matchNames": [target_namespace]},
             "endpoints": [{
-                "port": "metrics",
+                "port": port,
                 "path": "/metrics",
                 "interval": agentconfig.format_duration(sm.interval),
                 "scrapeTimeout": agentconfig.format_duration(sm.scrapeTimeout),
-                # The series carry the workload's namespace/pod/container: without
-                # this, the target's own labels (the agent pod's) would win and
-                # ours would become exported_namespace, exported_pod, ...
-                "honorLabels": True,
-                "relabelings": [
-                    {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "instance"},
-                    # Which agent answered, beside the workload's pod label.
-                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod"},
-                ],
+                **endpoint,
             }],
         },
     }
+
+
+def render_service_monitor(namespace: str, fleet: model.FleetSpec,
+                           owner: dict[str, Any] | None) -> dict[str, Any]:
+    return _service_monitor(
+        AGENT_NAME, namespace, fleet, owner, dict(SELECTOR_LABELS), fleet.agent.namespace, "metrics",
+        # The series carry the workload's namespace/pod/container: without
+        # this, the target's own labels (the agent pod's) would win and
+        # ours would become exported_namespace, exported_pod, ...
+        honorLabels=True,
+        relabelings=[
+            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "instance"},
+            # Which agent answered, beside the workload's pod label.
+            {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod"},
+        ])
 
 
 def render_network_policy(namespace: str, fleet: model.FleetSpec,
@@ -439,22 +448,8 @@ OPERATOR_METRICS_PORT = "metrics"  # the port name of deploy/operator/service.ya
 def render_operator_service_monitor(namespace: str, fleet: model.FleetSpec,
                                     owner: dict[str, Any] | None) -> dict[str, Any]:
     """Scrapes the operator's own /metrics (every replica: the standby says leader 0)."""
-    sm = fleet.serviceMonitor
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": _meta(OPERATOR_NAME, namespace, owner, sm.labels),
-        "spec": {
-            "selector": {"matchLabels": {APP_LABEL: OPERATOR_NAME}},
-            "namespaceSelector": {"matchNames": [namespace]},
-            "endpoints": [{
-                "port": OPERATOR_METRICS_PORT,
-                "path": "/metrics",
-                "interval": agentconfig.format_duration(sm.interval),
-                "scrapeTimeout": agentconfig.format_duration(sm.scrapeTimeout),
-            }],
-        },
-    }
+    return _service_monitor(OPERATOR_NAME, namespace, fleet, owner, {APP_LABEL: OPERATOR_NAME}, namespace,
+                            OPERATOR_METRICS_PORT)
 
 
 def load_rule_groups(path: pathlib.Path = RULES_ASSET) -> list[dict[str, Any]]:

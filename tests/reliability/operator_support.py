@@ -212,11 +212,8 @@ def op_cluster() -> Iterator[FaultyCluster]:
 
 @pytest.fixture()
 def op_harness(op_cluster: FaultyCluster, tmp_path: pathlib.Path) -> Iterator[Harness]:
-    h = Harness(op_cluster, tmp_path)
-    try:
+    with Harness(op_cluster, tmp_path) as h:
         yield h
-    finally:
-        h.stop()
 
 
 # ---- the CRD schema, as the API server applies it ---------------------------

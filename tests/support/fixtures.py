@@ -32,11 +32,8 @@ def cluster() -> Iterator[EmulatedCluster]:
 
 @pytest.fixture()
 def harness(cluster: EmulatedCluster, tmp_path: pathlib.Path) -> Iterator[Harness]:
-    h = Harness(cluster, tmp_path)
-    try:
+    with Harness(cluster, tmp_path) as h:
         yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import threading
-from typing import Any
+from typing import Any, Self
 
 import kopf
 
@@ -70,6 +70,12 @@ class Harness:
         # Shared by the operators this harness starts: a restart keeps the time.
         self.clock = opclock.FakeClock()
         self.operator: RunningOperator | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self) -> RunningOperator:
         self.operator = RunningOperator(self.cluster.url, self.config, self.clock)

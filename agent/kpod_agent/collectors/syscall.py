@@ -37,12 +37,12 @@ from kpod_agent.collectors.base import (
     delete_keys,
     hist_from,
 )
-from kpod_agent.config import MAX_SYSCALL_POLICIES, AgentConfig, syscall_numbers
+from kpod_agent.config import MAX_SYSCALL_POLICIES, MAX_SYSCALLS, AgentConfig, syscall_numbers
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 30.0
-NR_WORDS = 8  # 512 syscall numbers per policy, as in syscall.c
+NR_WORDS = MAX_SYSCALLS // 64  # one allowlist bit per syscall number, 64 per map word
 
 
 def syscall_name(nr: int) -> str:
@@ -177,7 +177,7 @@ class SyscallCollector(BpfCollector):
         self._carry: dict[tuple[int, int], tuple[float, Hist]] = {}
 
     def cflags(self, config: AgentConfig) -> list[str]:
-        return super().cflags(config) + [f"-DKPOD_MAX_POLICIES={MAX_SYSCALL_POLICIES}"]
+        return super().cflags(config) + [f"-DKPOD_MAX_POLICIES={MAX_SYSCALL_POLICIES}", f"-DKPOD_NR_WORDS={NR_WORDS}"]
 
     def after_load(self, config: AgentConfig) -> None:
         _raise_fd_limit()
