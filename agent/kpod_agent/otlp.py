@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,7 +36,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.util.re import parse_env_headers
 from prometheus_client.core import Metric as PromMetric
 
 from kpod_agent.config import OtlpConfig
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "kpod-agent"
 MAX_HEADERS_BYTES = 64 * 1024
+# An HTTP header name (RFC 9110 token).
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 # A push never waits longer than this for the receiver, whatever the interval.
 MAX_TIMEOUT_SECONDS = 10.0
 # https endpoints: the host's CA bundle where there is one (Debian's path);
@@ -146,7 +149,22 @@ def read_headers(path: str) -> dict[str, str]:
     if not path:
         return {}
     text = read_regular_file(path, MAX_HEADERS_BYTES).decode("utf-8", "replace")
-    return dict(parse_env_headers(",".join(line.strip() for line in text.splitlines() if line.strip()), liberal=True))
+    # Parsed here, not by the SDK's parse_env_headers: that one logs a
+    # malformed entry, and an entry of this file is a secret.
+    headers: dict[str, str] = {}
+    bad = 0
+    for entry in (e.strip() for line in text.splitlines() for e in line.split(",")):
+        name, eq, value = entry.partition("=")
+        name = name.strip().lower()
+        if not entry:
+            continue
+        if not eq or not _TOKEN.match(name):
+            bad += 1
+            continue
+        headers[name] = urllib.parse.unquote(value.strip())
+    if bad:
+        log.warning("OTLP headers file %s: %d entries are not name=value and are ignored", path, bad)
+    return headers
 
 
 class OtlpPusher:
@@ -169,7 +187,9 @@ class OtlpPusher:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=MAX_TIMEOUT_SECONDS + 2)
+            # Short: a reload never waits out a push in flight (its result is
+            # still counted; the thread ends after it).
+            self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.config.interval):

@@ -114,6 +114,17 @@ def test_headers_file_formats(tmp_path: Path) -> None:
     path.write_text(f"x-api-key={KEY}\nx-tenant = team-a , x-other=1\n")
     assert otlp.read_headers(str(path)) == {"x-api-key": KEY, "x-tenant": "team-a", "x-other": "1"}
     assert otlp.read_headers("") == {}
+    path.write_text("Authorization=Basic%20dXNlcg==\n")  # URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS
+    assert otlp.read_headers(str(path)) == {"authorization": "Basic dXNlcg=="}
+
+
+def test_a_malformed_headers_entry_is_ignored_and_not_logged(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "headers"
+    path.write_text(f"x-api-key: {KEY}\nx-ok=1\n")  # a colon, not '=': the whole line is the secret
+    with caplog.at_level(logging.DEBUG):
+        assert otlp.read_headers(str(path)) == {"x-ok": "1"}
+    assert "1 entries are not name=value" in caplog.text and KEY not in caplog.text
 
 
 def test_push_counts_results_and_never_logs_headers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
