@@ -17,16 +17,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from kpod_agent import bpfload, cgroups, filters, reload, view
 from kpod_agent.collectors import REGISTRY
 from kpod_agent.collectors.base import CgroupTarget, Collector, CollectorContext, Snapshot, TargetRole
-from kpod_agent.config import AgentConfig, ConfigError, parse_config
+from kpod_agent.config import AgentConfig, ConfigError, OtlpConfig, parse_config
 from kpod_agent.contract import AgentStatus, CollectorStatus, DiscoveryStatus, MapFull
 from kpod_agent.discovery import Discovery
 from kpod_agent.pods import CgroupEntry, PodIndex
 
 log = logging.getLogger(__name__)
+
+
+class Pusher(Protocol):
+    """A background pusher of the series (otlp.py): started once, stopped once."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -63,6 +72,9 @@ class Agent:
     # Capacity of every per-cgroup BPF map, over the config's maxCgroups;
     # small in tests that fill them.
     max_cgroups: int | None = None
+    # Made from the applied config's `otlp` when it is on: the OTLP pusher
+    # (started here, stopped on the next change of `otlp`).
+    pusher_factory: Callable[[OtlpConfig], Pusher] | None = None
 
     def __post_init__(self) -> None:
         self.kernel_lock = threading.RLock()
@@ -87,6 +99,9 @@ class Agent:
         self.uncounted: dict[str, set[str]] = {}
         self._view = view.CollectionView(node_name=self.node_name)
         self._view_lock = threading.Lock()
+        self.pusher: Pusher | None = None
+        # result -> OTLP pushes, over every pusher since start (never goes down).
+        self.otlp_exports: dict[str, int] = {"success": 0, "error": 0}
 
     # ---- config -------------------------------------------------------
 
@@ -149,6 +164,8 @@ class Agent:
                 self._refresh_filters()
             if layout_changed or plan.restart_discovery:
                 self._restart_discovery(config)  # refreshes the filters with its first view
+            if plan.restart_otlp:
+                self._restart_pusher(config.otlp)
             self.reloads.success += 1
             self.reloads.applied_at = _now()
             self._publish()
@@ -227,6 +244,22 @@ class Agent:
         except Exception as exc:  # the thread retries; first view stays empty
             log.warning("first discovery failed: %s", exc)
         self.discovery.start()
+
+    # ---- OTLP push --------------------------------------------------------
+
+    def _restart_pusher(self, otlp: OtlpConfig) -> None:
+        if self.pusher is not None:
+            self.pusher.stop()
+            self.pusher = None
+        if otlp.enabled and self.pusher_factory is not None:
+            self.pusher = self.pusher_factory(otlp)
+            self.pusher.start()
+            log.info("OTLP push to %s every %.3gs", otlp.url(), otlp.interval)
+
+    def count_export(self, result: str) -> None:
+        """One OTLP push done (success / error); called from the pusher's thread."""
+        with self._view_lock:
+            self.otlp_exports[result] = self.otlp_exports.get(result, 0) + 1
 
     def on_index(self, index: PodIndex) -> None:
         self._refresh_filters(index)
@@ -355,7 +388,8 @@ class Agent:
             published = view.CollectionView(
                 node_name=self.node_name, config=self.config, index=self.index, filters=self.filters,
                 collectors=collectors, reloads_success=self.reloads.success, reloads_error=self.reloads.error,
-                discovery_errors=self.discovery_errors_total(), cycle_duration=self.cycle_duration)
+                discovery_errors=self.discovery_errors_total(), cycle_duration=self.cycle_duration,
+                otlp_exports=dict(self.otlp_exports))
             with self._view_lock:
                 self._view = published
 
@@ -367,8 +401,9 @@ class Agent:
         with self._view_lock:
             current = self._view
             errors = self.discovery_errors_total()
-            if errors != current.discovery_errors:
-                current = self._view = dataclasses.replace(current, discovery_errors=errors)
+            if errors != current.discovery_errors or self.otlp_exports != current.otlp_exports:
+                current = self._view = dataclasses.replace(current, discovery_errors=errors,
+                                                           otlp_exports=dict(self.otlp_exports))
             return current
 
     # ---- status ---------------------------------------------------------
@@ -417,6 +452,8 @@ class Agent:
         )
 
     def shutdown(self) -> None:
+        if self.pusher is not None:
+            self.pusher.stop()
         if self.discovery is not None:
             self.discovery.stop()
         with self.kernel_lock:

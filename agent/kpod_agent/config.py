@@ -335,6 +335,51 @@ class HistogramBuckets(_Strict):
         return self
 
 
+DEFAULT_OTLP_INTERVAL_SECONDS = 60.0
+# Where the operator mounts the key of the fleet's OTLP headers Secret.
+OTLP_HEADERS_FILE = "/etc/kpod-agent/otlp/headers"
+
+
+# An http(s) URL or empty; also the CRD's pattern of the fleet's otlp.endpoint.
+OTLP_ENDPOINT_PATTERN = r"^(https?://[^/\s]+(/\S*)?)?$"
+
+
+def check_otlp_endpoint(value: str) -> str:
+    if not re.match(OTLP_ENDPOINT_PATTERN, value):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+class OtlpConfig(_Strict):
+    """OTLP/HTTP push of the series /metrics serves, beside it."""
+
+    enabled: bool = Field(default=False, description="Push the series over OTLP/HTTP (protobuf).")
+    endpoint: str = Field(default="", description=(
+        "The receiver's OTLP/HTTP URL, e.g. http://otel-collector:4318 (/v1/metrics is added when the URL "
+        "has no path); https uses the system CAs."))
+    headersFile: str = Field(default="", description=(
+        "File of request headers, name=value separated by commas or lines (e.g. an API key); never logged. "
+        "Empty: none."))
+    interval: Interval = Field(default=DEFAULT_OTLP_INTERVAL_SECONDS, description="How often the series are pushed.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_otlp_endpoint(value)
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> OtlpConfig:
+        if self.enabled and not self.endpoint:
+            raise ValueError("otlp.endpoint is required when otlp.enabled is true")
+        return self
+
+    def url(self) -> str:
+        """The endpoint, with the metrics path when it names none."""
+        scheme, _, rest = self.endpoint.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme}://{host}/v1/metrics" if not path else self.endpoint
+
+
 def allowlist_key(syscalls: list[str]) -> tuple[str, ...]:
     """Two allowlists with the same names in another order are one policy on the node."""
     return tuple(sorted(syscalls))
@@ -389,6 +434,8 @@ class AgentConfig(_Strict):
     # A change re-attaches the BPF collectors (map sizes are fixed when a
     # program loads).
     maxCgroups: MaxCgroups = DEFAULT_MAX_CGROUPS
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig, description=(
+        "Push the same series over OTLP/HTTP, beside /metrics."))
 
     @field_validator("includeLabels")
     @classmethod

@@ -508,3 +508,9 @@ class KpodCollector(PromCollector):
         derr = CounterMetricFamily("kpod_discovery_errors_total", "Failed discovery lists or watches.")
         derr.add_metric([], float(view.discovery_errors))
         yield derr
+        pushes = CounterMetricFamily("kpod_otlp_exports", "OTLP pushes of the series, by result (error: receiver "
+                                     "unreachable, an error answer, or the headers file unreadable).",
+                                     labels=["result"])
+        for result in ("success", "error"):
+            pushes.add_metric([result], float(view.otlp_exports.get(result, 0)))
+        yield pushes

@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from kpod_agent.server import AgentHTTPServer
 
     agent = Agent(node_name=args.node_name, discovery_factory=_discovery_factory(args.node_name))
+    agent.pusher_factory = _pusher_factory(agent)
     registry = CollectorRegistry(auto_describe=False)
     exporter = KpodCollector(agent)
     registry.register(exporter)
@@ -235,6 +236,18 @@ def _discovery_factory(node_name: str) -> Any:
             client = api_client()
         return Discovery(config.discovery, node_name, resolver, on_change=on_change, api_client=client)
 
+    return factory
+
+
+def _pusher_factory(agent: Any) -> Any:
+    """The OTLP pusher of the config's `otlp`; its packages are imported only when it is on."""
+
+    def factory(config: Any) -> Any:
+        from kpod_agent import otlp
+
+        return otlp.OtlpPusher(config, lambda: agent.view, agent.count_export, start_ns)
+
+    start_ns = time.time_ns()
     return factory
 
 

@@ -28,6 +28,7 @@ class ReloadPlan:
     detach: tuple[str, ...]
     reconfigure: tuple[str, ...]
     restart_discovery: bool
+    restart_otlp: bool = False
 
 
 def _inputs(name: str, config: AgentConfig) -> Any:
@@ -52,6 +53,8 @@ def plan_reload(old: AgentConfig | None, new: AgentConfig) -> ReloadPlan:
         detach=tuple(sorted((before - after) | reattach)),
         reconfigure=reconfigure,
         restart_discovery=old is None or old.discovery != new.discovery,
+        # The pusher only: collectors keep their counters.
+        restart_otlp=(old.otlp if old is not None else None) != new.otlp,
     )
 
 

@@ -100,6 +100,8 @@ class CollectionView:
     reloads_error: int = 0
     discovery_errors: int = 0
     cycle_duration: float = 0.0
+    otlp_exports: Mapping[str, int] = field(default_factory=dict)
+    """result (success / error) -> OTLP pushes since start."""
 
     @property
     def count_all(self) -> bool:

@@ -64,6 +64,10 @@ _RULES: dict[type[BaseModel], list[dict[str, str]]] = {
                 "duration(self.serviceMonitor.scrapeTimeout) <= duration(self.serviceMonitor.interval)",
         "message": "serviceMonitor.scrapeTimeout must not exceed serviceMonitor.interval",
     }],
+    model.OtlpSpec: [{
+        "rule": "!(has(self.enabled) && self.enabled) || (has(self.endpoint) && self.endpoint != '')",
+        "message": "otlp.endpoint is required when otlp.enabled is true",
+    }],
 }
 
 

@@ -31,7 +31,7 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "maxCgroups", "agent",
-                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy", "grafana")
+                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy", "grafana", "otlp")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -290,6 +290,43 @@ class GrafanaSpec(_Strict):
         "The kpod-metrics dashboard, provisioned through the Grafana sidecar."))
 
 
+# A Secret's name (DNS subdomain) and one of its keys.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(_Strict):
+    name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = Field(description=(
+        "Name of a Secret in the agents' namespace."))
+    key: Annotated[str, Field(max_length=253, pattern=SECRET_KEY_PATTERN)] = Field(default="headers", description=(
+        "Key of the Secret holding the headers, name=value separated by commas or lines."))
+
+
+class OtlpSpec(_Strict):
+    """OTLP/HTTP push of the agents' series (protobuf), beside /metrics."""
+
+    enabled: bool = Field(default=False, description="Push the series of every agent over OTLP/HTTP.")
+    endpoint: str = Field(default="", json_schema_extra={"pattern": agentconfig.OTLP_ENDPOINT_PATTERN}, description=(
+        "The receiver's OTLP/HTTP URL, e.g. http://otel-collector.monitoring:4318 (/v1/metrics is added when "
+        "the URL has no path); https uses the agent image's system CAs. Required when enabled."))
+    headersSecretRef: SecretKeyRef | None = Field(default=None, description=(
+        "Secret whose key holds the request headers (e.g. x-api-key=...): mounted read-only into the agents, "
+        "never written to the ConfigMap."))
+    interval: agentconfig.Interval = Field(default=agentconfig.DEFAULT_OTLP_INTERVAL_SECONDS, description=(
+        "How often each agent pushes, e.g. 60s."))
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return agentconfig.check_otlp_endpoint(value)
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> OtlpSpec:
+        if self.enabled and not self.endpoint:
+            raise ValueError("otlp.endpoint is required when otlp.enabled is true")
+        return self
+
+
 class OverridePolicy(_Strict):
     """What a namespace override may ask for: its cost lands on every node."""
 
@@ -345,6 +382,8 @@ class ProfileSpec(_Strict):
         "(rendered only when enabled)."))
     grafana: GrafanaSpec | None = Field(default=None, description=(
         "Fleet only: Grafana provisioning (the dashboard ConfigMap for the Grafana sidecar)."))
+    otlp: OtlpSpec | None = Field(default=None, description=(
+        "Fleet only: OTLP/HTTP push of the agents' series, headers from a Secret."))
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> ProfileSpec:
@@ -407,6 +446,7 @@ class FleetSpec(_Strict):
     networkPolicy: NetworkPolicySpec
     overridePolicy: OverridePolicy
     grafana: GrafanaSpec
+    otlp: OtlpSpec
 
 
 # Fleet fields that are node-config fields: unset, they take the node config's default.
@@ -427,6 +467,7 @@ def parse_fleet(spec: object) -> FleetSpec:
         networkPolicy=parsed.networkPolicy or NetworkPolicySpec(),
         overridePolicy=parsed.overridePolicy or OverridePolicy(),
         grafana=parsed.grafana or GrafanaSpec(),
+        otlp=parsed.otlp or OtlpSpec(),
     )
 
 

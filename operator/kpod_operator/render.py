@@ -70,6 +70,10 @@ def render_agent_config(
         "discovery": fleet.agent.discovery.model_dump(mode="json"),
         "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
         "maxCgroups": fleet.maxCgroups,
+        # The headers stay in their Secret: the node config names the file it is mounted as.
+        "otlp": {"enabled": fleet.otlp.enabled, "endpoint": fleet.otlp.endpoint,
+                 "interval": agentconfig.format_duration(fleet.otlp.interval),
+                 "headersFile": agentconfig.OTLP_HEADERS_FILE if fleet.otlp.headersSecretRef else ""},
     })
 
 
@@ -178,6 +182,7 @@ HOST_MOUNTS = [("cgroup", "/sys/fs/cgroup"), ("sys-kernel", "/sys/kernel"),
                ("modules", "/lib/modules"), ("usr-src", "/usr/src")]
 # Writable scratch under a read-only root filesystem: TMPDIR (bcc's compile
 # and kheaders), the entrypoint's unpacked-kheaders cache, and /tmp.
+OTLP_VOLUME = "otlp-headers"
 SCRATCH_MOUNTS = [("tmp", "/tmp"), ("bcc-tmp", "/var/lib/kpod/tmp"), ("headers-cache", "/var/cache/kpod")]
 
 
@@ -197,8 +202,9 @@ def agent_security_context(agent: model.AgentSpec) -> dict[str, Any]:
 
 def render_daemonset(namespace: str, fleet: model.FleetSpec,
                      owner: dict[str, Any] | None) -> dict[str, Any]:
-    """The agent DaemonSet. Its pod template depends on spec.agent only: node
-    config changes travel through the watched ConfigMap and never restart pods."""
+    """The agent DaemonSet. Its pod template depends on spec.agent and on which
+    Secret holds the OTLP headers (spec.otlp.headersSecretRef) only: node config
+    changes travel through the watched ConfigMap and never restart pods."""
     agent = fleet.agent
     resources: dict[str, Any] = {}
     if agent.resources.requests:
@@ -206,7 +212,7 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
     if agent.resources.limits:
         resources["limits"] = {k: str(v) for k, v in agent.resources.limits.items()}
     probe = {"port": "metrics", "scheme": "HTTP"}
-    container = {
+    container: dict[str, Any] = {
         "name": "agent",
         "image": agent.image,
         "imagePullPolicy": agent.imagePullPolicy,
@@ -236,6 +242,11 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
     }
     if resources:
         container["resources"] = resources
+    secret_ref = fleet.otlp.headersSecretRef
+    directory, _, file_name = agentconfig.OTLP_HEADERS_FILE.rpartition("/")
+    if secret_ref is not None:
+        # Read through the volume: the agent needs no API access to Secrets.
+        container["volumeMounts"].append({"name": OTLP_VOLUME, "mountPath": directory, "readOnly": True})
     pod_spec: dict[str, Any] = {
         "serviceAccountName": AGENT_NAME,
         "hostPID": True,
@@ -246,6 +257,10 @@ def render_daemonset(namespace: str, fleet: model.FleetSpec,
         ],
         "terminationGracePeriodSeconds": 30,
     }
+    if secret_ref is not None:
+        pod_spec["volumes"].append({"name": OTLP_VOLUME, "secret": {
+            "secretName": secret_ref.name, "items": [{"key": secret_ref.key, "path": file_name}],
+            "optional": False, "defaultMode": 0o400}})
     if agent.nodeSelector:
         pod_spec["nodeSelector"] = dict(agent.nodeSelector)
     if agent.tolerations:

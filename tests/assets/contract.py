@@ -44,7 +44,7 @@ SELF_METRICS = (
     "kpod_collection_cycle_duration_seconds", "kpod_discovery_pods", "kpod_cgroup_read_errors_total",
     "kpod_bpf_program_load_duration_seconds", "kpod_bpf_map_entries", "kpod_bpf_map_capacity",
     "kpod_bpf_map_update_errors_total", "kpod_discovery_errors_total", "kpod_pods_not_counted",
-    "kpod_unknown_cgroup_events_total",
+    "kpod_unknown_cgroup_events_total", "kpod_otlp_exports_total",
 )
 # The operator's own /metrics (operator/kpod_operator/metrics.py) and the build info of both binaries.
 OPERATOR_METRICS = (

@@ -76,6 +76,17 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("grafana-folder-empty", {"grafana": {"dashboard": {"folder": ""}}}, False),
     ("grafana-namespace-uppercase", {"grafana": {"dashboard": {"namespace": "Monitoring"}}}, False),
     ("grafana-unknown-field", {"grafana": {"dashboards": {}}}, False),
+    ("otlp-valid", {"otlp": {"enabled": True, "endpoint": "https://otel.example:4318/v1/metrics",
+                             "headersSecretRef": {"name": "otlp-auth", "key": "headers"}, "interval": "30s"}}, True),
+    ("otlp-off-without-endpoint", {"otlp": {"enabled": False}}, True),
+    ("otlp-on-without-endpoint", {"otlp": {"enabled": True}}, False),
+    ("otlp-endpoint-not-http", {"otlp": {"endpoint": "grpc://otel:4317"}}, False),
+    ("otlp-endpoint-with-space", {"otlp": {"endpoint": "http://otel 4318"}}, False),
+    ("otlp-interval-1ms", {"otlp": {"interval": "1ms"}}, False),
+    ("otlp-secret-name-uppercase", {"otlp": {"headersSecretRef": {"name": "Auth"}}}, False),
+    ("otlp-secret-key-slash", {"otlp": {"headersSecretRef": {"name": "a", "key": "a/b"}}}, False),
+    ("otlp-secret-without-name", {"otlp": {"headersSecretRef": {"key": "h"}}}, False),
+    ("otlp-headers-in-clear", {"otlp": {"headers": {"x-api-key": "k"}}}, False),
 ]
 
 

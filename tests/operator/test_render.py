@@ -67,10 +67,35 @@ def test_fleet_defaults_fill_the_node_config() -> None:
     ("histogramBuckets", {"max": "1s"}), ("agent", {"image": "x:1"}),
     ("serviceMonitor", {"enabled": False}), ("prometheusRule", {"enabled": False}),
     ("maxCgroups", 8192), ("grafana", {"dashboard": {"enabled": True}}),
+    ("otlp", {"enabled": False}),
 ])
 def test_override_rejects_fleet_only_fields_by_name(field: str, value: Any) -> None:
     with pytest.raises(model.SpecError, match=field):
         model.parse_override({"profile": "minimal", field: value})
+
+
+def test_otlp_renders_the_section_and_mounts_only_the_secret() -> None:
+    fleet = _fleet(otlp={"enabled": True, "endpoint": "https://otel.example:4318", "interval": "30s",
+                         "headersSecretRef": {"name": "otlp-auth", "key": "api"}})
+    config = _config(fleet)
+    assert config.otlp == agentconfig.OtlpConfig(enabled=True, endpoint="https://otel.example:4318", interval=30.0,
+                                                 headersFile=agentconfig.OTLP_HEADERS_FILE)
+    configmap = render.render_configmap(NS, config, OWNER)
+    assert "otlp-auth" not in yaml.safe_dump(configmap)  # the ConfigMap names the file, not the Secret
+    spec = _template(fleet)["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"] == {"secretName": "otlp-auth", "items": [{"key": "api", "path": "headers"}],
+                                "optional": False, "defaultMode": 0o400}
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount == {"name": volume["name"], "mountPath": "/etc/kpod-agent/otlp", "readOnly": True}
+    assert f"{mount['mountPath']}/headers" == config.otlp.headersFile
+    kubernetes_validate.validate(render.render_daemonset(NS, fleet, OWNER), K8S_VERSION, strict=True)
+
+    # No Secret named: no volume and no headers file; the template is the one without otlp.
+    plain = _fleet(otlp={"enabled": True, "endpoint": "http://otel:4318"})
+    assert _config(plain).otlp.headersFile == ""
+    assert _template(plain) == _template(_fleet())
+    assert _config(_fleet()).otlp == agentconfig.OtlpConfig()
 
 
 def test_override_keeps_unset_fields_unset() -> None:
@@ -249,7 +274,8 @@ def _all_objects(tmp_rules: pathlib.Path | None = None) -> list[dict[str, Any]]:
                           "imagePullSecrets": [{"name": "regcred"}], "affinity": affinity,
                           "podAnnotations": {"a": "b"}, "podLabels": {"team": "obs"},
                           "extraCapabilities": ["SYS_ADMIN", "SYS_RESOURCE"]},
-                   networkPolicy={"enabled": True, "podSelector": {"matchLabels": {"app": "prometheus"}}})
+                   networkPolicy={"enabled": True, "podSelector": {"matchLabels": {"app": "prometheus"}}},
+                   otlp={"enabled": True, "endpoint": "http://otel:4318", "headersSecretRef": {"name": "otlp-auth"}})
     config = _config(fleet, {"team-a": {"profile": "comprehensive"}})
     return render.render_workload(NS, fleet, config, OWNER) + \
         render.render_monitoring(NS, fleet, OWNER, render.load_rule_groups(tmp_rules or render.RULES_ASSET))
