@@ -217,7 +217,8 @@ class OtlpPusher:
                 exporter.shutdown()
         except Exception as exc:  # a push must never take the agent down
             log.error("OTLP push to %s failed: %s", url, type(exc).__name__)
-            result = MetricExportResult.FAILURE
+            self.count("error")
+            return False
         ok = result == MetricExportResult.SUCCESS
         if not ok:
             log.warning("OTLP push to %s failed (see the exporter's message above)", url)
