@@ -5,7 +5,7 @@
  *   workload badclose N       N close(-1) calls (EBADF)
  *   workload sleep N USEC     N nanosleeps (voluntary context switches)
  *   workload send HOST PORT BYTES   connect and send exactly BYTES
- *   workload recv PORT BYTES  accept one connection, receive BYTES, print "ready" first
+ *   workload recv PORT BYTES  accept one connection (any address), receive BYTES, print "ready" first
  *   workload hog MB           touch MB of anonymous memory (OOM in a small memcg)
  *   workload fault FILE       mmap FILE, drop it from the page cache, touch every page
  *   workload fork N           N fork()+exit children
@@ -58,7 +58,7 @@ static int do_recv(int port, long total)
     int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_addr.s_addr = htonl(INADDR_ANY); /* pods in their own netns connect by address */
     if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("bind"); return 1; }
     listen(lfd, 1);
     printf("ready\n");
