@@ -37,7 +37,7 @@ def test_pods_have_their_own_addresses(nets: dict[str, PodNet]) -> None:
 
 
 def test_bytes_between_two_pods_charged_to_each(scraper: Scraper, nets: dict[str, PodNet]) -> None:
-    a, b, c = nets["a"], nets["b"], nets["c"]
+    a, b = nets["a"], nets["b"]
     total, port = 123_457, 7070
     names = ("kpod_net_tcp_bytes_sent_total", "kpod_net_tcp_bytes_received_total")
     pods: dict[str, FakePod] = {k: v.pod for k, v in nets.items()}
