@@ -1,0 +1,199 @@
+"""The l7 collector against real servers and clients in fake pods on a pod
+network: N requests of one operation from the client pod show as exactly N
+client requests there, N server requests in the server pod, none in the
+neighbour pod, with the right operation and status, and latency histograms
+whose count is N and whose sum fits in the time the client took."""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kpod_agent.agent import Agent
+from tests.support import l7_servers
+from tests.support.kernel_node import KernelNode
+from tests.support.pod_network import PodNet, pod_network
+from tests.support.scraper import Scraper
+
+REQUESTS = "kpod_l7_requests_total"
+DURATION = "kpod_l7_request_duration_seconds"
+N = 7
+
+
+@dataclass
+class Pods:
+    server: PodNet
+    client: PodNet
+    neighbour: PodNet
+
+
+@pytest.fixture(scope="module")
+def pods(node: KernelNode) -> Iterator[Pods]:
+    with pod_network() as network:
+        yield Pods(*(network.attach(node.add_pod(f"l7-{name}", "team-l7")) for name in ("srv", "cli", "nbr")))
+
+
+@pytest.fixture(scope="module")
+def scraper(node: KernelNode, pods: Pods) -> Iterator[Scraper]:
+    agent = Agent(node_name="node-1")
+    assert agent.apply(node.config(collectors={"l7": {}}))
+    assert agent.states["l7"].collector is not None, agent.states["l7"].error
+    scraper = Scraper(agent)
+    scraper.sync()
+    yield scraper
+    agent.shutdown()
+
+
+@pytest.fixture(scope="module")
+def servers(pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen]]:
+    """Every server once for the module, in the server pod (started before
+    the agent counts, so their start-up is no request of the tests)."""
+    tmp = tmp_path_factory.mktemp("l7servers")
+    started: dict[str, subprocess.Popen] = {}
+    try:
+        srv = pods.server
+        started["http"] = l7_servers.start_http(srv, tmp)
+        started["dns"] = l7_servers.start_dns(srv, tmp)
+        started["redis"] = l7_servers.start_redis(srv, tmp)
+        started["mysql"] = l7_servers.start_mysql(srv, tmp)
+        started["postgres"] = l7_servers.start_postgres(srv, tmp)
+        yield started
+    finally:
+        for proc in started.values():
+            l7_servers.stop(proc)
+
+
+def _values(scraper: Scraper, pods: Pods, protocol: str) -> dict[tuple[str, ...], float]:
+    """Every l7 sample of `protocol` in the three pods: (pod, series, labels...) -> value."""
+    names = {pods.server.pod.name: "srv", pods.client.pod.name: "cli", pods.neighbour.pod.name: "nbr"}
+    found: dict[tuple[str, ...], float] = {}
+    for family in scraper.registry.collect():
+        for s in family.samples:
+            if s.labels.get("protocol") != protocol or s.labels.get("pod") not in names:
+                continue
+            if s.name not in (REQUESTS, DURATION + "_count", DURATION + "_sum"):
+                continue
+            key = (names[s.labels["pod"]], s.name, s.labels["direction"], s.labels["operation"],
+                   s.labels.get("status", ""))
+            found[key] = s.value
+    return found
+
+
+def _delta(after: dict[tuple[str, ...], float], before: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def _exchange(scraper: Scraper, pods: Pods, protocol: str, argv: list[str]
+              ) -> tuple[dict[tuple[str, ...], float], float]:
+    """Run the client in the client pod; the l7 samples that changed and the
+    client's wall time."""
+    scraper.sync()
+    before = _values(scraper, pods, protocol)
+    started = time.monotonic()
+    result = pods.client.run(argv, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode in (0, 1), result.stderr.decode()[-2000:]
+    scraper.sync()
+    return _delta(_values(scraper, pods, protocol), before), elapsed
+
+
+def _assert_exact(delta: dict[tuple[str, ...], float], elapsed: float, operation: str, status: str) -> None:
+    for pod, direction in (("srv", "server"), ("cli", "client")):
+        assert delta.get((pod, REQUESTS, direction, operation, status)) == N, delta
+        assert delta.get((pod, DURATION + "_count", direction, operation, "")) == N, delta
+        latency = delta.get((pod, DURATION + "_sum", direction, operation, ""), 0.0)
+        assert 0 < latency <= elapsed, (latency, elapsed)
+    assert not [k for k in delta if k[0] == "nbr"], delta
+    # Nothing else counted for this exchange's operation in the wrong direction.
+    assert not [k for k in delta if k[1] == REQUESTS and k[3] == operation and k[4] != status], delta
+
+
+def test_http_not_found(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    url = f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/missing"
+    # One curl, one keep-alive connection, N requests.
+    delta, elapsed = _exchange(scraper, pods, "http", ["curl", "-s", "-o", "/dev/null", *[url] * N])
+    _assert_exact(delta, elapsed, "GET", "404")
+
+
+def test_http_ok_with_python_requests(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    url = f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/ok"
+    code = ("import requests, sys\ns = requests.Session()\n"
+            f"for _ in range({N}): assert s.get(sys.argv[1]).status_code == 200\n")
+    delta, elapsed = _exchange(scraper, pods, "http", ["python3", "-c", code, url])
+    _assert_exact(delta, elapsed, "GET", "200")
+
+
+def test_dns_nxdomain(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    names = [f"n{i}.missing.test" for i in range(N)]
+    delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", "+time=5", f"@{pods.server.ip}",
+                                                      *[arg for name in names for arg in (name, "A")]])
+    _assert_exact(delta, elapsed, "A", "NXDOMAIN")
+
+
+def test_dns_answer(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", "+time=5", f"@{pods.server.ip}",
+                                                      *["known.test", "A"] * N])
+    _assert_exact(delta, elapsed, "A", "NOERROR")
+
+
+def _redis(pods: Pods, *commands: str) -> list[str]:
+    return ["sh", "-c", f"printf '{''.join(c + chr(92) + 'n' for c in commands)}' | "
+            f"redis-cli -h {pods.server.ip} -p {l7_servers.REDIS_PORT}"]
+
+
+def test_redis_error(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    assert pods.client.run(_redis(pods, "SET word abc")).returncode == 0
+    delta, elapsed = _exchange(scraper, pods, "redis", _redis(pods, *["INCR word"] * N))
+    _assert_exact(delta, elapsed, "INCR", "error")
+
+
+def test_redis_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "redis", _redis(pods, *["LPUSH list x"] * N))
+    _assert_exact(delta, elapsed, "LPUSH", "ok")
+
+
+def _mariadb(pods: Pods, sql: str) -> list[str]:
+    # Statements on stdin: with --force the client goes on after an error.
+    return ["sh", "-c", f"echo '{sql * N}' | mariadb --no-defaults -h {pods.server.ip} "
+            f"-P {l7_servers.MYSQL_PORT} -u root --skip-ssl --force"]
+
+
+def test_mysql_failing_statement(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "mysql", _mariadb(pods, "DELETE FROM nosuch.t;"))
+    _assert_exact(delta, elapsed, "DELETE", "error")
+
+
+def test_mysql_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "mysql", _mariadb(pods, "DO 1;"))
+    _assert_exact(delta, elapsed, "DO", "ok")
+
+
+def _psql(pods: Pods, sql: str) -> list[str]:
+    return ["psql", "-X", "-q", "-h", pods.server.ip, "-p", str(l7_servers.POSTGRES_PORT), "-U", "postgres",
+            "-d", "postgres", *[arg for _ in range(N) for arg in ("-c", sql)]]
+
+
+def test_postgres_failing_statement(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "postgres", _psql(pods, "UPDATE nosuch SET a = 1"))
+    _assert_exact(delta, elapsed, "UPDATE", "error")
+
+
+def test_postgres_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    delta, elapsed = _exchange(scraper, pods, "postgres", _psql(pods, "SELECT 1"))
+    _assert_exact(delta, elapsed, "SELECT", "ok")
+
+
+def test_regular_files_are_never_classified(scraper: Scraper, pods: Pods, tmp_path: Path) -> None:
+    """Files that hold an HTTP request and a response, written and read in
+    the client pod: no socket, nothing counted."""
+    request, response = tmp_path / "request.txt", tmp_path / "response.txt"
+    response.write_text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    code = (f"for _ in range({N}):\n"
+            f"    open({str(request)!r}, 'w').write('GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+            f"    open({str(response)!r}).read()\n")
+    delta, _ = _exchange(scraper, pods, "http", ["python3", "-c", code])
+    assert delta == {}
