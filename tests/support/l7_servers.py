@@ -106,8 +106,8 @@ def start_dns(net: PodNet, tmp: Path, port: int = DNS_PORT) -> subprocess.Popen:
 
 
 def start_redis(net: PodNet, tmp: Path, port: int = REDIS_PORT) -> subprocess.Popen:
-    proc = _spawn(net, tmp, "redis", ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--protected-mode", "no",
-                        "--save", "", "--appendonly", "no", "--dir", str(tmp)])
+    proc = _spawn(net, tmp, "redis", ["redis-server", "--port", str(port), "--bind", "0.0.0.0",
+                                      "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp)])
     wait_listening(net, port, proc)
     return proc
 
@@ -122,10 +122,10 @@ def start_mysql(net: PodNet, tmp: Path, port: int = MYSQL_PORT) -> subprocess.Po
                           capture_output=True, text=True, timeout=120)
     if init.returncode != 0:
         raise ServerError(f"mariadb-install-db: {init.stderr[-2000:]}")
-    proc = _spawn(net, tmp, "mariadb", ["mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={datadir}/sock",
-                        f"--port={port}", "--bind-address=0.0.0.0", "--user=root", f"--tmpdir={datadir}", "--skip-grant-tables",
-                        "--skip-name-resolve", "--innodb-buffer-pool-size=16M", "--skip-log-bin",
-                        f"--pid-file={datadir}/pid"])
+    proc = _spawn(net, tmp, "mariadb", [
+        "mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={datadir}/sock", f"--port={port}",
+        "--bind-address=0.0.0.0", "--user=root", f"--tmpdir={datadir}", "--skip-grant-tables",
+        "--skip-name-resolve", "--innodb-buffer-pool-size=16M", "--skip-log-bin", f"--pid-file={datadir}/pid"])
     wait_listening(net, port, proc)
     return proc
 
@@ -144,9 +144,9 @@ def start_postgres(net: PodNet, tmp: Path, port: int = POSTGRES_PORT) -> subproc
         raise ServerError(f"initdb: {init.stderr[-2000:]}")
     with open(datadir / "pg_hba.conf", "a") as hba:
         hba.write("host all all 0.0.0.0/0 trust\n")
-    proc = _spawn(net, tmp, "postgres", _as_user("postgres", [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port),
-                                             "-k", str(datadir), "-c", "listen_addresses=*",
-                                             "-c", "fsync=off", "-c", "shared_buffers=16MB"]))
+    proc = _spawn(net, tmp, "postgres", _as_user("postgres", [
+        str(bindir / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(datadir),
+        "-c", "listen_addresses=*", "-c", "fsync=off", "-c", "shared_buffers=16MB"]))
     proc.remove_dir = datadir  # type: ignore[attr-defined]
     wait_listening(net, port, proc)
     return proc
