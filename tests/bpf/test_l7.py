@@ -22,6 +22,8 @@ from tests.support.scraper import Scraper
 REQUESTS = "kpod_l7_requests_total"
 DURATION = "kpod_l7_request_duration_seconds"
 N = 7
+# network beside l7: the hot-reload tests check its counters survive l7 changes.
+COLLECTORS = {"l7": {}, "network": {}}
 
 
 @dataclass
@@ -40,7 +42,7 @@ def pods(node: KernelNode) -> Iterator[Pods]:
 @pytest.fixture(scope="module")
 def scraper(node: KernelNode, pods: Pods) -> Iterator[Scraper]:
     agent = Agent(node_name="node-1")
-    assert agent.apply(node.config(collectors={"l7": {}}))
+    assert agent.apply(node.config(collectors=COLLECTORS))
     assert agent.states["l7"].collector is not None, agent.states["l7"].error
     scraper = Scraper(agent)
     scraper.sync()
@@ -197,3 +199,53 @@ def test_regular_files_are_never_classified(scraper: Scraper, pods: Pods, tmp_pa
             f"    open({str(response)!r}).read()\n")
     delta, _ = _exchange(scraper, pods, "http", ["python3", "-c", code])
     assert delta == {}
+
+
+def _curl(pods: Pods) -> list[str]:
+    return ["curl", "-s", "-o", "/dev/null", *[f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/ok"] * N]
+
+
+def test_protocols_change_without_reattach(scraper: Scraper, node: KernelNode, pods: Pods,
+                                           servers: dict[str, subprocess.Popen]) -> None:
+    agent = scraper.agent
+    l7_collector, network = agent.states["l7"].collector, agent.states["network"].collector
+    sent = "kpod_net_tcp_bytes_sent_total"
+    scraper.sync()
+    bytes_before = scraper.pod_value(sent, pods.client.pod)
+    try:
+        assert agent.apply(node.config(collectors={"l7": {"protocols": ["dns"]}, "network": {}}))
+        assert agent.states["l7"].collector is l7_collector, "a protocol change must not re-attach"
+        delta, _ = _exchange(scraper, pods, "http", _curl(pods))
+        assert delta == {}, "http is off"
+        delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", f"@{pods.server.ip}",
+                                                          *["known.test", "A"] * N])
+        _assert_exact(delta, elapsed, "A", "NOERROR")
+    finally:
+        assert agent.apply(node.config(collectors=COLLECTORS))
+    assert agent.states["l7"].collector is l7_collector
+    delta, elapsed = _exchange(scraper, pods, "http", _curl(pods))
+    _assert_exact(delta, elapsed, "GET", "200")
+    assert agent.states["network"].collector is network
+    assert scraper.pod_value(sent, pods.client.pod) > bytes_before  # kept, and still counting
+
+
+def test_l7_off_and_on_keeps_other_collectors(scraper: Scraper, node: KernelNode, pods: Pods,
+                                             servers: dict[str, subprocess.Popen]) -> None:
+    agent = scraper.agent
+    network = agent.states["network"].collector
+    sent = "kpod_net_tcp_bytes_sent_total"
+    scraper.sync()
+    bytes_before = scraper.pod_value(sent, pods.client.pod)
+    try:
+        assert agent.apply(node.config(collectors={"network": {}}))
+        scraper.sync()
+        assert agent.states.get("l7") is None or agent.states["l7"].collector is None
+        assert not scraper.series(REQUESTS)
+        assert pods.client.run(_curl(pods)).returncode == 0
+    finally:
+        assert agent.apply(node.config(collectors=COLLECTORS))
+    assert agent.states["l7"].collector is not None, agent.states["l7"].error
+    delta, elapsed = _exchange(scraper, pods, "http", _curl(pods))
+    _assert_exact(delta, elapsed, "GET", "200")
+    assert agent.states["network"].collector is network
+    assert scraper.pod_value(sent, pods.client.pod) > bytes_before
