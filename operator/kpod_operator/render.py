@@ -6,6 +6,7 @@ returns plain dicts ready to send to the API, so tests check objects, not calls.
 from __future__ import annotations
 
 import copy
+import json
 import pathlib
 from typing import Any
 
@@ -32,6 +33,11 @@ DASHBOARD_NAME = "kpod-metrics-dashboard"
 DASHBOARD_KEY = "kpod-metrics.json"
 # Where the ClusterRoleBinding records the dashboard's namespace (see render_rbac).
 DASHBOARD_NAMESPACE_ANNOTATION = "kpod.io/grafana-dashboard-namespace"
+# Old locations whose deletion has not succeeded yet (comma-separated
+# namespaces), kept on the binding until it has, so a failed delete is retried
+# rather than forgotten.
+PENDING_DASHBOARD_ANNOTATION = "kpod.io/pending-delete-dashboard-namespaces"
+PENDING_AGENTS_ANNOTATION = "kpod.io/pending-delete-agent-namespaces"
 
 # Used until the rules asset exists: the one alert nobody wants to miss.
 DEFAULT_RULE_GROUPS: list[dict[str, Any]] = [{
@@ -89,9 +95,16 @@ def _yaml_size(value: Any) -> int:
     return len(yaml.dump(value, Dumper=dumper, sort_keys=False).encode())
 
 
+# Block YAML is never this many times its compact JSON for our documents: the
+# deepest, shortest items (one-character values four levels down) make 1.6x.
+_YAML_OVER_JSON = 8
+
+
 def size_error(data: dict[str, Any], limit: int, what: str) -> str | None:
     """None if ``data`` as YAML fits in ``limit`` bytes, else a message naming
     its largest fields (two levels deep), so the CR's author knows what to cut."""
+    if len(json.dumps(data)) * _YAML_OVER_JSON <= limit:
+        return None  # far under: spare the YAML dump (1,000 overrides: 0.3 s per reconcile)
     total = _yaml_size(data)
     if total <= limit:
         return None
@@ -112,20 +125,25 @@ def config_content(config: agentconfig.AgentConfig) -> dict[str, Any]:
     return data
 
 
+def parse_running(text: str | None) -> agentconfig.AgentConfig | None:
+    """The node config in the agents' ConfigMap; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return agentconfig.parse_config(text)
+    except agentconfig.ConfigError:
+        return None
+
+
 def next_generation(
-    current_text: str | None,
+    current: agentconfig.AgentConfig | None,
     desired: agentconfig.AgentConfig,
     floor: int = 0,
 ) -> int:
     """Generation to stamp on ``desired``: kept when the content is unchanged,
-    else one above both the ConfigMap's and ``floor`` (the CR status), so it
-    never goes backwards even if the ConfigMap was deleted or hand-edited."""
-    current: agentconfig.AgentConfig | None = None
-    if current_text:
-        try:
-            current = agentconfig.parse_config(current_text)
-        except agentconfig.ConfigError:
-            current = None
+    else one above both the running config's (``current``, see parse_running)
+    and ``floor`` (the CR status), so it never goes backwards even if the
+    ConfigMap was deleted or hand-edited."""
     if current is not None and config_content(current) == config_content(desired) \
             and current.generation >= floor and current.generation > 0:
         return current.generation
@@ -500,10 +518,33 @@ def dashboard_object(namespace: str) -> dict[str, Any]:
     return _stub("v1", "ConfigMap", DASHBOARD_NAME, namespace)
 
 
+def _binding_annotation(binding: dict[str, Any] | None, key: str) -> str | None:
+    value = (((binding or {}).get("metadata") or {}).get("annotations") or {}).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def pending_namespaces(binding: dict[str, Any] | None, key: str) -> tuple[str, ...]:
+    """Namespaces the binding's ``key`` annotation lists as still to clean up."""
+    return tuple(sorted({ns for ns in (_binding_annotation(binding, key) or "").split(",") if ns}))
+
+
+def with_pending(binding: dict[str, Any], dashboards: list[str], agents: list[str]) -> dict[str, Any]:
+    """The binding recording old locations still to delete (none: the annotations go)."""
+    out = copy.deepcopy(binding)
+    annotations = out["metadata"].setdefault("annotations", {})
+    for key, namespaces in ((PENDING_DASHBOARD_ANNOTATION, dashboards), (PENDING_AGENTS_ANNOTATION, agents)):
+        if namespaces:
+            annotations[key] = ",".join(sorted(set(namespaces)))
+        else:
+            annotations.pop(key, None)
+    if not annotations:
+        del out["metadata"]["annotations"]
+    return out
+
+
 def recorded_dashboard_namespace(binding: dict[str, Any] | None) -> str | None:
     """The namespace of the dashboard our ClusterRoleBinding records, if any."""
-    value = (((binding or {}).get("metadata") or {}).get("annotations") or {}).get(DASHBOARD_NAMESPACE_ANNOTATION)
-    return value if isinstance(value, str) and value else None
+    return _binding_annotation(binding, DASHBOARD_NAMESPACE_ANNOTATION)
 
 
 def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,
