@@ -6,6 +6,7 @@ whose count is N and whose sum fits in the time the client took."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ def servers(pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         started["redis"] = l7_servers.start_redis(srv, tmp)
         started["mysql"] = l7_servers.start_mysql(srv, tmp)
         started["postgres"] = l7_servers.start_postgres(srv, tmp)
+        started["kafka"] = l7_servers.start_responder(srv, tmp, "kafka", l7_servers.KAFKA_PORT)
+        started["mongodb"] = l7_servers.start_responder(srv, tmp, "mongodb", l7_servers.MONGODB_PORT)
         yield started
     finally:
         for proc in started.values():
@@ -125,7 +128,7 @@ def test_http_ok_with_python_requests(scraper: Scraper, pods: Pods, servers: dic
     url = f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/ok"
     code = ("import requests, sys\ns = requests.Session()\n"
             f"for _ in range({N}): assert s.get(sys.argv[1]).status_code == 200\n")
-    delta, elapsed = _exchange(scraper, pods, "http", ["python3", "-c", code, url])
+    delta, elapsed = _exchange(scraper, pods, "http", [sys.executable, "-c", code, url])
     _assert_exact(delta, elapsed, "GET", "200")
 
 
@@ -197,8 +200,58 @@ def test_regular_files_are_never_classified(scraper: Scraper, pods: Pods, tmp_pa
     code = (f"for _ in range({N}):\n"
             f"    open({str(request)!r}, 'w').write('GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
             f"    open({str(response)!r}).read()\n")
-    delta, _ = _exchange(scraper, pods, "http", ["python3", "-c", code])
+    delta, _ = _exchange(scraper, pods, "http", [sys.executable, "-c", code])
     assert delta == {}
+
+
+def _warm_exchange(scraper: Scraper, pods: Pods, protocol: str, setup: str, request: str
+                   ) -> tuple[dict[tuple[str, ...], float], float]:
+    """A Python client that connects first (handshakes, bootstrap requests)
+    and then, on a line from the test, makes N requests: only those are
+    in the delta."""
+    code = (f"import sys\n{setup}\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+            f"for _ in range({N}):\n    {request}\nprint('done', flush=True)\n")
+    proc = pods.client.spawn([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        scraper.sync()
+        before = _values(scraper, pods, protocol)
+        started = time.monotonic()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == b"done"
+        elapsed = time.monotonic() - started
+        scraper.sync()
+        return _delta(_values(scraper, pods, protocol), before), elapsed
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.wait(timeout=30)
+
+
+def test_kafka_metadata(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    """kafka-python against the responder: Metadata requests, paired by
+    correlation id; the responder reads each request's size first."""
+    setup = ("from kafka import KafkaConsumer\n"
+             f"c = KafkaConsumer(bootstrap_servers='{pods.server.ip}:{l7_servers.KAFKA_PORT}', "
+             "api_version=(1, 0, 0), request_timeout_ms=10000)\nc.topics()")
+    delta, elapsed = _warm_exchange(scraper, pods, "kafka", setup, "assert c.topics() == set()")
+    _assert_exact(delta, elapsed, "Metadata", "ok")
+
+
+def test_mongodb_commands(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
+    """pymongo against the responder: N ping commands answered ok, N
+    inserts refused; the responder reads each message's header first."""
+    setup = ("import pymongo\n"
+             f"m = pymongo.MongoClient('mongodb://{pods.server.ip}:{l7_servers.MONGODB_PORT}/?directConnection=true',"
+             " heartbeatFrequencyMS=600000)\nm.admin.command('ping')")
+    delta, elapsed = _warm_exchange(scraper, pods, "mongodb", setup, "m.admin.command('ping')")
+    _assert_exact(delta, elapsed, "ping", "ok")
+    failing = ("try:\n        m.test.command('insert', 'c', documents=[{'a': 1}])\n"
+               "    except pymongo.errors.OperationFailure:\n        pass")
+    delta, elapsed = _warm_exchange(scraper, pods, "mongodb", setup, failing)
+    _assert_exact(delta, elapsed, "insert", "error")
 
 
 def _curl(pods: Pods) -> list[str]:

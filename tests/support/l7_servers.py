@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -148,6 +149,14 @@ def start_postgres(net: PodNet, tmp: Path, port: int = POSTGRES_PORT) -> subproc
         str(bindir / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(datadir),
         "-c", "listen_addresses=*", "-c", "fsync=off", "-c", "shared_buffers=16MB"]))
     proc.remove_dir = datadir  # type: ignore[attr-defined]
+    wait_listening(net, port, proc)
+    return proc
+
+
+def start_responder(net: PodNet, tmp: Path, kind: str, port: int) -> subprocess.Popen:
+    """The Kafka or MongoDB responder of wire_responders.py."""
+    script = Path(__file__).with_name("wire_responders.py")
+    proc = _spawn(net, tmp, kind, [sys.executable, str(script), kind, str(port)])
     wait_listening(net, port, proc)
     return proc
 
