@@ -1,39 +1,43 @@
 /* l7: application-protocol requests per cgroup (HTTP/1.x, DNS over UDP,
  * Redis RESP, MySQL, PostgreSQL simple query, Kafka, MongoDB OP_MSG).
  *
- * Tracepoints and their context (all process context, the calling task):
- *  - syscalls:sys_enter_<name> / sys_exit_<name> of the socket read/write
- *    family (read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg,
- *    recvmmsg, sendmmsg), one generic pair of programs attached by the agent
- *    to each. Enter checks the cgroup filter first (a pod outside the
- *    selection pays that lookup) and remembers the call's buffer argument.
- *  - sock:sock_send_length / sock:sock_recv_length fire inside the call when
- *    the fd is a socket: they give the socket (sk) and its family/protocol.
+ * Tracepoints and their context:
+ *  - sock:sock_send_length / sock:sock_recv_length (process context, the
+ *    calling task, inside the syscall after the bytes moved): they fire for
+ *    socket I/O only, so a read or write on a file, pipe or tty never runs
+ *    this code and is never classified. First thing: the cgroup filter
+ *    lookup; a pod outside the selection pays that and nothing more. Then
+ *    the syscall's number and buffer argument come from the task's saved
+ *    user registers (bpf_task_pt_regs): read, write, readv, writev,
+ *    recvfrom, sendto, recvmsg, sendmsg, recvmmsg, sendmmsg (first message);
+ *    sendfile, splice, io_uring and in-kernel senders are skipped.
+ *    No syscall tracepoint is used: attaching sys_enter/sys_exit of read and
+ *    write cost every process of the node on every such call (an nginx/ab
+ *    pair outside the selection lost ~25% of its requests/s, docs/l7.md).
  *  - sock:inet_sock_set_state (process or softirq context): a TCP socket
  *    that is established or closed forgets its state (sk memory is reused).
- *    A call on a regular file, pipe or tty never sees them and is never
- *    classified: no fd table walk, no byte of a file is read.
- * Exit reads the first bytes the call moved (at most L7_HEAD) and:
- *  - if the socket has a request pending in the other direction, parses
- *    them as that protocol's response: counts (operation, status) and the
- *    latency, then forgets the request;
- *  - else tries each enabled protocol's request signature; a match is
- *    remembered as pending on (sk, tag). The tag is the protocol's own
+ * The first bytes moved (at most L7_HEAD) are then:
+ *  - if the socket has a request pending in the other direction, parsed as
+ *    that protocol's response: counts (operation, status) and the latency;
+ *  - else tried against each enabled protocol's request signature; a match
+ *    is remembered as pending on (sk, tag). The tag is the protocol's own
  *    request id where it has one (DNS id, Kafka correlation id, MongoDB
  *    requestID), so interleaved requests on one socket pair up; HTTP, Redis
- *    and the SQL protocols keep one pending request per socket.
+ *    and the SQL protocols keep one request per socket, and the socket
+ *    keeps its role after the response.
  * Direction: the socket that sent the request is the client's, the one that
- * received it the server's. Latency: client from the request's send (enter)
- * to the response's arrival; server from the request's arrival to the
- * response's send.
+ * received it the server's. Latency: client from the request's send to the
+ * response's arrival; server from the request's arrival to the response's
+ * send.
  *
  * Operations are bounded: the request's token (HTTP method, Redis command,
  * SQL verb, ...) is looked up in `l7_ops`, which the agent fills from its
  * fixed tables; a token not there is operation 0 of the protocol ("other").
  * Statuses: HTTP code (100-599), DNS rcode (4 bits), ok/error elsewhere.
  * `l7_config[0]` is the bitmask of enabled protocols: changing it needs no
- * reload. Sizes: pending requests LRU 65536 (sockets close silently);
- * calls in flight LRU 16384 (a thread killed in a syscall leaves its slot).
+ * reload. Sizes: pending requests LRU 65536 and held prefixes LRU 16384
+ * (sockets close without telling: the oldest go first); l7_requests 8 and
+ * l7_durations 4 entries per cgroup of KPOD_MAX_CGROUPS on average.
  */
 #include "kpod_common.h"
 
@@ -69,15 +73,15 @@
 #define KPOD_TCP_ESTABLISHED 1
 #define KPOD_TCP_CLOSE 7
 
+/* One socket transfer, as on_sock found it. */
 struct call {
-    u64 ts;        /* enter time */
+    u64 ts;        /* when the bytes moved */
     u64 arg;       /* buffer, iovec, msghdr or mmsghdr pointer */
-    u64 sk;        /* set by the sock tracepoint: the fd is a socket */
+    u64 sk;
     u8 kind;
     u8 sent;
     u8 l4;
-    u8 peek;
-    u32 pad;
+    u8 pad[5];
 };
 
 struct pending_key {
@@ -132,29 +136,12 @@ struct prefix {
     u8 b[L7_PREFIX];
 };
 
-/* Generic layouts of every syscalls:sys_enter_* / sys_exit_* record. */
-struct sys_enter_record {
-    u64 common;
-    int nr;
-    int pad;
-    u64 a0;
-    u64 a1;
-    u64 a2;
-};
-
-struct sys_exit_record {
-    u64 common;
-    int nr;
-    int pad;
-    long ret;
-};
-
 BPF_ARRAY(l7_config, u32, 1);
 BPF_HASH(l7_ops, struct op_key, u32, 1024);
-BPF_TABLE("lru_hash", u64, struct call, l7_calls, 16384);
 BPF_TABLE("lru_hash", struct pending_key, struct pending, l7_pending, 65536);
 BPF_TABLE("lru_hash", u64, struct prefix, l7_prefix, 16384);
 BPF_PERCPU_ARRAY(l7_head, struct head, 1);
+BPF_PERCPU_ARRAY(l7_zero_hist, struct kpod_hist, 1);    /* never written: the initial histogram */
 BPF_PERCPU_ARRAY(l7_opkey, struct op_key, 1);
 BPF_HASH(l7_requests, struct req_key, u64, KPOD_MAX_CGROUPS * 8);
 BPF_HASH(l7_durations, struct dur_key, struct kpod_hist, KPOD_MAX_CGROUPS * 4);  /* nanoseconds */
@@ -172,53 +159,6 @@ static __always_inline int kind_of(int nr, u8 *sent)
     if (nr == NR_recvmmsg) { *sent = 0; return K_MMSG; }
     if (nr == NR_sendmmsg) { *sent = 1; return K_MMSG; }
     return -1;
-}
-
-int l7_enter(struct sys_enter_record *args)
-{
-    if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
-        return 0;
-    int zero = 0;
-    u32 *enabled = l7_config.lookup(&zero);
-    if (!enabled || !*enabled)
-        return 0;
-    struct call c = {};
-    int kind = kind_of(args->nr, &c.sent);
-    if (kind < 0)
-        return 0;
-    c.kind = kind;
-    c.arg = args->a1;
-    c.ts = bpf_ktime_get_ns();
-    u64 id = bpf_get_current_pid_tgid();
-    l7_calls.update(&id, &c);
-    return 0;
-}
-
-static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int flags)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    struct call *c = l7_calls.lookup(&id);
-    if (!c || c->sk)
-        return;
-    if (family != KPOD_AF_INET && family != KPOD_AF_INET6)
-        return;
-    if (protocol != KPOD_IPPROTO_TCP && protocol != KPOD_IPPROTO_UDP)
-        return;
-    c->sk = (u64)sk;
-    c->l4 = protocol;
-    c->peek = (flags & KPOD_MSG_PEEK) ? 1 : 0;
-}
-
-TRACEPOINT_PROBE(sock, sock_send_length)
-{
-    on_sock(args->sk, args->family, args->protocol, 0);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sock, sock_recv_length)
-{
-    on_sock(args->sk, args->family, args->protocol, args->flags);
-    return 0;
 }
 
 /* A socket's memory is reused by the next one: a new connection or a
@@ -502,27 +442,29 @@ static __always_inline void count(u64 cgid, struct pending *p, int status, u64 n
     else
         kpod_map_full(KPOD_ERR_l7_requests);
     struct dur_key dk = {.cgid = cgid, .op = p->op, .proto = p->proto, .role = rk.role};
-    struct kpod_hist empty = {};
-    struct kpod_hist *h = l7_durations.lookup_or_try_init(&dk, &empty);
+    int zero_idx = 0;
+    struct kpod_hist *empty = l7_zero_hist.lookup(&zero_idx);   /* off the 512-byte stack */
+    if (!empty)
+        return;
+    struct kpod_hist *h = l7_durations.lookup_or_try_init(&dk, empty);
     if (h)
         kpod_hist_add(h, now > p->start ? now - p->start : 0);
     else
         kpod_map_full(KPOD_ERR_l7_durations);
 }
 
+/* The response of a tagged request (DNS, Kafka, MongoDB): its id is unique
+ * on the socket, so the entry goes once answered. */
 static __always_inline int try_response(struct pending_key *pk, u8 sent, u8 *d, u32 n, u64 cgid, u64 now)
 {
     struct pending *p = l7_pending.lookup(pk);
-    if (!p || p->sent == sent || p->answered)
+    if (!p || p->sent == sent)
         return 0;
     int status = response_status(p->proto, d, n);
     if (status < 0)
         return 0;
     struct pending copy = *p;
-    if (pk->kind == T_NONE)
-        p->answered = 1;   /* kept: the socket's role (see on_message) */
-    else
-        l7_pending.delete(pk);
+    l7_pending.delete(pk);
     count(cgid, &copy, status, now, sent);
     return 1;
 }
@@ -530,9 +472,10 @@ static __always_inline int try_response(struct pending_key *pk, u8 sent, u8 *d, 
 /* 1 when the bytes were a request or a response. */
 static __always_inline int on_message(struct call *c, u8 *d, u32 n, u32 total, u32 enabled)
 {
-    u64 now = bpf_ktime_get_ns();
+    u64 now = c->ts;
     u64 cgid = bpf_get_current_cgroup_id();
     struct pending_key pk = {.sk = c->sk};
+    struct pending *known = 0;
     if (c->l4 == KPOD_IPPROTO_UDP) {
         if (!(enabled & (1 << P_DNS)) || n < 12)
             return 0;
@@ -542,21 +485,31 @@ static __always_inline int on_message(struct call *c, u8 *d, u32 n, u32 total, u
             return try_response(&pk, c->sent, d, n, cgid, now);
         }
     } else {
-        if (try_response(&pk, c->sent, d, n, cgid, now))
-            return 1;
-        /* A socket that carried a request of an untagged protocol keeps its
-         * role: what moves in the response's direction is never a request
-         * (a Redis array reply looks like a command). */
-        struct pending *known = l7_pending.lookup(&pk);
-        if (known && known->sent != c->sent)
+        /* One lookup per transfer for HTTP, Redis and SQL: the socket's
+         * request, kept after its response (answered) as the socket's role. */
+        known = l7_pending.lookup(&pk);
+        if (known && known->sent != c->sent) {
+            if (!known->answered) {
+                int status = response_status(known->proto, d, n);
+                if (status >= 0) {
+                    struct pending copy = *known;
+                    known->answered = 1;
+                    count(cgid, &copy, status, now, c->sent);
+                    return 1;
+                }
+            }
+            /* What moves in the response's direction is never a request
+             * (a Redis array reply looks like a command). */
             return 0;
-        if ((enabled & (1 << P_KAFKA)) && n >= 8) {
+        }
+        /* Kafka sizes and MongoDB lengths are below 16 MiB: a first byte 0. */
+        if ((enabled & (1 << P_KAFKA)) && n >= 8 && d[0] == 0) {
             pk.tag = be32(d, 4);
             pk.kind = T_KAFKA;
             if (try_response(&pk, c->sent, d, n, cgid, now))
                 return 1;
         }
-        if ((enabled & (1 << P_MONGODB)) && n >= 16 && le32(d, 12) == 2013 && le32(d, 0) == total) {
+        if ((enabled & (1 << P_MONGODB)) && n >= 16 && d[3] == 0 && le32(d, 12) == 2013 && le32(d, 0) == total) {
             pk.tag = le32(d, 8);
             pk.kind = T_MONGO;
             if (try_response(&pk, c->sent, d, n, cgid, now))
@@ -591,10 +544,19 @@ static __always_inline int on_message(struct call *c, u8 *d, u32 n, u32 total, u
     }
     if (!proto)
         return 0;
+    if (known && tkind == T_NONE) {
+        /* The socket's next request, written in place: an LRU update
+         * allocates a new element and frees the old one each time. */
+        known->start = c->ts;
+        known->op = op;
+        known->proto = proto;
+        known->answered = 0;
+        return 1;
+    }
     pk.tag = tag;
     pk.kind = tkind;
-    /* Client: from the send's start; server: from the request's arrival. */
-    struct pending p = {.start = c->sent ? c->ts : now, .op = op, .proto = proto, .sent = c->sent};
+    /* Client: from the request's send; server: from its arrival. */
+    struct pending p = {.start = c->ts, .op = op, .proto = proto, .sent = c->sent};
     l7_pending.update(&pk, &p);
     return 1;
 }
@@ -629,40 +591,58 @@ struct iovec_user {
     u64 len;
 };
 
-int l7_exit(struct sys_exit_record *args)
+/* The user's task registers at syscall entry: the call's number and
+ * arguments, read where the sock tracepoints fire (inside the call). */
+struct pt_regs;
+static struct pt_regs *(*kpod_task_pt_regs)(void *task) = (void *)175;  /* BPF_FUNC_task_pt_regs */
+/* Offsets in struct pt_regs (the ptrace ABI, stable) of the syscall's
+ * second argument and number; the agent passes them per architecture. */
+#ifndef REGS_ARG1
+#define REGS_ARG1 104      /* x86_64: si */
+#endif
+#ifndef REGS_NR
+#define REGS_NR 120        /* x86_64: orig_ax */
+#endif
+
+static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret, int flags, u8 sent)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    struct call *cp = l7_calls.lookup(&id);
-    if (!cp)
-        return 0;
-    struct call c = *cp;
-    l7_calls.delete(&id);
-    long ret = args->ret;
-    if (!c.sk || c.peek || ret <= 0)
-        return 0;
+    if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
+        return;
+    if (ret <= 0 || (flags & KPOD_MSG_PEEK))
+        return;
+    if (family != KPOD_AF_INET && family != KPOD_AF_INET6)
+        return;
+    if (protocol != KPOD_IPPROTO_TCP && protocol != KPOD_IPPROTO_UDP)
+        return;
     int zero = 0;
     u32 *enabled = l7_config.lookup(&zero);
     if (!enabled || !*enabled)
-        return 0;
+        return;
+    void *regs = (void *)kpod_task_pt_regs((void *)bpf_get_current_task_btf());
+    s32 nr = -1;
+    u64 arg = 0;
+    if (!regs || bpf_probe_read_kernel(&nr, sizeof(nr), regs + REGS_NR) ||
+        bpf_probe_read_kernel(&arg, sizeof(arg), regs + REGS_ARG1))
+        return;
+    struct call c = {.ts = bpf_ktime_get_ns(), .arg = arg, .sk = (u64)sk, .l4 = protocol};
+    int kind = kind_of(nr, &c.sent);
+    /* sendfile, splice, io_uring, in-kernel senders: not ours to parse. */
+    if (kind < 0 || c.sent != sent)
+        return;
+    c.kind = kind;
     u64 ptr = c.arg;
-    u64 total = (u64)ret;          /* bytes of the message */
+    u64 total = (u64)ret;          /* bytes of the message (this one, for mmsg) */
     u64 first = total;             /* of which in the first buffer */
     if (c.kind != K_BUF) {
         u64 iov = c.arg;
         if (c.kind == K_MSG || c.kind == K_MMSG) {
             /* struct msghdr: msg_iov at offset 16; mmsghdr.msg_len at 56. */
             if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(c.arg + 16)))
-                return 0;
-            if (c.kind == K_MMSG) {
-                u32 mlen = 0;
-                if (bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(c.arg + 56)))
-                    return 0;
-                total = first = mlen;
-            }
+                return;
         }
         struct iovec_user v = {};
         if (bpf_probe_read_user(&v, sizeof(v), (void *)iov))
-            return 0;
+            return;
         ptr = v.base;
         if (v.len < first)
             first = v.len;   /* only the first iovec is read */
@@ -670,10 +650,10 @@ int l7_exit(struct sys_exit_record *args)
     u32 n = first < L7_HEAD ? (u32)first : L7_HEAD;
     struct head *h = l7_head.lookup(&zero);
     if (!h)
-        return 0;
+        return;
     __builtin_memset(h->d, 0, L7_PREFIX + L7_HEAD);
     if (n == 0 || n > L7_HEAD || bpf_probe_read_user(h->d + L7_PREFIX, n, (void *)ptr))
-        return 0;
+        return;
     u32 plen = 0;
     if (!c.sent && c.l4 == KPOD_IPPROTO_TCP) {
         struct prefix *pf = l7_prefix.lookup(&c.sk);
@@ -700,5 +680,16 @@ int l7_exit(struct sys_exit_record *args)
         __builtin_memcpy(pf.b, h->d + L7_PREFIX, L7_PREFIX);
         l7_prefix.update(&c.sk, &pf);
     }
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    on_sock(args->sk, args->family, args->protocol, args->ret, 0, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    on_sock(args->sk, args->family, args->protocol, args->ret, args->flags, 0);
     return 0;
 }

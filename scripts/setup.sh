@@ -34,7 +34,7 @@ if (( want_test )); then
              docker.io mmdebstrap
              # real servers and clients of the l7 tests and bench
              dnsmasq-base bind9-dnsutils redis-server redis-tools mariadb-server mariadb-client
-             postgresql postgresql-client apache2-utils)
+             postgresql postgresql-client apache2-utils nginx)
 fi
 
 missing=()

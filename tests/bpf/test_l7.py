@@ -302,3 +302,33 @@ def test_l7_off_and_on_keeps_other_collectors(scraper: Scraper, node: KernelNode
     _assert_exact(delta, elapsed, "GET", "200")
     assert agent.states["network"].collector is network
     assert scraper.pod_value(sent, pods.client.pod) > bytes_before
+
+
+def test_series_per_pod_with_every_protocol(scraper: Scraper, pods: Pods,
+                                            servers: dict[str, subprocess.Popen]) -> None:
+    """With every protocol used, the server and client pods carry series of
+    each, within the fixed tables; prints the count per pod (pytest -s) that
+    docs/l7.md quotes. Run after the module's other tests it counts all
+    their operations and statuses too."""
+    from kpod_agent.collectors import l7
+
+    ip = pods.server.ip
+    for argv in (_curl(pods), ["dig", "+tries=1", f"@{ip}", "known.test"], _redis(pods, "PING"),
+                 _mariadb(pods, "DO 1;"), _psql(pods, "SELECT 1"),
+                 [sys.executable, "-c", f"from kafka import KafkaConsumer\nKafkaConsumer(bootstrap_servers="
+                  f"'{ip}:{l7_servers.KAFKA_PORT}', api_version=(1, 0, 0)).topics()"],
+                 [sys.executable, "-c", f"import pymongo\npymongo.MongoClient('mongodb://{ip}:"
+                  f"{l7_servers.MONGODB_PORT}/?directConnection=true').admin.command('ping')"]):
+        result = pods.client.run(argv)
+        assert result.returncode == 0, (argv, result.stderr[-1000:])
+    scraper.sync()
+    for net, direction in ((pods.server, "server"), (pods.client, "client")):
+        requests = [s for s in scraper.series(REQUESTS) if s["pod"] == net.pod.name]
+        histograms = {tuple(sorted((k, v) for k, v in s.items() if k != "le"))
+                      for s in scraper.series(DURATION + "_bucket") if s["pod"] == net.pod.name}
+        assert {s["protocol"] for s in requests} == set(l7.L7_PROTOCOLS), requests
+        assert {s["direction"] for s in requests} == {direction}
+        assert len(requests) + len(histograms) <= l7.series_bound()
+        print(f"\n{direction} pod: {len(requests)} request series + {len(histograms)} latency histograms "
+              f"(bound per pod: {l7.series_bound()})")
+    assert not [s for s in scraper.series(REQUESTS) if s["pod"] == pods.neighbour.pod.name]

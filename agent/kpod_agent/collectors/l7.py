@@ -1,9 +1,10 @@
 """l7: application-protocol requests per pod, by protocol, direction,
 operation and status, with their latency (bpf/l7.c).
 
-One generic enter/exit program pair on the per-syscall tracepoints of the
-socket read/write family, plus the sock send/recv tracepoints that tell a
-socket from a file. The operation and status labels come from the fixed
+Programs on the sock send/recv tracepoints only: they fire for socket I/O
+and nothing else, and read the calling syscall's buffer argument from the
+task's registers. Per-syscall tracepoints on read/write cost every process
+of the node on every call (measured in docs/l7.md). The operation and status labels come from the fixed
 tables below: the BPF side looks a request's token (HTTP method, Redis
 command, SQL verb, ...) up in `l7_ops`, filled from these tables at attach,
 so a token not in a table is the protocol's "other" and the series per pod
@@ -16,8 +17,8 @@ import ctypes
 import functools
 from collections.abc import Iterable
 
-from kpod_agent.collectors.base import BpfCollector, CollectorContext, MetricSpec
-from kpod_agent.config import L7_PROTOCOLS, AgentConfig, syscall_numbers
+from kpod_agent.collectors.base import BpfCollector, CollectorError, MetricSpec
+from kpod_agent.config import L7_PROTOCOLS, AgentConfig, machine_arch, syscall_numbers
 
 # Protocol numbers of bpf/l7.c (P_HTTP ...): the order of config.L7_PROTOCOLS, from 1.
 PROTOCOL_IDS: dict[str, int] = {name: i for i, name in enumerate(L7_PROTOCOLS, start=1)}
@@ -28,6 +29,10 @@ OTHER = "other"
 # redis read/write, dig sendmmsg/recvmsg, dnsmasq sendmsg/recvmsg).
 SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto",
             "recvmsg", "sendmsg", "recvmmsg", "sendmmsg")
+
+# struct pt_regs offsets (ptrace ABI) of a syscall's second argument and of
+# its number: x86_64 si and orig_ax; arm64 regs[1] and syscallno.
+PT_REGS = {"x86_64": (104, 120), "aarch64": (8, 280)}
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 DNS_TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
@@ -175,13 +180,13 @@ class L7Collector(BpfCollector):
                    map="l7_durations", key=("cgid", "proto", "role", "op"), decoders=_DECODERS),
     )
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self.attached_syscalls: list[str] = []
-
     def cflags(self, config: AgentConfig) -> list[str]:
         numbers = syscall_numbers()
-        return super().cflags(config) + [f"-DNR_{name}={numbers[name]}" for name in SYSCALLS]
+        regs = PT_REGS.get(machine_arch())
+        if regs is None:
+            raise CollectorError(f"l7: no register layout for architecture {machine_arch()!r}")
+        return super().cflags(config) + [f"-DNR_{name}={numbers[name]}" for name in SYSCALLS] + [
+            f"-DREGS_ARG1={regs[0]}", f"-DREGS_NR={regs[1]}"]
 
     def after_load(self, config: AgentConfig) -> None:
         ops = self.bpf["l7_ops"]
@@ -192,15 +197,6 @@ class L7Collector(BpfCollector):
                 key.tok[i] = byte
             ops[key] = ctypes.c_uint32(op)
         self.reconfigure(config)
-        from kpod_agent import bpfload
-
-        for name in SYSCALLS:
-            if not all(bpfload.tracepoint_exists("syscalls", f"sys_{p}_{name}") for p in ("enter", "exit")):
-                continue
-            # Exit first: an enter's slot needs its exit to be freed.
-            self.bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{name}", fn_name="l7_exit")
-            self.bpf.attach_tracepoint(tp=f"syscalls:sys_enter_{name}", fn_name="l7_enter")
-            self.attached_syscalls.append(name)
 
     def reconfigure(self, config: AgentConfig) -> bool:
         self.bpf["l7_config"][ctypes.c_int(0)] = ctypes.c_uint32(protocol_mask(config.l7_protocols()))
