@@ -90,7 +90,8 @@ class Switch:
     """Attaches and detaches the loaded program's tracepoints: "off" runs
     nothing of ours, without recompiling between samples."""
 
-    TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "sock:inet_sock_set_state")
+    TRACEPOINTS = {"sock:sock_send_length": "l7_sock", "sock:sock_recv_length": "l7_sock",
+                   "sock:inet_sock_set_state": "tracepoint__sock__inet_sock_set_state"}
 
     def __init__(self, bpf: Any) -> None:
         self.bpf = bpf
@@ -99,9 +100,9 @@ class Switch:
     def set(self, on: bool) -> None:
         if on == self.on:
             return
-        for tp in self.TRACEPOINTS:
+        for tp, fn in self.TRACEPOINTS.items():
             if on:
-                self.bpf.attach_tracepoint(tp=tp, fn_name="tracepoint__" + tp.replace(":", "__"))
+                self.bpf.attach_tracepoint(tp=tp, fn_name=fn)
             else:
                 self.bpf.detach_tracepoint(tp)
         self.on = on

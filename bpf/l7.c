@@ -3,7 +3,8 @@
  *
  * Tracepoints and their context:
  *  - sock:sock_send_length / sock:sock_recv_length (process context, the
- *    calling task, inside the syscall after the bytes moved): they fire for
+ *    calling task, inside the syscall after the bytes moved; one program,
+ *    l7_sock, attached by the agent to both): they fire for
  *    socket I/O only, so a read or write on a file, pipe or tty never runs
  *    this code and is never classified. First thing: the cgroup filter
  *    lookup; a pod outside the selection pays that and nothing more. Then
@@ -359,8 +360,9 @@ static __always_inline int dns_request(u8 *d, u32 n, struct op_key *k, u32 *op, 
     if (n < 17 || (d[2] & 0x80) || (d[2] & 0x78) || be16(d, 4) != 1)
         return 0;
     u32 pos = 12;
+    /* Up to 20 labels: a longer name is not counted. */
 #pragma unroll
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 20; i++) {
         u8 l = d[pos & (L7_HEAD - 1)];
         if (l == 0)
             break;
@@ -604,7 +606,7 @@ static struct pt_regs *(*kpod_task_pt_regs)(void *task) = (void *)175;  /* BPF_F
 #define REGS_NR 120        /* x86_64: orig_ax */
 #endif
 
-static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret, int flags, u8 sent)
+static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret, int flags)
 {
     if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
         return;
@@ -627,7 +629,7 @@ static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret,
     struct call c = {.ts = bpf_ktime_get_ns(), .arg = arg, .sk = (u64)sk, .l4 = protocol};
     int kind = kind_of(nr, &c.sent);
     /* sendfile, splice, io_uring, in-kernel senders: not ours to parse. */
-    if (kind < 0 || c.sent != sent)
+    if (kind < 0)
         return;
     c.kind = kind;
     u64 ptr = c.arg;
@@ -682,14 +684,19 @@ static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret,
     }
 }
 
-TRACEPOINT_PROBE(sock, sock_send_length)
-{
-    on_sock(args->sk, args->family, args->protocol, args->ret, 0, 1);
-    return 0;
-}
+/* sock:sock_send_length and sock:sock_recv_length share this layout, and
+ * one program (verified once) serves both: the syscall says the direction. */
+struct sock_length_record {
+    u64 common;
+    void *sk;
+    u16 family;
+    u16 protocol;
+    int ret;
+    int flags;
+};
 
-TRACEPOINT_PROBE(sock, sock_recv_length)
+int l7_sock(struct sock_length_record *args)
 {
-    on_sock(args->sk, args->family, args->protocol, args->ret, args->flags, 0);
+    on_sock(args->sk, args->family, args->protocol, args->ret, args->flags);
     return 0;
 }

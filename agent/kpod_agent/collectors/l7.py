@@ -30,6 +30,9 @@ OTHER = "other"
 SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto",
             "recvmsg", "sendmsg", "recvmmsg", "sendmmsg")
 
+# Where l7_sock runs: socket transfers, whichever syscall made them.
+SOCK_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")
+
 # struct pt_regs offsets (ptrace ABI) of a syscall's second argument and of
 # its number: x86_64 si and orig_ax; arm64 regs[1] and syscallno.
 PT_REGS = {"x86_64": (104, 120), "aarch64": (8, 280)}
@@ -197,6 +200,8 @@ class L7Collector(BpfCollector):
                 key.tok[i] = byte
             ops[key] = ctypes.c_uint32(op)
         self.reconfigure(config)
+        for tracepoint in SOCK_TRACEPOINTS:
+            self.bpf.attach_tracepoint(tp=tracepoint, fn_name="l7_sock")
 
     def reconfigure(self, config: AgentConfig) -> bool:
         self.bpf["l7_config"][ctypes.c_int(0)] = ctypes.c_uint32(protocol_mask(config.l7_protocols()))
