@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,48 +117,23 @@ def _assert_exact(delta: dict[tuple[str, ...], float], elapsed: float, operation
     assert not [k for k in delta if k[1] == REQUESTS and k[3] == operation and k[4] != status], delta
 
 
-def test_http_not_found(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    url = f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/missing"
-    # One curl, one keep-alive connection, N requests.
-    delta, elapsed = _exchange(scraper, pods, "http", ["curl", "-s", "-o", "/dev/null", *[url] * N])
-    _assert_exact(delta, elapsed, "GET", "404")
+def _url(pods: Pods, path: str) -> str:
+    return f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}{path}"
 
 
-def test_http_ok_with_python_requests(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    url = f"http://{pods.server.ip}:{l7_servers.HTTP_PORT}/ok"
+def _requests_get(pods: Pods) -> list[str]:
     code = ("import requests, sys\ns = requests.Session()\n"
             f"for _ in range({N}): assert s.get(sys.argv[1]).status_code == 200\n")
-    delta, elapsed = _exchange(scraper, pods, "http", [sys.executable, "-c", code, url])
-    _assert_exact(delta, elapsed, "GET", "200")
+    return [sys.executable, "-c", code, _url(pods, "/ok")]
 
 
-def test_dns_nxdomain(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    names = [f"n{i}.missing.test" for i in range(N)]
-    delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", "+time=5", f"@{pods.server.ip}",
-                                                      *[arg for name in names for arg in (name, "A")]])
-    _assert_exact(delta, elapsed, "A", "NXDOMAIN")
-
-
-def test_dns_answer(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", "+time=5", f"@{pods.server.ip}",
-                                                      *["known.test", "A"] * N])
-    _assert_exact(delta, elapsed, "A", "NOERROR")
+def _dig(pods: Pods, names: list[str]) -> list[str]:
+    return ["dig", "+tries=1", "+time=5", f"@{pods.server.ip}", *[arg for name in names for arg in (name, "A")]]
 
 
 def _redis(pods: Pods, *commands: str) -> list[str]:
     return ["sh", "-c", f"printf '{''.join(c + chr(92) + 'n' for c in commands)}' | "
             f"redis-cli -h {pods.server.ip} -p {l7_servers.REDIS_PORT}"]
-
-
-def test_redis_error(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    assert pods.client.run(_redis(pods, "SET word abc")).returncode == 0
-    delta, elapsed = _exchange(scraper, pods, "redis", _redis(pods, *["INCR word"] * N))
-    _assert_exact(delta, elapsed, "INCR", "error")
-
-
-def test_redis_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "redis", _redis(pods, *["LPUSH list x"] * N))
-    _assert_exact(delta, elapsed, "LPUSH", "ok")
 
 
 def _mariadb(pods: Pods, sql: str) -> list[str]:
@@ -167,29 +142,34 @@ def _mariadb(pods: Pods, sql: str) -> list[str]:
             f"-P {l7_servers.MYSQL_PORT} -u root --skip-ssl --force"]
 
 
-def test_mysql_failing_statement(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "mysql", _mariadb(pods, "DELETE FROM nosuch.t;"))
-    _assert_exact(delta, elapsed, "DELETE", "error")
-
-
-def test_mysql_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "mysql", _mariadb(pods, "DO 1;"))
-    _assert_exact(delta, elapsed, "DO", "ok")
-
-
 def _psql(pods: Pods, sql: str) -> list[str]:
     return ["psql", "-X", "-q", "-h", pods.server.ip, "-p", str(l7_servers.POSTGRES_PORT), "-U", "postgres",
             "-d", "postgres", *[arg for _ in range(N) for arg in ("-c", sql)]]
 
 
-def test_postgres_failing_statement(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "postgres", _psql(pods, "UPDATE nosuch SET a = 1"))
-    _assert_exact(delta, elapsed, "UPDATE", "error")
+# id -> (protocol, the client's argv, operation, status): N requests each.
+EXCHANGES: dict[str, tuple[str, Callable[[Pods], list[str]], str, str]] = {
+    # One curl, one keep-alive connection, N requests.
+    "http-404-curl": ("http", lambda p: ["curl", "-s", "-o", "/dev/null", *[_url(p, "/missing")] * N], "GET", "404"),
+    "http-200-requests": ("http", _requests_get, "GET", "200"),
+    "dns-nxdomain": ("dns", lambda p: _dig(p, [f"n{i}.missing.test" for i in range(N)]), "A", "NXDOMAIN"),
+    "dns-noerror": ("dns", lambda p: _dig(p, ["known.test"] * N), "A", "NOERROR"),
+    # INCR of a string is an error reply.
+    "redis-error": ("redis", lambda p: _redis(p, "SET word abc", *["INCR word"] * N), "INCR", "error"),
+    "redis-ok": ("redis", lambda p: _redis(p, *["LPUSH list x"] * N), "LPUSH", "ok"),
+    "mysql-error": ("mysql", lambda p: _mariadb(p, "DELETE FROM nosuch.t;"), "DELETE", "error"),
+    "mysql-ok": ("mysql", lambda p: _mariadb(p, "DO 1;"), "DO", "ok"),
+    "postgres-error": ("postgres", lambda p: _psql(p, "UPDATE nosuch SET a = 1"), "UPDATE", "error"),
+    "postgres-ok": ("postgres", lambda p: _psql(p, "SELECT 1"), "SELECT", "ok"),
+}
 
 
-def test_postgres_ok(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    delta, elapsed = _exchange(scraper, pods, "postgres", _psql(pods, "SELECT 1"))
-    _assert_exact(delta, elapsed, "SELECT", "ok")
+@pytest.mark.parametrize("case", list(EXCHANGES))
+def test_requests_counted_exactly(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen],
+                                  case: str) -> None:
+    protocol, argv, operation, status = EXCHANGES[case]
+    delta, elapsed = _exchange(scraper, pods, protocol, argv(pods))
+    _assert_exact(delta, elapsed, operation, status)
 
 
 def test_regular_files_are_never_classified(scraper: Scraper, pods: Pods, tmp_path: Path) -> None:
@@ -270,8 +250,7 @@ def test_protocols_change_without_reattach(scraper: Scraper, node: KernelNode, p
         assert agent.states["l7"].collector is l7_collector, "a protocol change must not re-attach"
         delta, _ = _exchange(scraper, pods, "http", _curl(pods))
         assert delta == {}, "http is off"
-        delta, elapsed = _exchange(scraper, pods, "dns", ["dig", "+tries=1", f"@{pods.server.ip}",
-                                                          *["known.test", "A"] * N])
+        delta, elapsed = _exchange(scraper, pods, "dns", _dig(pods, ["known.test"] * N))
         _assert_exact(delta, elapsed, "A", "NOERROR")
     finally:
         assert agent.apply(node.config(collectors=COLLECTORS))
@@ -313,7 +292,7 @@ def test_series_per_pod_with_every_protocol(scraper: Scraper, pods: Pods,
     from kpod_agent.collectors import l7
 
     ip = pods.server.ip
-    for argv in (_curl(pods), ["dig", "+tries=1", f"@{ip}", "known.test"], _redis(pods, "PING"),
+    for argv in (_curl(pods), _dig(pods, ["known.test"]), _redis(pods, "PING"),
                  _mariadb(pods, "DO 1;"), _psql(pods, "SELECT 1"),
                  [sys.executable, "-c", f"from kafka import KafkaConsumer\nKafkaConsumer(bootstrap_servers="
                   f"'{ip}:{l7_servers.KAFKA_PORT}', api_version=(1, 0, 0)).topics()"],
