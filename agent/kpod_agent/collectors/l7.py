@@ -169,7 +169,6 @@ _DECODERS = {"protocol": protocol_name, "direction": role_name, "operation": ope
 class L7Collector(BpfCollector):
     name = "l7"
     source = "l7.c"
-    error_maps = ("l7_pending",)
     specs = (
         MetricSpec("kpod_l7_requests_total",
                    "Application-protocol requests answered, by protocol, direction (server: the pod "
