@@ -1,0 +1,106 @@
+"""Service topology from the kernel: fake pods in their own network namespaces
+exchange known TCP traffic, and /topology shows exactly those edges."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpod_agent.agent import Agent
+from kpod_agent.server import AgentHTTPServer
+from tests.support.kernel_node import KernelNode
+from tests.support.pod_network import PodNet, pod_network
+from tests.support.scraper import Scraper
+
+PEERS = str(Path(__file__).resolve().parents[1] / "support" / "tcp_peers.py")
+NAMESPACE = "team-topo"
+
+
+@pytest.fixture(scope="module")
+def nets(node: KernelNode) -> Iterator[dict[str, PodNet]]:
+    with pod_network() as network:
+        yield {name: network.attach(node.add_pod(f"topo-{name}", NAMESPACE)) for name in "abcd"}
+
+
+@pytest.fixture(scope="module")
+def agent(node: KernelNode, nets: dict[str, PodNet]) -> Iterator[tuple[Agent, str]]:
+    agent = Agent(node_name="node-1")
+    assert agent.apply(node.config(collectors={"network": {"enabled": True}}))
+    assert agent.states["network"].collector is not None, agent.states["network"].error
+    scraper = Scraper(agent)
+    scraper.sync()
+    server = AgentHTTPServer(("127.0.0.1", 0), agent, scraper.registry)
+    server.start()
+    host, port = server.server_address[:2]
+    yield agent, f"http://{host}:{port}"
+    server.shutdown()
+    server.server_close()
+    agent.shutdown()
+
+
+def exchange(client: PodNet, server: PodNet, port: int, connections: int, send: int, reply: int) -> None:
+    peer = server.spawn([sys.executable, PEERS, "server", str(port), str(connections), str(reply)],
+                        stdout=subprocess.PIPE)
+    assert peer.stdout is not None and peer.stdout.readline().strip() == b"ready"
+    done = client.run([sys.executable, PEERS, "client", server.ip, str(port), str(connections), str(send)])
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == connections * reply
+    peer.communicate(timeout=30)
+    assert peer.returncode == 0
+
+
+def topology(agent: Agent, url: str) -> dict[str, Any]:
+    Scraper(agent).sync()
+    with urllib.request.urlopen(f"{url}/topology", timeout=10) as response:
+        assert response.headers["Content-Type"] == "application/json"
+        return json.load(response)
+
+
+def pod(name: str) -> dict[str, str]:
+    return {"namespace": NAMESPACE, "pod": f"topo-{name}"}
+
+
+def test_each_pair_is_one_edge_with_exact_connections_and_bytes(
+        agent: tuple[Agent, str], nets: dict[str, PodNet]) -> None:
+    port = 6379
+    exchange(nets["a"], nets["b"], port, connections=7, send=10_007, reply=3_001)
+    exchange(nets["c"], nets["b"], port, connections=3, send=501, reply=70_001)
+    doc = topology(*agent)
+    ours = [e for e in doc["edges"] if e["port"] == port]
+    assert [(e["source"], e["destination"]) for e in ours] == [(pod("a"), pod("b")), (pod("c"), pod("b"))]
+    ab, cb = ours
+    # Both ends run on this node: the client's and the server's sockets both
+    # counted, and the edge shows each connection once.
+    assert ab["observedBy"] == ["client", "server"]
+    assert (ab["connections"], ab["bytesSent"], ab["bytesReceived"]) == (7, 7 * 10_007, 7 * 3_001)
+    assert ab["bytes"] == 7 * 10_007 + 7 * 3_001
+    client, server = ab["sides"]["client"], ab["sides"]["server"]
+    assert (client["connections"], client["bytesSent"], client["bytesReceived"]) == (7, 7 * 10_007, 7 * 3_001)
+    assert (server["connections"], server["bytesSent"], server["bytesReceived"]) == (7, 7 * 3_001, 7 * 10_007)
+    assert (cb["connections"], cb["bytesSent"], cb["bytesReceived"]) == (3, 3 * 501, 3 * 70_001)
+    assert cb["sides"]["server"]["connections"] == 3
+    assert ab["protocol"] == cb["protocol"] == "redis"
+    assert ab["requests"] == 0  # no l7 reading: requests are not guessed
+    assert ab["latencyAvgSeconds"] is not None and 0 < ab["latencyAvgSeconds"] < 1
+    assert ab["latencyP99Seconds"] >= ab["latencyAvgSeconds"] / 2
+    assert ab["drops"] == 0
+    # The idle neighbour is in no edge, and nothing else touched these pods.
+    named = [e for e in doc["edges"] if NAMESPACE in (e["source"].get("namespace"), e["destination"].get("namespace"))]
+    assert len(named) == 2, [(e["source"], e["destination"], e["port"], e["sides"].keys(), e["drops"]) for e in named]
+    assert doc["addresses"][nets["d"].ip] == pod("d")
+
+
+def test_edges_accumulate_across_readings(agent: tuple[Agent, str], nets: dict[str, PodNet]) -> None:
+    port = 5432
+    exchange(nets["d"], nets["a"], port, connections=2, send=100, reply=200)
+    first = [e for e in topology(*agent)["edges"] if e["port"] == port]
+    exchange(nets["d"], nets["a"], port, connections=5, send=100, reply=200)
+    second = [e for e in topology(*agent)["edges"] if e["port"] == port]
+    assert [(e["source"], e["destination"], e["connections"]) for e in first] == [(pod("d"), pod("a"), 2)]
+    assert [(e["connections"], e["bytesSent"], e["bytesReceived"]) for e in second] == [(7, 700, 1400)]
