@@ -33,6 +33,9 @@ POD_LABELS = ("namespace", "pod", "container", "node")
 # Families the agent exposes only in some configurations: name -> when.
 CONDITIONAL_METRICS = {
     "kpod_container_restarts": "only with a pod source (discovery mode kubelet or informer)",
+    **{name: "collector `network` (service topology)" for name in (
+        "kpod_topology_edges", "kpod_topology_edges_evicted_total", "kpod_topology_edge_bytes_total",
+        "kpod_topology_edge_connections_total")},
 }
 
 
@@ -194,7 +197,7 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
     from kpod_agent.collectors import REGISTRY
     from kpod_agent.config import config_from_dict
     from kpod_agent.exporter import KpodCollector
-    from kpod_agent.view import CollectionView
+    from kpod_agent.view import CollectionView, CollectorView
 
     rows = []
     for key, cls in REGISTRY.items():
@@ -203,8 +206,11 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
             rows.append((spec.name, spec.kind, ", ".join(labels), f"collector `{key}`", spec.help))
     # The agent's own families, as its exporter writes them (an agent with a
     # pod source, so the conditional ones are there too).
-    class Source:  # the exporter reads only a view: one of an agent with a pod source
-        view = CollectionView(node_name="node", config=config_from_dict({"discovery": {"mode": "kubelet"}}))
+    network = CollectorView(name="network", specs=(), attached=True, snapshot=None, allowed=None, resolved={})
+
+    class Source:  # the exporter reads only a view: one of an agent with a pod source and the network collector
+        view = CollectionView(node_name="node", config=config_from_dict({"discovery": {"mode": "kubelet"}}),
+                              collectors={"network": network})
 
     exporter = KpodCollector(Source())
     for family in [*exporter.self_metrics(), *exporter.restart_metrics()]:

@@ -104,3 +104,38 @@ def test_edges_accumulate_across_readings(agent: tuple[Agent, str], nets: dict[s
     second = [e for e in topology(*agent)["edges"] if e["port"] == port]
     assert [(e["source"], e["destination"], e["connections"]) for e in first] == [(pod("d"), pod("a"), 2)]
     assert [(e["connections"], e["bytesSent"], e["bytesReceived"]) for e in second] == [(7, 700, 1400)]
+
+
+def test_edge_series_count_each_side_once(agent: tuple[Agent, str], nets: dict[str, PodNet]) -> None:
+    port = 27017
+    exchange(nets["b"], nets["c"], port, connections=4, send=1_000, reply=2_000)
+    scraper = Scraper(agent[0])
+    scraper.sync()
+    labels = {"source": "team-topo/topo-b", "destination": "team-topo/topo-c", "port": str(port),
+              "protocol": "mongodb", "node": "node-1"}
+    for side in ("client", "server"):
+        assert scraper.value("kpod_topology_edge_bytes_total", side=side, **labels) == 4 * 3_000
+        assert scraper.value("kpod_topology_edge_connections_total", side=side, **labels) == 4
+    assert scraper.value("kpod_topology_edges", node="node-1") >= 8  # 4 pairs seen, from both ends
+
+
+def test_a_lower_cap_evicts_in_place_and_counts_evictions(
+        node: KernelNode, agent: tuple[Agent, str], nets: dict[str, PodNet]) -> None:
+    running, url = agent
+    scraper = Scraper(running)
+    scraper.sync()
+    kept = scraper.value("kpod_topology_edges", node="node-1")
+    evicted = scraper.value("kpod_topology_edges_evicted_total", node="node-1")
+    assert kept >= 8
+    collector = running.states["network"].collector
+    assert running.apply(node.config(collectors={"network": {"enabled": True}}, topology={"maxEdges": 2}))
+    assert running.states["network"].collector is collector  # changed in place, counters kept
+    exchange(nets["a"], nets["d"], 8080, connections=1, send=10, reply=10)
+    doc = topology(running, url)
+    assert [(e["source"], e["destination"]) for e in doc["edges"]] == [(pod("a"), pod("d"))]
+    assert doc["edges"][0]["observedBy"] == ["client", "server"]
+    assert scraper.value("kpod_topology_edges", node="node-1") == 2
+    assert scraper.value("kpod_topology_edges_evicted_total", node="node-1") == evicted + kept
+    # The evicted entries are gone from the kernel map too.
+    scraper.sync()
+    assert scraper.value("kpod_bpf_map_entries", map="tcp_edges", collector="network") == 2
