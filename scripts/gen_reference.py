@@ -4,7 +4,7 @@
   from its pydantic model (kpod_operator.crd);
 - node-config.md: the agent's node config, from its pydantic model
   (kpod_agent.config.AgentConfig, walked as the CRD is);
-- cli.md: the argparse parsers of `kpod-agent`, `kpod-agent top` and `kpod-operator`;
+- cli.md: the argparse parsers of `kpod-agent`, `kpod-agent top`, `kpod-agent topology` and `kpod-operator`;
 - endpoints.md: the agent's HTTP endpoints (kpod_agent.server.ENDPOINTS);
 - metrics.md: every collector's MetricSpecs and the agent's own metrics.
 
@@ -147,10 +147,11 @@ def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     with mock.patch.dict(os.environ, {}, clear=True), \
             mock.patch.object(socket, "gethostname", return_value="<hostname>"):
         from kpod_agent import main as agent_main
-        from kpod_agent import top
+        from kpod_agent import top, topology_cli
         from kpod_operator import main as operator_main
 
         return [("kpod-agent", agent_main.build_parser()), ("kpod-agent top", top.build_parser()),
+                ("kpod-agent topology", topology_cli.build_parser()),
                 ("kpod-operator", operator_main.build_parser())]
 
 

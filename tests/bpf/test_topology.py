@@ -96,6 +96,18 @@ def test_each_pair_is_one_edge_with_exact_connections_and_bytes(
     assert doc["addresses"][nets["d"].ip] == pod("d")
 
 
+def test_the_command_draws_the_live_agent(agent: tuple[Agent, str]) -> None:
+    running, url = agent
+    Scraper(running).sync()
+    script = Path(sys.executable).with_name("kpod-agent")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "kpod_agent.main"]
+    done = subprocess.run([*base, "topology", "--url", url, "--format", "dot"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '"team-topo/topo-a" -> "team-topo/topo-b" [label="redis:6379 7 conn' in done.stdout
+    assert '"team-topo/topo-c" -> "team-topo/topo-b" [label="redis:6379 3 conn' in done.stdout
+
+
 def test_edges_accumulate_across_readings(agent: tuple[Agent, str], nets: dict[str, PodNet]) -> None:
     port = 5432
     exchange(nets["d"], nets["a"], port, connections=2, send=100, reply=200)
