@@ -35,8 +35,16 @@ def run_step(kube: kubeapi.Kube, step: plan.Step) -> plan.StepResult:
 
 
 def run(kube: kubeapi.Kube, steps: list[plan.Step]) -> list[plan.StepResult]:
-    """Every step in order, each whatever became of the ones before."""
-    return [run_step(kube, step) for step in steps]
+    """Every step in order, each whatever became of the ones before, except
+    those that record cleanup as done: skipped after a failure."""
+    results: list[plan.StepResult] = []
+    for step in steps:
+        if step.only_if_all_succeeded and any(r.failed for r in results):
+            log.info("not recording cleanup in %s: a step before it failed", step.ref)
+            results.append(plan.StepResult(step, "skipped"))
+        else:
+            results.append(run_step(kube, step))
+    return results
 
 
 def write_status(kube: kubeapi.Kube, cr: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -40,12 +40,17 @@ class Observed:
     """Where our ClusterRoleBinding records the dashboard ConfigMap (None: nowhere, or unreadable)."""
     dashboard: str | None = None
     """The dashboard JSON to provision (None: not wanted, or the asset is unreadable)."""
+    pending_dashboard_namespaces: tuple[str, ...] = ()
+    pending_agent_namespaces: tuple[str, ...] = ()
+    """Old locations an earlier reconcile failed to clean up, as the binding records them."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
     verb: Verb
     obj: dict[str, Any]
+    only_if_all_succeeded: bool = False
+    """Skipped when any step before it failed: a record of cleanup done."""
 
     @property
     def ref(self) -> str:
@@ -55,7 +60,8 @@ class Step:
 @dataclasses.dataclass(frozen=True)
 class StepResult:
     """What became of one step: created, updated, unchanged, deleted, absent
-    (nothing of ours to delete) or failed, with the API's error."""
+    (nothing of ours to delete), skipped (a step before it failed) or failed,
+    with the API's error."""
 
     step: Step
     action: str
@@ -144,11 +150,16 @@ def _overrides(observed: Observed, namespace: str, spec: model.FleetSpec | None,
     return merged, [_report(v.cr, v.outcome, observed.now) for v in verdicts]
 
 
-def _stale_dashboards(observed: Observed, wanted: str | None) -> list[dict[str, Any]]:
-    """The dashboard ConfigMap where the binding says it was, unless it is wanted
-    there (only ours is deleted: apply.delete_managed)."""
-    recorded = observed.dashboard_namespace
-    return [render.dashboard_object(recorded)] if recorded is not None and recorded != wanted else []
+def _stale_dashboard_namespaces(observed: Observed, wanted: str | None) -> list[str]:
+    """Where the binding says the dashboard was, or still is to be deleted
+    from, unless it is wanted there (only ours is deleted: apply.delete_managed)."""
+    places = {*observed.pending_dashboard_namespaces, observed.dashboard_namespace} - {None, wanted}
+    return sorted(ns for ns in places if ns is not None)
+
+
+def _stale_agent_namespaces(observed: Observed, wanted: str | None) -> list[str]:
+    places = {*observed.pending_agent_namespaces, observed.bound_agent_namespace} - {None, wanted}
+    return sorted(ns for ns in places if ns is not None)
 
 
 def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
@@ -161,11 +172,14 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
         # Namespaced objects beside the CR go with their owner (garbage
         # collector); those in the agents' namespace and the cluster-scoped
         # ones cannot be owned by it. Overrides still get told why nothing happens.
-        stale = _stale_dashboards(observed, None)
-        stale += render.agent_objects(observed.bound_agent_namespace) if observed.bound_agent_namespace else []
+        stale = [render.dashboard_object(ns) for ns in _stale_dashboard_namespaces(observed, None)]
+        stale += [obj for ns in _stale_agent_namespaces(observed, None) for obj in render.agent_objects(ns)]
         _, reports = _overrides(observed, namespace, None)
-        return Plan(None, reports, [Step("delete", obj)
-                                    for obj in stale + render.cluster_scoped_objects(namespace)])
+        # The binding records what is left to delete: it goes last, and only
+        # once everything before it is gone.
+        return Plan(None, reports, [Step("delete", obj) for obj in stale]
+                    + [Step("delete", obj, only_if_all_succeeded=True)
+                       for obj in render.cluster_scoped_objects(namespace)])
     reports = _conflicts(fleet, others, namespace, observed.now)
     floor = status.as_int(status.previous_status(fleet).get("configGeneration"))
     try:
@@ -205,11 +219,18 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
     if wanted_dashboard is not None and observed.dashboard is not None:
         objects.append(render.render_dashboard(namespace, spec, owner, observed.dashboard))
     unwanted = render.unwanted_workload(spec)
-    unwanted += _stale_dashboards(observed, wanted_dashboard)
-    previous_ns = observed.bound_agent_namespace
-    if previous_ns and previous_ns != spec.agent.namespace:
-        # The agents moved: the old namespace's workload goes once the new one is applied.
-        unwanted += render.agent_objects(previous_ns)
+    stale_dashboards = _stale_dashboard_namespaces(observed, wanted_dashboard)
+    unwanted += [render.dashboard_object(ns) for ns in stale_dashboards]
+    # The agents moved: the old namespace's workload goes once the new one is applied.
+    stale_agents = _stale_agent_namespaces(observed, spec.agent.namespace)
+    unwanted += [obj for ns in stale_agents for obj in render.agent_objects(ns)]
+    cleanup_done: list[Step] = []
+    if stale_dashboards or stale_agents:
+        # The binding keeps the old places until their deletes succeed; then a
+        # last step forgets them. A failed delete is retried, not lost.
+        at = next(i for i, obj in enumerate(objects) if obj["kind"] == "ClusterRoleBinding")
+        cleanup_done = [Step("apply", objects[at], only_if_all_succeeded=True)]
+        objects[at] = render.with_pending(objects[at], stale_dashboards, stale_agents)
     if observed.monitoring_served:
         monitoring = render.render_monitoring(namespace, spec, owner, observed.rule_groups)
         objects += monitoring
@@ -218,7 +239,7 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
                      if (obj["kind"], obj["metadata"]["name"]) not in wanted]
     wants_monitoring = spec.serviceMonitor.enabled or spec.prometheusRule.enabled
     return Plan(fleet, reports,
-                [Step("apply", obj) for obj in objects] + [Step("delete", obj) for obj in unwanted],
+                [Step("apply", obj) for obj in objects] + [Step("delete", obj) for obj in unwanted] + cleanup_done,
                 agent_namespace=spec.agent.namespace, floor=floor, generation=generation,
                 overrides=len(merged), monitoring_pending=wants_monitoring and not observed.monitoring_served)
 

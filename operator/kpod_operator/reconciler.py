@@ -101,6 +101,17 @@ def _binding(op: Operator) -> dict[str, Any] | None:
     return op.kube.get(kubeapi.object_path(render.cluster_scoped_objects(op.config.namespace)[0]))
 
 
+def _with_binding(binding: dict[str, Any] | None, **read: Any) -> plan.Observed:
+    """Observed, with what our ClusterRoleBinding records: where the agents
+    and the dashboard are, and old places still to clean up."""
+    return plan.Observed(
+        bound_agent_namespace=render.bound_agent_namespace(binding),
+        dashboard_namespace=render.recorded_dashboard_namespace(binding),
+        pending_dashboard_namespaces=render.pending_namespaces(binding, render.PENDING_DASHBOARD_ANNOTATION),
+        pending_agent_namespaces=render.pending_namespaces(binding, render.PENDING_AGENTS_ANNOTATION),
+        **read)
+
+
 def observe(op: Operator) -> plan.Observed:
     """What the plan needs, and no more: nothing beyond the CRs for a fleet
     whose spec is invalid."""
@@ -113,8 +124,7 @@ def observe(op: Operator) -> plan.Observed:
         except kubeapi.ApiError as exc:
             log.warning("cannot read the agents' ClusterRoleBinding: %s", exc)
             binding = None
-        return plan.Observed(crs, now, bound_agent_namespace=render.bound_agent_namespace(binding),
-                             dashboard_namespace=render.recorded_dashboard_namespace(binding), crd_uid=op.crd_uid)
+        return _with_binding(binding, crs=crs, now=now, crd_uid=op.crd_uid)
     spec = plan.parse_spec(fleet)
     if spec is None:
         return plan.Observed(crs, now, crd_uid=op.crd_uid)
@@ -122,9 +132,8 @@ def observe(op: Operator) -> plan.Observed:
     cm = op.kube.get(kubeapi.collection_path("v1", "ConfigMap", spec.agent.namespace)
                      + f"/{render.CONFIGMAP_NAME}")
     served = op.kube.served(plan.MONITORING)
-    return plan.Observed(
-        crs, now, bound_agent_namespace=render.bound_agent_namespace(binding),
-        dashboard_namespace=render.recorded_dashboard_namespace(binding),
+    return _with_binding(
+        binding, crs=crs, now=now,
         dashboard=render.load_dashboard(op.config.dashboard_path) if spec.grafana.dashboard.enabled else None,
         running_config=((cm or {}).get("data") or {}).get(contract.CONFIG_KEY),
         monitoring_served=served,

@@ -32,6 +32,11 @@ DASHBOARD_NAME = "kpod-metrics-dashboard"
 DASHBOARD_KEY = "kpod-metrics.json"
 # Where the ClusterRoleBinding records the dashboard's namespace (see render_rbac).
 DASHBOARD_NAMESPACE_ANNOTATION = "kpod.io/grafana-dashboard-namespace"
+# Old locations whose deletion has not succeeded yet (comma-separated
+# namespaces), kept on the binding until it has, so a failed delete is retried
+# rather than forgotten.
+PENDING_DASHBOARD_ANNOTATION = "kpod.io/pending-delete-dashboard-namespaces"
+PENDING_AGENTS_ANNOTATION = "kpod.io/pending-delete-agent-namespaces"
 
 # Used until the rules asset exists: the one alert nobody wants to miss.
 DEFAULT_RULE_GROUPS: list[dict[str, Any]] = [{
@@ -500,10 +505,33 @@ def dashboard_object(namespace: str) -> dict[str, Any]:
     return _stub("v1", "ConfigMap", DASHBOARD_NAME, namespace)
 
 
+def _binding_annotation(binding: dict[str, Any] | None, key: str) -> str | None:
+    value = (((binding or {}).get("metadata") or {}).get("annotations") or {}).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def pending_namespaces(binding: dict[str, Any] | None, key: str) -> tuple[str, ...]:
+    """Namespaces the binding's ``key`` annotation lists as still to clean up."""
+    return tuple(sorted({ns for ns in (_binding_annotation(binding, key) or "").split(",") if ns}))
+
+
+def with_pending(binding: dict[str, Any], dashboards: list[str], agents: list[str]) -> dict[str, Any]:
+    """The binding recording old locations still to delete (none: the annotations go)."""
+    out = copy.deepcopy(binding)
+    annotations = out["metadata"].setdefault("annotations", {})
+    for key, namespaces in ((PENDING_DASHBOARD_ANNOTATION, dashboards), (PENDING_AGENTS_ANNOTATION, agents)):
+        if namespaces:
+            annotations[key] = ",".join(sorted(set(namespaces)))
+        else:
+            annotations.pop(key, None)
+    if not annotations:
+        del out["metadata"]["annotations"]
+    return out
+
+
 def recorded_dashboard_namespace(binding: dict[str, Any] | None) -> str | None:
     """The namespace of the dashboard our ClusterRoleBinding records, if any."""
-    value = (((binding or {}).get("metadata") or {}).get("annotations") or {}).get(DASHBOARD_NAMESPACE_ANNOTATION)
-    return value if isinstance(value, str) and value else None
+    return _binding_annotation(binding, DASHBOARD_NAMESPACE_ANNOTATION)
 
 
 def render_prometheus_rule(namespace: str, fleet: model.FleetSpec, owner: dict[str, Any] | None,

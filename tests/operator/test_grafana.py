@@ -145,6 +145,27 @@ def test_an_unreadable_asset_leaves_the_running_dashboard_alone() -> None:
     assert _recorded(p) == AGENTS
 
 
+def test_an_old_place_whose_delete_failed_stays_recorded_until_deleted() -> None:
+    """The binding named the old place as pending: deleted again, however the
+    dashboard is configured now, and the binding forgets it only after."""
+    p = _plan({"grafana": {"dashboard": {"enabled": True, "namespace": "monitoring"}}},
+              dashboard_namespace="monitoring", pending_dashboard_namespaces=(AGENTS,), dashboard=DASHBOARD)
+    assert _steps(p, "delete") == [f"{AGENTS}/kpod-metrics-dashboard"]
+    assert render.pending_namespaces(_binding(p), render.PENDING_DASHBOARD_ANNOTATION) == (AGENTS,)
+    last = p.steps[-1]
+    assert last.only_if_all_succeeded and last.obj["kind"] == "ClusterRoleBinding"
+    assert render.pending_namespaces(last.obj, render.PENDING_DASHBOARD_ANNOTATION) == ()
+    assert render.recorded_dashboard_namespace(last.obj) == "monitoring"
+    # Without the fleet the binding (the record) is deleted last, only after the rest.
+    gone = _plan(None, dashboard_namespace="monitoring", pending_dashboard_namespaces=(AGENTS,))
+    assert _steps(gone, "delete") == [f"{AGENTS}/kpod-metrics-dashboard", "monitoring/kpod-metrics-dashboard"]
+    assert [s.obj["kind"] for s in gone.steps if s.only_if_all_succeeded] == ["ClusterRoleBinding", "ClusterRole"]
+
+
+def _binding(p: plan.Plan) -> dict[str, Any]:
+    return next(s.obj for s in p.steps if s.verb == "apply" and s.obj["kind"] == "ClusterRoleBinding")
+
+
 # ---- the operator under kopf, against the emulated API server ----
 
 def _cm(h: Harness, namespace: str) -> dict[str, Any] | None:
@@ -177,4 +198,24 @@ def test_operator_provisions_moves_and_removes_the_dashboard(harness: Harness, o
     wait_for(lambda: _cm(h, AGENTS), what="dashboard back")
     h.kube.request("DELETE", f"/apis/kpod.io/v1alpha1/namespaces/{NS}/kpodmetricsprofiles/default")
     wait_for(lambda: not _cm(h, AGENTS), what="dashboard deleted with the fleet")
+
+
+def _binding_annotations(h: Harness) -> dict[str, str]:
+    binding = h.get(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{render.cluster_role_name(NS)}")
+    return ((binding or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def test_a_refused_delete_of_the_old_dashboard_is_retried_until_it_succeeds(harness: Harness, operator: Any) -> None:
+    h = harness
+    h.apply_cr(NS, "default", {"grafana": {"dashboard": {"enabled": True}}})
+    wait_for(lambda: _cm(h, AGENTS), what="dashboard ConfigMap")
+    h.cluster.fail_writes("configmaps", 403)  # neither the new one written nor the old one deleted
+    h.apply_cr(NS, "default", {"grafana": {"dashboard": {"enabled": True, "namespace": NS}}})
+    wait_for(lambda: _binding_annotations(h).get(render.PENDING_DASHBOARD_ANNOTATION) == AGENTS,
+             what="the old place recorded as still to delete")
+    assert _cm(h, AGENTS) is not None
+    h.cluster.fail_writes("configmaps", None)
+    wait_for(lambda: _cm(h, NS) and not _cm(h, AGENTS), what="the old dashboard deleted after healing")
+    wait_for(lambda: render.PENDING_DASHBOARD_ANNOTATION not in _binding_annotations(h), what="record cleared")
+    assert _binding_annotations(h)[render.DASHBOARD_NAMESPACE_ANNOTATION] == NS
 

@@ -105,7 +105,13 @@ def test_stale_objects_are_deleted_after_the_applies() -> None:
     applied, deleted = _refs(p, "apply"), _refs(p, "delete")
     assert applied[0] == "new-agents/ConfigMap/kpod-agent-config"
     assert "new-agents/DaemonSet/kpod-agent" in applied and f"{NS}/PrometheusRule/kpod-agent" in applied
-    assert [s.verb for s in p.steps] == ["apply"] * len(applied) + ["delete"] * len(deleted)
+    # Last, once every delete succeeded: the binding forgets the old namespace.
+    binding = f"/ClusterRoleBinding/{render.cluster_role_name(NS)}"
+    assert applied[-1] == binding and p.steps[-1].only_if_all_succeeded
+    assert [s.verb for s in p.steps] == ["apply"] * (len(applied) - 1) + ["delete"] * len(deleted) + ["apply"]
+    first = next(s.obj for s in p.steps if s.obj["kind"] == "ClusterRoleBinding")
+    assert render.pending_namespaces(first, render.PENDING_AGENTS_ANNOTATION) == (AGENTS,)
+    assert render.pending_namespaces(p.steps[-1].obj, render.PENDING_AGENTS_ANNOTATION) == ()
     assert f"{AGENTS}/DaemonSet/kpod-agent" in deleted and f"{AGENTS}/ConfigMap/kpod-agent-config" in deleted
     assert f"{NS}/ServiceMonitor/kpod-agent" in deleted and f"{NS}/ServiceMonitor/kpod-operator" in deleted
     assert f"{NS}/PrometheusRule/kpod-agent" not in deleted

@@ -453,6 +453,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _delete(self, request: kmock.Request) -> dict[str, Any]:
         # Deletion is a change too: the event carries a fresh resourceVersion, so
         # a watch resumed from an older one still sees it.
+        self._check_write(request)  # a refused delete, as RBAC would refuse it
         async with self._lock:
             key = (request.resource, request.namespace, request.name)
             if key not in self.objects or self.objects[key].deleted:
