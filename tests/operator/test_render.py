@@ -250,7 +250,8 @@ def _by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_agent_rbac_is_least_privilege() -> None:
     objs = _by_kind(render.render_rbac(NS, _fleet(), OWNER))
     assert objs["ClusterRole"]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}]
     role_rules = objs["Role"]["rules"]
     cm_rule = next(r for r in role_rules if r["resources"] == ["configmaps"])
     assert cm_rule["resourceNames"] == ["kpod-agent-config"]
