@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 
+from kpod_agent import view
 from kpod_agent.agent import Agent
+from kpod_agent.discovery import Discovery
 from kpod_agent.server import AgentHTTPServer
+from kpod_agent.topology import end_id
+from tests.support.emulator import EmulatedCluster
 from tests.support.kernel_node import KernelNode
 from tests.support.pod_network import PodNet, pod_network
 from tests.support.scraper import Scraper
+from tests.support.waiting import wait_for
 
 PEERS = str(Path(__file__).resolve().parents[1] / "support" / "tcp_peers.py")
 NAMESPACE = "team-topo"
@@ -151,3 +156,59 @@ def test_a_lower_cap_evicts_in_place_and_counts_evictions(
     # The evicted entries are gone from the kernel map too.
     scraper.sync()
     assert scraper.value("kpod_bpf_map_entries", map="tcp_edges", collector="network") == 2
+
+
+@pytest.fixture(scope="module")
+def informer(node: KernelNode) -> Iterator[tuple[Agent, dict[str, PodNet], EmulatedCluster]]:
+    """An agent in informer mode against the emulated API server, with two
+    pods on their own network and a Service whose ClusterIP is on the server pod."""
+    with EmulatedCluster() as api, pod_network() as network:
+        nets = {name: network.attach(node.add_pod(f"svc-{name}", "team-svc")) for name in ("client", "server")}
+        for net in nets.values():
+            api.apply(net.pod.doc)
+
+        def factory(config: Any, resolver: Any, on_change: Any) -> Discovery:
+            return Discovery(config.discovery, "node-1", resolver, on_change=on_change, api_client=api.api_client(),
+                             max_backoff=0.5)
+
+        agent = Agent(node_name="node-1", discovery_factory=factory)
+        config = node.config(collectors={"network": {"enabled": True}},
+                             discovery={"mode": "informer", "interval": "200ms", "kubepodsRoots": [node.root]})
+        assert agent.apply(config)
+        wait_for(lambda: {n.pod.uid for n in nets.values()} <= set(agent.index.pods), "informer's first view")
+        try:
+            yield agent, nets, api
+        finally:
+            agent.shutdown()
+            for net in nets.values():
+                node.remove_pod(net.pod)
+
+
+def test_a_cluster_ip_names_its_service(informer: tuple[Agent, dict[str, PodNet], EmulatedCluster]) -> None:
+    agent, nets, api = informer
+    client, server = nets["client"], nets["server"]
+    # The ClusterIP answers on the server pod itself (kube-proxy's rewrite is
+    # not there): the client's socket still sees the ClusterIP as its peer.
+    cluster_ip = server.ip.rsplit(".", 1)[0] + ".250"
+    subprocess.run(["ip", "-n", server.netns, "addr", "add", f"{cluster_ip}/32", "dev", "eth0"], check=True)
+    api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cache", "namespace": "team-svc"},
+               "spec": {"clusterIP": cluster_ip, "ports": [{"port": 6380}]}})
+    assert agent.discovery is not None
+    wait_for(lambda: agent.discovery.services.get(cluster_ip) == ("team-svc", "cache"), "the Service's ClusterIP")
+    port = 6380
+    peer = server.spawn([sys.executable, PEERS, "server", str(port), "2", "300"], stdout=subprocess.PIPE)
+    assert peer.stdout is not None and peer.stdout.readline().strip() == b"ready"
+    done = client.run([sys.executable, PEERS, "client", cluster_ip, str(port), "2", "100"])
+    assert done.returncode == 0, done.stderr
+    peer.communicate(timeout=30)
+    Scraper(agent).sync()
+    edges = {(end_id(e["source"]), end_id(e["destination"])): e
+             for e in view.topology_document(agent.view)["edges"] if e["port"] == port}
+    # The client's socket names the Service; the server's socket names the client pod.
+    assert set(edges) == {("team-svc/svc-client", "team-svc/svc/cache"), ("team-svc/svc-client", "team-svc/svc-server")}
+    via_service = edges[("team-svc/svc-client", "team-svc/svc/cache")]
+    assert via_service["destination"] == {"namespace": "team-svc", "service": "cache"}
+    assert (via_service["observedBy"], via_service["connections"], via_service["bytesSent"],
+            via_service["bytesReceived"]) == (["client"], 2, 200, 600)
+    served = edges[("team-svc/svc-client", "team-svc/svc-server")]
+    assert (served["observedBy"], served["connections"], served["bytesSent"]) == (["server"], 2, 200)
