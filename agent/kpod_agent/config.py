@@ -528,7 +528,7 @@ class AgentConfig(_Strict):
         return self.podSelector
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        return yaml.dump(self.model_dump(mode="json", exclude_none=True), Dumper=YAML_DUMPER, sort_keys=False)
 
 
 def resolve_collectors(
@@ -592,7 +592,13 @@ def describe_validation_error(err: ValidationError) -> str:
 MAX_DOCUMENT_BYTES = 1 << 20
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser and emitter (PyYAML's wheels and Debian's package have
+# them): a node config with 1,000 namespace overrides loads and dumps in a
+# fraction of the pure-Python time, with the same output.
+YAML_DUMPER = yaml.CSafeDumper
+
+
+class UniqueKeyLoader(yaml.CSafeLoader):
     """safe_load that refuses a key given twice in one mapping: PyYAML keeps
     the last silently, so half of a hand-edited config would be ignored."""
 

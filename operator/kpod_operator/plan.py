@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from typing import Any, Literal
 
 from kpod_agent import config as agentconfig
@@ -43,6 +44,11 @@ class Observed:
     pending_dashboard_namespaces: tuple[str, ...] = ()
     pending_agent_namespaces: tuple[str, ...] = ()
     """Old locations an earlier reconcile failed to clean up, as the binding records them."""
+
+    @functools.cached_property
+    def running(self) -> agentconfig.AgentConfig | None:
+        """running_config parsed, once per reconcile (1,000 overrides: ~90 kB of YAML)."""
+        return render.parse_running(self.running_config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,14 +126,9 @@ def parse_spec(fleet: dict[str, Any] | None) -> model.FleetSpec | None:
         return None
 
 
-def running_overrides(config_text: str | None) -> dict[str, agentconfig.NamespaceOverride]:
+def running_overrides(running: agentconfig.AgentConfig | None) -> dict[str, agentconfig.NamespaceOverride]:
     """The overrides the agents run now (from the ConfigMap), {} if unreadable."""
-    if not config_text:
-        return {}
-    try:
-        return dict(agentconfig.parse_config(config_text).namespaceOverrides)
-    except agentconfig.ConfigError:
-        return {}
+    return dict(running.namespaceOverrides) if running is not None else {}
 
 
 def _report(cr: dict[str, Any], outcome: status.ReconcileOutcome, now: datetime.datetime) -> CrReport:
@@ -146,7 +147,7 @@ def _conflicts(fleet: dict[str, Any], others: list[dict[str, Any]], namespace: s
 
 def _overrides(observed: Observed, namespace: str, spec: model.FleetSpec | None,
                ) -> tuple[dict[str, agentconfig.NamespaceOverride], list[CrReport]]:
-    merged, verdicts = tenancy.resolve(observed.crs, namespace, spec, running_overrides(observed.running_config))
+    merged, verdicts = tenancy.resolve(observed.crs, namespace, spec, running_overrides(observed.running))
     return merged, [_report(v.cr, v.outcome, observed.now) for v in verdicts]
 
 
@@ -196,7 +197,7 @@ def make(observed: Observed, namespace: str, cluster_name: str = "") -> Plan:
         return Plan(fleet, reports, [], agent_namespace=spec.agent.namespace, overrides=len(merged),
                     decided=status.ReconcileOutcome(False, "InvalidSpec", f"node config: {exc}"),
                     floor=floor, generation=floor)
-    generation = render.next_generation(observed.running_config, candidate, floor)
+    generation = render.next_generation(observed.running, candidate, floor)
     config = candidate.model_copy(update={"generation": generation})
     too_big = render.size_error(config.model_dump(mode="json", exclude_none=True),
                                 agentconfig.MAX_DOCUMENT_BYTES, "the node config")

@@ -107,13 +107,13 @@ def test_generation_rises_only_when_content_changes() -> None:
     fleet = _fleet()
     first = _config(fleet, generation=3)
     same = _config(fleet, generation=1)
-    assert render.next_generation(first.to_yaml(), same) == 3
+    assert render.next_generation(render.parse_running(first.to_yaml()), same) == 3
     changed = _config(_fleet(profile="minimal"), generation=1)
-    assert render.next_generation(first.to_yaml(), changed) == 4
+    assert render.next_generation(render.parse_running(first.to_yaml()), changed) == 4
     # The CR status remembers a higher one (ConfigMap deleted or edited): never go back.
-    assert render.next_generation(first.to_yaml(), same, floor=9) == 10
+    assert render.next_generation(render.parse_running(first.to_yaml()), same, floor=9) == 10
     assert render.next_generation(None, same, floor=0) == 1
-    assert render.next_generation("::: not yaml", same, floor=5) == 6
+    assert render.next_generation(render.parse_running("::: not yaml"), same, floor=5) == 6
 
 
 # ---- DaemonSet ----
@@ -424,3 +424,18 @@ def test_fleet_max_cgroups_reaches_the_node_config() -> None:
 def test_fleet_max_cgroups_outside_the_agents_bounds_is_refused(value: Any) -> None:
     with pytest.raises(model.SpecError, match="maxCgroups"):
         model.parse_fleet({"maxCgroups": value})
+
+
+def test_the_json_shortcut_of_the_size_check_is_safe_for_the_deepest_override() -> None:
+    """size_error skips the YAML dump when 8x the JSON fits: block YAML of the
+    most deeply nested, shortest items an override has stays well under that."""
+    import json
+
+    # distinct objects: YAML would write repeats of one object as aliases
+    deepest = {"podSelector": {"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"] * 500}
+                                                    for _ in range(20)]},
+               "syscalls": ["x"] * 500, "collectors": {"syscall": {"enabled": True, "interval": "1s"}}}
+    ratio = render._yaml_size(deepest) / len(json.dumps(deepest))
+    assert ratio < render._YAML_OVER_JSON / 2, ratio
+    # and the shortcut still refuses what is too big
+    assert render.size_error({"syscalls": ["x" * 1000] * 100}, 64 * 1024, "override") is not None
