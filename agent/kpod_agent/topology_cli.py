@@ -21,9 +21,8 @@ import sys
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from kpod_agent import topology
+from kpod_agent import contract, topology
 
 FORMATS = ("text", "dot", "mermaid", "png", "json")
 TIMEOUT_SECONDS = 10.0
@@ -35,13 +34,7 @@ class FetchError(Exception):
 
 def topology_url(url: str) -> str:
     """host:port, http://host:port or a full URL; default path /topology."""
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--url wants http://HOST:PORT, got {url!r}")
-    path = parts.path if parts.path not in ("", "/") else "/topology"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return contract.agent_url(url, "/topology")
 
 
 def fetch(url: str, timeout: float = TIMEOUT_SECONDS) -> dict[str, Any]:
