@@ -76,6 +76,7 @@ def render_agent_config(
         "discovery": fleet.agent.discovery.model_dump(mode="json"),
         "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
         "maxCgroups": fleet.maxCgroups,
+        "topology": fleet.topology.model_dump(mode="json"),
         # The headers stay in their Secret: the node config names the file it is mounted as.
         "otlp": {"enabled": fleet.otlp.enabled, "endpoint": fleet.otlp.endpoint,
                  "interval": agentconfig.format_duration(fleet.otlp.interval),

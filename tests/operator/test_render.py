@@ -67,11 +67,18 @@ def test_fleet_defaults_fill_the_node_config() -> None:
     ("histogramBuckets", {"max": "1s"}), ("agent", {"image": "x:1"}),
     ("serviceMonitor", {"enabled": False}), ("prometheusRule", {"enabled": False}),
     ("maxCgroups", 8192), ("grafana", {"dashboard": {"enabled": True}}),
-    ("otlp", {"enabled": False}),
+    ("otlp", {"enabled": False}), ("topology", {"maxEdges": 10}),
 ])
 def test_override_rejects_fleet_only_fields_by_name(field: str, value: Any) -> None:
     with pytest.raises(model.SpecError, match=field):
         model.parse_override({"profile": "minimal", field: value})
+
+
+def test_fleet_topology_cap_reaches_the_node_config() -> None:
+    assert _config(_fleet()).topology.maxEdges == agentconfig.DEFAULT_TOPOLOGY_EDGES
+    assert _config(_fleet(topology={"maxEdges": 500})).topology.maxEdges == 500
+    with pytest.raises(model.SpecError, match="maxEdges"):
+        _fleet(topology={"maxEdges": agentconfig.MAX_TOPOLOGY_EDGES + 1})
 
 
 def test_otlp_renders_the_section_and_mounts_only_the_secret() -> None:
