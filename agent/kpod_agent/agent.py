@@ -50,6 +50,8 @@ class CollectorState:
     resolved: dict[int, CgroupEntry] = field(default_factory=dict)
     # metric -> what BPF counted for cgroup ids that are no counted pod's.
     unknown_events: dict[str, float] = field(default_factory=dict)
+    # Wall clock of the last attach: its counters started from zero then.
+    attached_ns: int = 0
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Agent:
         state.collector = collector
         state.error = None
         state.next_due = 0.0
+        state.attached_ns = time.time_ns()
         log.info("collector %s attached (%.0f ms)", name, self.ctx.load_seconds.get(name, 0.0) * 1000)
 
     def _detach(self, name: str) -> None:
@@ -384,7 +387,8 @@ class Agent:
                     map_stats=dict(c.map_stats) if c is not None else {},
                     map_update_errors=dict(c.map_update_errors) if c is not None else {},
                     pods_not_counted=len(self.uncounted.get(name, ())),
-                    unknown_events=dict(state.unknown_events))
+                    unknown_events=dict(state.unknown_events),
+                    attached_ns=state.attached_ns if c is not None else 0)
             published = view.CollectionView(
                 node_name=self.node_name, config=self.config, index=self.index, filters=self.filters,
                 collectors=collectors, reloads_success=self.reloads.success, reloads_error=self.reloads.error,

@@ -133,10 +133,26 @@ def families_of(view: CollectionView) -> Iterable[PromMetric]:
     return KpodCollector(_Fixed(view)).collect()
 
 
+def start_times(view: CollectionView, start_ns: int) -> dict[str, int]:
+    """Family name -> when its cumulative series began: the attach of the
+    collector serving it when that is later than ``start_ns`` (a collector
+    attached again starts from zero, and OTLP tells a reset by its start time)."""
+    starts: dict[str, int] = {}
+    for collector in view.collectors.values():
+        for spec in collector.specs:
+            # prometheus_client names a counter family without `_total`
+            name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+            starts[name] = max(starts.get(name, start_ns), collector.attached_ns)
+    return starts
+
+
 def metrics_data(view: CollectionView, start_ns: int, now_ns: int | None = None) -> MetricsData:
-    """The series of one view as the SDK's MetricsData (cumulative since `start_ns`)."""
+    """The series of one view as the SDK's MetricsData (cumulative since
+    `start_ns`, or since their collector's last attach)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    metrics = [m for m in (to_metric(f, start_ns, now_ns) for f in families_of(view)) if m is not None]
+    starts = start_times(view, start_ns)
+    metrics = [m for m in (to_metric(f, starts.get(f.name, start_ns), now_ns) for f in families_of(view))
+               if m is not None]
     scope = InstrumentationScope(name="kpod_agent", version=version())
     return MetricsData(resource_metrics=[ResourceMetrics(
         resource=resource_of(view), scope_metrics=[ScopeMetrics(scope=scope, metrics=metrics, schema_url="")],

@@ -84,6 +84,8 @@ class CollectorView:
     pods_not_counted: int = 0
     unknown_events: Mapping[str, float] = field(default_factory=dict)
     """metric -> what BPF counted for cgroup ids that are no counted pod's."""
+    attached_ns: int = 0
+    """Wall clock (ns) of the attach its counters count from; 0: unknown."""
 
     def entry(self, index: PodIndex, cgroup_id: int) -> CgroupEntry | None:
         return cgroup_entry(cgroup_id, self.allowed, index, self.resolved)

@@ -62,6 +62,20 @@ def test_one_view_pushed_is_what_a_scrape_of_it_shows(cluster: str) -> None:
     assert expected.items() <= resource_attributes(request).items()
 
 
+def test_a_collector_attached_later_starts_its_series_then() -> None:
+    """A collector attached again counts from zero: its series' start time
+    says so (OTLP's reset signal); the agent's own series keep the agent's."""
+    view = _view()
+    for attached, expected in ((0, 100), (50, 100), (5_000, 5_000)):
+        collector = dataclasses.replace(view.collectors["syscall"], attached_ns=attached)
+        data = otlp.metrics_data(dataclasses.replace(view, collectors={"syscall": collector}), start_ns=100,
+                                 now_ns=9_000)
+        metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+        for name in ("kpod_syscall_count", "kpod_syscall_latency_seconds"):
+            assert {p.start_time_unix_nano for p in metrics[name].data.data_points} == {expected}, name
+        assert {p.start_time_unix_nano for p in metrics["kpod_otlp_exports"].data.data_points} == {100}
+
+
 def test_families_convert_by_type_with_their_bounds() -> None:
     counter = CounterMetricFamily("c", "a counter", labels=["x"])
     counter.add_metric(["1"], 5.0)
