@@ -32,7 +32,7 @@ from kpod_agent.collectors.base import Hist, MetricSpec, add_into
 from kpod_agent.contract import label_name
 from kpod_agent.histograms import log2_to_buckets
 from kpod_agent.pods import CgroupEntry
-from kpod_agent.view import CollectionView, topology_document
+from kpod_agent.view import CollectionView
 
 POD_LABELS = ("namespace", "pod", "container", "node")
 
@@ -541,7 +541,7 @@ class KpodCollector(PromCollector):
         connections = CounterMetricFamily("kpod_topology_edge_connections",
                                           "TCP connections of an edge, as counted by one side's sockets.",
                                           labels=labels)
-        for edge in topology_document(view)["edges"] if snapshot is not None else ():
+        for edge in view.topology["edges"] if snapshot is not None else ():
             for side, counts in edge["sides"].items():
                 values = [topology.end_id(edge["source"]), topology.end_id(edge["destination"]),
                           str(edge["port"]), edge["protocol"], side, view.node_name]

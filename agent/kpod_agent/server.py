@@ -40,7 +40,7 @@ import h11
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from kpod_agent import redact, view
+from kpod_agent import redact
 from kpod_agent.exporter import Exposition, accepts_gzip
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class AgentHTTPServer:
             reason = "no config applied" if agent.config is None else "discovery not synced"
             return 503, (f"not ready: {reason}\n".encode(),), "text/plain; charset=utf-8", []
         if path == "/topology":
-            doc = view.topology_document(agent.view)
+            doc = agent.view.topology
             return 200, (json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n",), "application/json", []
         status = redact.redact_all(agent.status().model_dump(mode="json"))
         return 200, (json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",), "application/json", []

@@ -184,6 +184,7 @@ def protocol_of(port: int, l7_protocol: str | None = None) -> str:
 
 
 def _side(counts: EdgeCounts) -> dict[str, Any]:
+    """One socket entry's counts in the served form (an observation's side)."""
     return {
         "connections": counts.connections, "bytesSent": counts.bytes_sent,
         "bytesReceived": counts.bytes_received, "retransmits": counts.retransmits,
@@ -213,13 +214,25 @@ def node_document(node: str, entries: Iterable[tuple[EdgeKey, EdgeCounts, End]],
 # ---- merging ---------------------------------------------------------------------
 
 
+_COUNTS = ("connections", "bytesSent", "bytesReceived", "retransmits")
+
+
+def _slots(raw: Any) -> list[int]:
+    """RTT slots as served, exactly RTT_SLOTS of them (another agent's document may be short or long)."""
+    slots = [int(x) for x in list(raw or [])[:RTT_SLOTS]]
+    return slots + [0] * (RTT_SLOTS - len(slots))
+
+
 def _add_side(into: dict[str, Any], side: Mapping[str, Any]) -> None:
-    for name in ("connections", "bytesSent", "bytesReceived", "retransmits"):
-        into[name] = into.get(name, 0) + int(side.get(name, 0))
-    rtt = into.setdefault("rtt", {"slots": [0] * RTT_SLOTS, "sumSeconds": 0.0})
     theirs = side.get("rtt") or {}
-    for i, count in enumerate(list(theirs.get("slots") or [])[:RTT_SLOTS]):
-        rtt["slots"][i] += int(count)
+    if not into:
+        into.update({name: int(side.get(name, 0)) for name in _COUNTS})
+        into["rtt"] = {"slots": _slots(theirs.get("slots")), "sumSeconds": float(theirs.get("sumSeconds", 0.0))}
+        return
+    for name in _COUNTS:
+        into[name] += int(side.get(name, 0))
+    rtt = into["rtt"]
+    rtt["slots"] = [a + b for a, b in zip(rtt["slots"], _slots(theirs.get("slots")), strict=True)]
     rtt["sumSeconds"] += float(theirs.get("sumSeconds", 0.0))
 
 
@@ -254,11 +267,9 @@ def _edge(source: End, destination: End, port: int, sides: Mapping[str, dict[str
     else:
         assert server is not None
         connections, sent, received = server["connections"], server["bytesReceived"], server["bytesSent"]
-    slots = [0] * RTT_SLOTS
-    rtt_sum = 0.0
-    for side in sides.values():
-        slots = [a + b for a, b in zip(slots, side["rtt"]["slots"], strict=True)]
-        rtt_sum += side["rtt"]["sumSeconds"]
+    rtts = [side["rtt"] for side in sides.values()]
+    slots = rtts[0]["slots"] if len(rtts) == 1 else [a + b for a, b in zip(*(r["slots"] for r in rtts), strict=True)]
+    rtt_sum = sum(r["sumSeconds"] for r in rtts)
     samples = sum(slots)
     protocol = protocol_of(port)
     # Requests need application-level parsing (the l7 collector); without it
@@ -269,7 +280,7 @@ def _edge(source: End, destination: End, port: int, sides: Mapping[str, dict[str
         "requests": requests, "connections": connections,
         "bytes": sent + received, "bytesSent": sent, "bytesReceived": received,
         "latencyAvgSeconds": rtt_sum / samples if samples else None,
-        "latencyP99Seconds": p99_seconds(slots),
+        "latencyP99Seconds": p99_seconds(slots) if samples else None,
         "drops": sum(side["retransmits"] for side in sides.values()),
         "observedBy": sorted(sides),
         "sides": {name: sides[name] for name in sorted(sides)},
