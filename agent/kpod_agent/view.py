@@ -111,7 +111,7 @@ class CollectionView:
 
     @functools.cached_property
     def topology(self) -> dict[str, Any]:
-        """`topology_document` of this view, made once (10,000 edges take ~0.3 s):
+        """`topology_document` of this view, made once (10,000 edges take 0.3-0.55 s):
         /topology and the exporter's per-edge series share it. Read only."""
         return topology_document(self)
 
