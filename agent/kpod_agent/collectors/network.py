@@ -37,7 +37,7 @@ class NetworkCollector(BpfCollector):
         self.edges = topology.EdgeStore()
 
     def cflags(self, config: AgentConfig) -> list[str]:
-        # The kernel map holds what the store may keep plus what one reading adds.
+        # The largest cap (the map is not preallocated): a new maxEdges needs no reload.
         return [*super().cflags(config), f"-DKPOD_MAX_EDGES={topology.MAX_EDGES}"]
 
     def attach(self, config: AgentConfig) -> None:
