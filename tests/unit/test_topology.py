@@ -183,3 +183,31 @@ def test_max_edges_is_validated() -> None:
         config.config_from_dict({"topology": {"maxEdges": 0}})
     with pytest.raises(ValueError, match="maxEdges"):
         config.config_from_dict({"topology": {"maxEdges": topology.MAX_EDGES + 1}})
+
+
+def test_node_document_names_socket_owners_and_skips_uncounted_cgroups() -> None:
+    from kpod_agent import view
+    from kpod_agent.collectors.base import Snapshot
+    from kpod_agent.pods import CgroupEntry
+
+    pods_ = {"web": pod_info("web", ("10.0.0.1",)), "agent": pod_info("agent", ("192.168.1.5",), True)}
+    entries = {1: CgroupEntry(1, "p/web", "shop", "web", "app", "web"),
+               2: CgroupEntry(2, "p/agent", "shop", "agent", "app", "agent")}
+    index = PodIndex(entries=entries, pods=pods_)
+    snap = Snapshot(edges=(
+        (EdgeKey(1, "10.0.0.1", "10.96.0.7", 80, "client"), counts(1, 5, 6)),
+        (EdgeKey(2, "192.168.1.5", "10.0.0.1", 9090, "client"), counts(2, 7, 8)),
+        (EdgeKey(3, "10.0.0.3", "10.0.0.1", 80, "client"), counts(9)),  # cgroup 3: no counted pod
+    ), edges_evicted=5)
+    network = view.CollectorView(name="network", specs=(), attached=True, snapshot=snap,
+                                 allowed={1: 0, 2: 0}, resolved={})
+    v = view.CollectionView(node_name="node-1", index=index, collectors={"network": network},
+                            services={"10.96.0.7": ("shop", "api")})
+    doc = v.topology
+    assert [(e["source"], e["destination"], e["connections"]) for e in doc["edges"]] == [
+        ({"node": "node-1"}, {"namespace": "shop", "pod": "web"}, 2),  # a hostNetwork pod is its node
+        ({"namespace": "shop", "pod": "web"}, {"namespace": "shop", "service": "api"}, 1),
+    ]
+    assert doc["node"] == "node-1" and doc["evictedEdges"] == 5
+    assert v.topology is doc  # built once per view
+    assert view.CollectionView(node_name="n").topology["edges"] == []  # no network collector: no edges
