@@ -38,6 +38,7 @@ class Panel:
     exprs: tuple[tuple[str, str], ...]  # (PromQL, legend)
     unit: str = "short"
     description: str = ""
+    kind: str = "timeseries"  # or "table": one instant query, a row per series
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ def rates(title: str, metric: str, unit: str = "ops", by: str = "namespace, pod"
 
 def gauges(title: str, metric: str, unit: str = "bytes", by: str = "namespace, pod", legend: str = POD_LEGEND) -> Panel:
     return Panel(title, ((gauge(metric, by), legend),), unit)
+
+
+EDGE = "source, destination, port, protocol"
+EDGE_LEGEND = "{{source}} → {{destination}} {{protocol}}:{{port}}"
+
+
+def edge_rate(metric: str) -> str:
+    """Per edge, the larger of its sides; edges with either end in the chosen namespaces."""
+    return " or ".join(
+        f'max by ({EDGE}) (rate({metric}{{{NODE}, {end}=~"($namespace)/.*"}}[{RATE}]))'
+        for end in ("source", "destination"))
 
 
 ROWS: tuple[Row, ...] = (
@@ -188,6 +200,22 @@ ROWS: tuple[Row, ...] = (
             by="namespace, pod, protocol, direction, operation",
             legend=POD_LEGEND + " {{protocol}} {{direction}} {{operation}}"),
     )),
+    # Service topology: per-edge series of the network collector's edge store.
+    # Each side of an edge is its own series (label side, and the observing
+    # node): max over them counts an edge seen from both ends once.
+    Row("Service topology (network)", "", (
+        Panel("Edges by throughput", ((f"topk(50, {edge_rate('kpod_topology_edge_bytes_total')})", ""),), "Bps",
+              "TCP edges between pods, Services and nodes; remote ends a node's agent cannot name are addresses "
+              "(kpod-agent topology merges the agents' views and names them).", kind="table"),
+        Panel("Edge throughput (top 10)", ((f"topk(10, {edge_rate('kpod_topology_edge_bytes_total')})",
+                                            EDGE_LEGEND),), "Bps"),
+        Panel("Edge connections (top 10)", ((f"topk(10, {edge_rate('kpod_topology_edge_connections_total')})",
+                                             EDGE_LEGEND),), "cps"),
+        Panel("Edges kept and evicted", (
+            (f"sum by (node) (kpod_topology_edges{{{NODE}}})", "{{node}} kept"),
+            (f"sum by (node) (rate(kpod_topology_edges_evicted_total{{{NODE}}}[{RATE}]))", "{{node}} evicted/s"),
+        ), "short"),
+    )),
     Row("Pods", "", (
         Panel("Container restarts", ((f"max by (namespace, pod, container) (kpod_container_restarts{{{POD}}})",
                                       POD_LEGEND + " {{container}}"),), "short"),
@@ -228,7 +256,7 @@ def row_title(row: Row) -> str:
 def panel_json(panel: Panel, pid: int, x: int, y: int) -> dict:
     return {
         "id": pid,
-        "type": "timeseries",
+        "type": panel.kind,
         "title": panel.title,
         "description": panel.description,
         "datasource": DATASOURCE,
@@ -237,9 +265,14 @@ def panel_json(panel: Panel, pid: int, x: int, y: int) -> dict:
         "options": {"legend": {"displayMode": "list", "placement": "bottom"},
                     "tooltip": {"mode": "multi", "sort": "desc"}},
         "targets": [
-            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
+             **({"format": "table", "instant": True} if panel.kind == "table" else {})}
             for i, (expr, legend) in enumerate(panel.exprs)
         ],
+        **({"transformations": [{"id": "organize", "options": {
+            "excludeByName": {"Time": True}, "renameByName": {"Value": "bytes/s"}}}],
+            "options": {"showHeader": True, "sortBy": [{"displayName": "bytes/s", "desc": True}]}}
+           if panel.kind == "table" else {}),
     }
 
 

@@ -4,7 +4,7 @@
   from its pydantic model (kpod_operator.crd);
 - node-config.md: the agent's node config, from its pydantic model
   (kpod_agent.config.AgentConfig, walked as the CRD is);
-- cli.md: the argparse parsers of `kpod-agent`, `kpod-agent top` and `kpod-operator`;
+- cli.md: the argparse parsers of `kpod-agent`, `kpod-agent top`, `kpod-agent topology` and `kpod-operator`;
 - endpoints.md: the agent's HTTP endpoints (kpod_agent.server.ENDPOINTS);
 - metrics.md: every collector's MetricSpecs and the agent's own metrics.
 
@@ -33,6 +33,9 @@ POD_LABELS = ("namespace", "pod", "container", "node")
 # Families the agent exposes only in some configurations: name -> when.
 CONDITIONAL_METRICS = {
     "kpod_container_restarts": "only with a pod source (discovery mode kubelet or informer)",
+    **{name: "collector `network` (service topology)" for name in (
+        "kpod_topology_edges", "kpod_topology_edges_evicted_total", "kpod_topology_edge_bytes_total",
+        "kpod_topology_edge_connections_total")},
 }
 
 
@@ -144,10 +147,11 @@ def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     with mock.patch.dict(os.environ, {}, clear=True), \
             mock.patch.object(socket, "gethostname", return_value="<hostname>"):
         from kpod_agent import main as agent_main
-        from kpod_agent import top
+        from kpod_agent import top, topology_cli
         from kpod_operator import main as operator_main
 
         return [("kpod-agent", agent_main.build_parser()), ("kpod-agent top", top.build_parser()),
+                ("kpod-agent topology", topology_cli.build_parser()),
                 ("kpod-operator", operator_main.build_parser())]
 
 
@@ -194,7 +198,7 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
     from kpod_agent.collectors import REGISTRY
     from kpod_agent.config import config_from_dict
     from kpod_agent.exporter import KpodCollector
-    from kpod_agent.view import CollectionView
+    from kpod_agent.view import CollectionView, CollectorView
 
     rows = []
     for key, cls in REGISTRY.items():
@@ -203,8 +207,11 @@ def metric_rows() -> list[tuple[str, str, str, str, str]]:
             rows.append((spec.name, spec.kind, ", ".join(labels), f"collector `{key}`", spec.help))
     # The agent's own families, as its exporter writes them (an agent with a
     # pod source, so the conditional ones are there too).
-    class Source:  # the exporter reads only a view: one of an agent with a pod source
-        view = CollectionView(node_name="node", config=config_from_dict({"discovery": {"mode": "kubelet"}}))
+    network = CollectorView(name="network", specs=(), attached=True, snapshot=None, allowed=None, resolved={})
+
+    class Source:  # the exporter reads only a view: one of an agent with a pod source and the network collector
+        view = CollectionView(node_name="node", config=config_from_dict({"discovery": {"mode": "kubelet"}}),
+                              collectors={"network": network})
 
     exporter = KpodCollector(Source())
     for family in [*exporter.self_metrics(), *exporter.restart_metrics()]:

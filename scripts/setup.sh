@@ -30,7 +30,7 @@ case "$(uname -m)" in
   aarch64) apt_pkgs+=(linux-headers-arm64) ;;
 esac
 if (( want_test )); then
-  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl
+  apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl graphviz
              docker.io mmdebstrap
              # real servers and clients of the l7 tests and bench
              dnsmasq-base bind9-dnsutils redis-server redis-tools mariadb-server mariadb-client

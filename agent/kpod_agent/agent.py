@@ -393,7 +393,8 @@ class Agent:
                 node_name=self.node_name, config=self.config, index=self.index, filters=self.filters,
                 collectors=collectors, reloads_success=self.reloads.success, reloads_error=self.reloads.error,
                 discovery_errors=self.discovery_errors_total(), cycle_duration=self.cycle_duration,
-                otlp_exports=dict(self.otlp_exports))
+                otlp_exports=dict(self.otlp_exports),
+                services=self.discovery.services if self.discovery is not None else {})
             with self._view_lock:
                 self._view = published
 

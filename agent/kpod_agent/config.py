@@ -405,6 +405,19 @@ class OtlpConfig(_Strict):
         return f"{scheme}://{host}/v1/metrics" if not path else self.endpoint
 
 
+# Edges of the service topology a node keeps (the kernel map's capacity is the maximum).
+DEFAULT_TOPOLOGY_EDGES = 10000
+MAX_TOPOLOGY_EDGES = 65536
+
+
+class TopologyConfig(_Strict):
+    """The service topology (/topology), from the network collector's TCP edges."""
+
+    maxEdges: int = Field(default=DEFAULT_TOPOLOGY_EDGES, ge=1, le=MAX_TOPOLOGY_EDGES, description=(
+        "Most TCP edges kept in memory (and in the kernel); the least recently active are evicted "
+        "first and counted in kpod_topology_edges_evicted_total. Changed in place."))
+
+
 def allowlist_key(syscalls: list[str]) -> tuple[str, ...]:
     """Two allowlists with the same names in another order are one policy on the node."""
     return tuple(sorted(syscalls))
@@ -461,6 +474,8 @@ class AgentConfig(_Strict):
     maxCgroups: MaxCgroups = DEFAULT_MAX_CGROUPS
     otlp: OtlpConfig = Field(default_factory=OtlpConfig, description=(
         "Push the same series over OTLP/HTTP, beside /metrics."))
+    topology: TopologyConfig = Field(default_factory=TopologyConfig, description=(
+        "The service topology served on /topology (needs the network collector)."))
 
     @field_validator("includeLabels")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
@@ -20,6 +21,18 @@ CONFIG_KEY = "agent.yaml"
 STATUS_ANNOTATION = "kpod.io/agent-status"
 
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def agent_url(url: str, default_path: str) -> str:
+    """An agent's endpoint from what a user types: host:port, http://host:port
+    or a full URL; `default_path` when the URL names none. ValueError otherwise."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"--url wants http://HOST:PORT, got {url!r}")
+    path = parts.path if parts.path not in ("", "/") else default_path
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def label_name(pod_label: str) -> str:

@@ -5,7 +5,9 @@ Three sources (the node config's ``discovery.mode``):
 - ``kubelet``: poll the kubelet's ``GET /pods`` (https with the service-account
   token, verified against the cluster CA; or plain http) every ``interval``.
 - ``informer``: list + watch pods with ``fieldSelector=spec.nodeName=<node>``
-  through the API server, re-listing when the watch expires (410 Gone).
+  through the API server, re-listing when the watch expires (410 Gone); and
+  list + watch Services of all namespaces, whose ClusterIPs name the Service
+  behind a connection in the service topology.
 - ``none``: no Kubernetes; every cgroup2 directory is its own "pod" in
   namespace ``host``.
 
@@ -152,6 +154,11 @@ class Discovery:
         self._api_pods_lock = threading.Lock()
         self._resource_version: str | None = None
         self._watch_response: Any = None
+        # Services (informer mode): namespace/name -> (namespace, name, ClusterIPs).
+        self._services: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        self._services_lock = threading.Lock()
+        self._services_response: Any = None
+        self._services_error: str | None = None
         if config.mode == "kubelet" and config.kubeletInsecureTLS and self.kubelet_url.startswith("https:"):
             # Verification is off on purpose (kubelet serving certs are often
             # self-signed); the per-request warning would only flood the log.
@@ -171,6 +178,12 @@ class Discovery:
     def synced(self) -> bool:
         """True once the source has been listed successfully at least once."""
         return self._synced
+
+    @property
+    def services(self) -> dict[str, tuple[str, str]]:
+        """Service ClusterIP -> (namespace, name); empty outside informer mode."""
+        with self._services_lock:
+            return {ip: (ns, name) for ns, name, ips in self._services.values() for ip in ips}
 
     def refresh(self) -> PodIndex:
         """One synchronous list + resolve. Failures are recorded, not raised:
@@ -202,6 +215,7 @@ class Discovery:
         if self.mode == "informer":
             self._spawn(self._watch_loop, "kpod-discovery-watch")
             self._spawn(self._resolve_loop, "kpod-discovery")
+            self._spawn(self._services_loop, "kpod-discovery-services")
         else:
             self._spawn(self._poll_loop, "kpod-discovery")
 
@@ -209,8 +223,9 @@ class Discovery:
         """Stop the threads; returns within about a second even mid-request."""
         self._stop.set()
         self._wake.set()
-        response = self._watch_response
-        if response is not None:
+        for response in (self._watch_response, self._services_response):
+            if response is None:
+                continue
             # Interrupts a blocking read of the watch stream from this thread.
             try:
                 response.shutdown()
@@ -274,6 +289,91 @@ class Discovery:
                 self._failed(exc)
                 need_list = True
                 self._stop.wait(self._next_delay())
+
+    def _services_loop(self) -> None:
+        """informer: Services of all namespaces, list then watch. A failure
+        (e.g. an older ClusterRole without services) is counted and logged
+        once; pods are not affected, the topology names ClusterIPs by address."""
+        failures = 0
+        resource_version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list_services()
+                    failures = 0
+                resource_version = self._watch_services(resource_version)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                failures += 1
+                self.errors_total += 1
+                message = redact.redact(_describe(exc))
+                if message != self._services_error:
+                    log.warning("discovery (informer) of Services failed, the topology names ClusterIPs by "
+                                "address meanwhile: %s", message)
+                    self._services_error = message
+                resource_version = None
+                self._stop.wait(min(self.config.interval * 2 ** (failures - 1), self.max_backoff))
+
+    def _list_services(self) -> str:
+        response = self._core_api().list_service_for_all_namespaces(
+            _preload_content=False, _request_timeout=(KUBELET_TIMEOUT[0], 30))
+        try:
+            payload = json.loads(response.data)
+        except ValueError as exc:
+            raise SourceError(f"API server answered with invalid JSON: {exc}") from exc
+        items = payload.get("items") if isinstance(payload, dict) else None
+        services = {}
+        for obj in items if isinstance(items, list) else []:
+            entry = service_entry(obj)
+            if entry is not None:
+                services[f"{entry[0]}/{entry[1]}"] = entry
+        with self._services_lock:
+            self._services = services
+        if self._services_error is not None:
+            log.info("discovery (informer) of Services recovered")
+            self._services_error = None
+        rv = (payload.get("metadata") or {}).get("resourceVersion")
+        return rv if isinstance(rv, str) and rv else ""
+
+    def _watch_services(self, resource_version: str) -> str | None:
+        """One watch until the server ends it: the version to resume from, None to re-list."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        kwargs: dict[str, Any] = {"resource_version": resource_version} if resource_version else {}
+        response = self._core_api().list_service_for_all_namespaces(
+            watch=True, allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout_seconds,
+            _preload_content=False, _request_timeout=(KUBELET_TIMEOUT[0], self.watch_timeout_seconds + 30),
+            **kwargs)
+        self._services_response = response
+        try:
+            for line in _lines(iter_resp_lines(response)):
+                if self._stop.is_set():
+                    return resource_version
+                event = json.loads(line)
+                obj = event.get("object") if isinstance(event, dict) else None
+                if not isinstance(obj, dict):
+                    raise SourceError(f"invalid watch event: {line[:200]!r}")
+                kind = event.get("type")
+                if kind == "ERROR":
+                    return None  # 410 Gone and the like: re-list
+                raw_meta = obj.get("metadata")
+                meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+                key = f"{meta.get('namespace')}/{meta.get('name')}"
+                entry = service_entry(obj)
+                with self._services_lock:
+                    if kind == "DELETED" or entry is None:
+                        self._services.pop(key, None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self._services[key] = entry
+                rv = meta.get("resourceVersion")
+                if isinstance(rv, str) and rv:
+                    resource_version = rv
+        finally:
+            self._services_response = None
+            response.close()
+            response.release_conn()
+        return resource_version
 
     # -- sources -------------------------------------------------------------------
 
@@ -431,6 +531,29 @@ class Discovery:
         if self._failures == 0:
             return self.config.interval
         return min(self.config.interval * 2 ** (self._failures - 1), self.max_backoff)
+
+
+def service_entry(obj: Any) -> tuple[str, str, tuple[str, ...]] | None:
+    """A Service JSON -> (namespace, name, ClusterIPs); None when malformed.
+    Headless Services (clusterIP None) have no address of their own."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        return None
+    meta, spec = obj["metadata"], obj.get("spec")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not (isinstance(name, str) and name and isinstance(namespace, str) and namespace):
+        return None
+    spec = spec if isinstance(spec, dict) else {}
+    listed = spec.get("clusterIPs")
+    raw: list[Any] = listed if isinstance(listed, list) else [spec.get("clusterIP")]
+    ips = []
+    for value in raw:
+        if not isinstance(value, str):
+            continue
+        try:
+            ips.append(str(ipaddress.ip_address(value)))
+        except ValueError:  # "None" (headless), "" or junk
+            continue
+    return namespace, name, tuple(dict.fromkeys(ips))
 
 
 def _lines(raw: Iterator[Any]) -> Iterator[str]:

@@ -26,7 +26,7 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.utils import floatToGoString
 
-from kpod_agent import filters, runtime_info
+from kpod_agent import filters, runtime_info, topology
 from kpod_agent import labels as constant_labels
 from kpod_agent.collectors.base import Hist, MetricSpec, add_into
 from kpod_agent.contract import label_name
@@ -514,3 +514,37 @@ class KpodCollector(PromCollector):
         for result in ("success", "error"):
             pushes.add_metric([result], float(view.otlp_exports.get(result, 0)))
         yield pushes
+        yield from self.topology_metrics()
+
+    def topology_metrics(self) -> Iterator[Metric]:
+        """The edge store's size and evictions, and bytes and connections per
+        edge and side (at most topology.maxEdges edges, so bounded). Each
+        side is one socket's count: a dashboard takes the max over `side`
+        and `node` so an edge seen from both ends counts once."""
+        view = self.source.view
+        network = view.collectors.get("network")
+        if network is None or not network.attached:
+            return
+        snapshot = network.snapshot
+        edges = GaugeMetricFamily("kpod_topology_edges", "TCP edges the agent keeps (bounded by topology.maxEdges).",
+                                  labels=["node"])
+        edges.add_metric([view.node_name], float(len(snapshot.edges) if snapshot is not None else 0))
+        evicted = CounterMetricFamily("kpod_topology_edges_evicted",
+                                      "TCP edges evicted from the agent's bounded edge store (least recently "
+                                      "active first).", labels=["node"])
+        evicted.add_metric([view.node_name], float(snapshot.edges_evicted if snapshot is not None else 0))
+        yield from (edges, evicted)
+        labels = ["source", "destination", "port", "protocol", "side", "node"]
+        edge_bytes = CounterMetricFamily("kpod_topology_edge_bytes",
+                                         "TCP payload bytes of an edge, both ways, as counted by one side's sockets.",
+                                         labels=labels)
+        connections = CounterMetricFamily("kpod_topology_edge_connections",
+                                          "TCP connections of an edge, as counted by one side's sockets.",
+                                          labels=labels)
+        for edge in view.topology["edges"] if snapshot is not None else ():
+            for side, counts in edge["sides"].items():
+                values = [topology.end_id(edge["source"]), topology.end_id(edge["destination"]),
+                          str(edge["port"]), edge["protocol"], side, view.node_name]
+                edge_bytes.add_metric(values, float(counts["bytesSent"] + counts["bytesReceived"]))
+                connections.add_metric(values, float(counts["connections"]))
+        yield from (edge_bytes, connections)

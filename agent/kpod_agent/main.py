@@ -3,6 +3,7 @@
     kpod-agent --config PATH [--node-name NAME] [--listen HOST:PORT]
     kpod-agent --configmap NAMESPACE/NAME ...      (in a cluster)
     kpod-agent top [--url URL]                     (live per-pod view)
+    kpod-agent topology --url URL[,URL...]         (service graph of one or several agents)
     kpod-agent --print-bpf NAME                    (the C of one collector)
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  sudo kpod-agent --config examples/standalone.yaml\n"
                "  kpod-agent top --url http://127.0.0.1:9090\n"
+               "  kpod-agent topology --url http://127.0.0.1:9090 --format dot\n"
                "  kpod-agent --print-bpf syscall",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from kpod_agent import top
 
         return top.main(argv[1:])
+    if argv[:1] == ["topology"]:
+        from kpod_agent import topology_cli
+
+        return topology_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     from kpod_agent import redact, runtime_info
 

@@ -9,6 +9,7 @@ build on this module.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ class PodInfo:
     qos_class: str | None
     containers: tuple[ContainerInfo, ...]
     node_name: str = ""
+    ips: tuple[str, ...] = ()
+    """status.podIPs (or status.podIP): what the pod's peers see as its address."""
+    host_network: bool = False
+    """spec.hostNetwork: the pod shares its node's addresses."""
 
 
 def _str_dict(value: Any) -> dict[str, str]:
@@ -108,12 +113,35 @@ def pod_from_api(obj: dict) -> PodInfo | None:
             if info is not None:
                 containers.append(info)
     qos = status.get("qosClass")
+    host_network = spec.get("hostNetwork") is True
     return PodInfo(
         uid=str(uid), namespace=str(namespace), name=str(name),
         labels=_str_dict(meta.get("labels")),
         qos_class=qos if isinstance(qos, str) and qos else None,
         containers=tuple(containers), node_name=node,
+        ips=pod_ips(status), host_network=host_network,
     )
+
+
+def pod_ips(status: dict) -> tuple[str, ...]:
+    """status.podIPs, else status.podIP; entries that are no IP address are left out."""
+    raw: list[Any] = []
+    listed = status.get("podIPs")
+    if isinstance(listed, list):
+        raw = [item.get("ip") for item in listed if isinstance(item, dict)]
+    if not raw:
+        raw = [status.get("podIP")]
+    ips: list[str] = []
+    for value in raw:
+        if not isinstance(value, str):
+            continue
+        try:
+            text = str(ipaddress.ip_address(value))
+        except ValueError:
+            continue
+        if text not in ips:
+            ips.append(text)
+    return tuple(ips)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The agent's HTTP endpoints: /metrics, /healthz, /readyz, /config. Nothing else.
+"""The agent's HTTP endpoints: /metrics, /healthz, /readyz, /config, /topology. Nothing else.
 
 One asyncio event loop in one thread serves every connection; requests are
 parsed by h11 (strict HTTP/1.1: a malformed length, a header without a
@@ -15,7 +15,7 @@ client may cost is decided here, in one place:
   scraper that connects and asks is always served;
 - a GET with a body is refused and the connection closed (its body would
   otherwise be read as the next request);
-- only the four exact paths (a query string aside) exist: `//metrics` is 404.
+- only the exact paths of `ENDPOINTS` (a query string aside) exist: `//metrics` is 404.
 
 Why not a library server: none of those kept in Python (http.server,
 waitress, uvicorn, aiohttp) has a deadline for the whole request head or a
@@ -57,6 +57,9 @@ ENDPOINTS = {
     "/readyz": "200 `ready` once a config is applied and discovery has synced; 503 with the reason before.",
     "/config": "JSON status of the agent: the applied config (credentials redacted), its generation "
                "and source, the last reload result, collector states and discovery.",
+    "/topology": "JSON service topology of the node: the TCP edges seen since start, each end resolved to a "
+                 "pod, Service or node (else its address), with protocol, connections, bytes, RTT and drops "
+                 "(docs/topology.md).",
 }
 # Prometheus sends ~300 bytes of head; curl ~100.
 HEAD_LIMIT = 16 * 1024
@@ -251,6 +254,9 @@ class AgentHTTPServer:
                 return 200, (b"ready\n",), "text/plain; charset=utf-8", []
             reason = "no config applied" if agent.config is None else "discovery not synced"
             return 503, (f"not ready: {reason}\n".encode(),), "text/plain; charset=utf-8", []
+        if path == "/topology":
+            doc = agent.view.topology
+            return 200, (json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n",), "application/json", []
         status = redact.redact_all(agent.status().model_dump(mode="json"))
         return 200, (json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",), "application/json", []
 

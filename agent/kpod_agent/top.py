@@ -48,6 +48,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from kpod_agent import contract
 from kpod_agent.contract import agent_status_from
 
 DEFAULT_URL = "http://127.0.0.1:9090"
@@ -443,13 +444,7 @@ def render(frame: Frame, source: str, sort_key: str, reverse: bool = False, limi
 
 def metrics_url(url: str) -> str:
     """Accept host:port, http://host:port or a full URL; default path /metrics."""
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--url wants http://HOST:PORT, got {url!r}")
-    path = parts.path if parts.path not in ("", "/") else "/metrics"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return contract.agent_url(url, "/metrics")
 
 
 def scrape(url: str, timeout: float = 5.0, clock: Callable[[], float] = time.monotonic) -> Scrape:

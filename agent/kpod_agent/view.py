@@ -11,10 +11,12 @@ collector reads (`read_targets`) and which pod a cgroup id is
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from kpod_agent import filters
+from kpod_agent import filters, topology
 from kpod_agent.collectors.base import CgroupTarget, Hist, MetricSpec, Snapshot, TargetRole
 from kpod_agent.config import AgentConfig
 from kpod_agent.pods import CgroupEntry, PodIndex
@@ -104,7 +106,35 @@ class CollectionView:
     cycle_duration: float = 0.0
     otlp_exports: Mapping[str, int] = field(default_factory=dict)
     """result (success / error) -> OTLP pushes since start."""
+    services: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Service ClusterIP -> (namespace, name), from discovery (informer mode only)."""
+
+    @functools.cached_property
+    def topology(self) -> dict[str, Any]:
+        """`topology_document` of this view, made once (10,000 edges take 0.3-0.55 s):
+        /topology and the exporter's per-edge series share it. Read only."""
+        return topology_document(self)
 
     @property
     def count_all(self) -> bool:
         return self.config is not None and filters.counts_every_cgroup(self.config)
+
+
+def topology_document(v: CollectionView) -> dict[str, Any]:
+    """The node's `/topology` answer: the network collector's edges whose
+    socket owner is a counted pod (the others are no pod's to name)."""
+    network = v.collectors.get("network")
+    snapshot = network.snapshot if network is not None else None
+    book = topology.address_book(v.index, v.services)
+    entries = []
+    for key, counts in snapshot.edges if snapshot is not None else ():
+        assert network is not None
+        entry = network.entry(v.index, key.cgroup_id)
+        if entry is None:
+            continue
+        pod = v.index.pods.get(entry.pod_uid)
+        local = ({"node": pod.node_name} if pod is not None and pod.host_network
+                 else topology.pod_end(entry.namespace, entry.pod))
+        entries.append((key, counts, local))
+    evicted = snapshot.edges_evicted if snapshot is not None else 0
+    return topology.node_document(v.node_name, entries, book, evicted)

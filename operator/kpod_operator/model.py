@@ -31,7 +31,8 @@ KIND = "KpodMetricsProfile"
 # Fields that shape the whole node or the DaemonSet: meaningless per namespace.
 # histogramBuckets is node-wide in the node config, so it is fleet-only too.
 FLEET_ONLY_FIELDS = ("namespaces", "includeLabels", "histogramBuckets", "maxCgroups", "agent",
-                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy", "grafana", "otlp")
+                     "serviceMonitor", "prometheusRule", "overridePolicy", "networkPolicy", "grafana", "otlp",
+                     "topology")
 
 # Kubernetes quantity (resources): "50m", "128Mi", "1.5", "2".
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -384,6 +385,8 @@ class ProfileSpec(_Strict):
         "Fleet only: Grafana provisioning (the dashboard ConfigMap for the Grafana sidecar)."))
     otlp: OtlpSpec | None = Field(default=None, description=(
         "Fleet only: OTLP/HTTP push of the agents' series, headers from a Secret."))
+    topology: agentconfig.TopologyConfig | None = Field(default=None, description=(
+        "Fleet only: the service topology each agent serves on /topology (maxEdges: edges kept per node)."))
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> ProfileSpec:
@@ -447,11 +450,12 @@ class FleetSpec(_Strict):
     overridePolicy: OverridePolicy
     grafana: GrafanaSpec
     otlp: OtlpSpec
+    topology: agentconfig.TopologyConfig
 
 
 # Fleet fields that are node-config fields: unset, they take the node config's default.
 NODE_CONFIG_FIELDS = ("profile", "syscalls", "podSelector", "namespaces", "includeLabels", "histogramBuckets",
-                      "maxCgroups")
+                      "maxCgroups", "topology")
 
 
 def parse_fleet(spec: object) -> FleetSpec:

@@ -76,6 +76,7 @@ def render_agent_config(
         "discovery": fleet.agent.discovery.model_dump(mode="json"),
         "histogramBuckets": fleet.histogramBuckets.model_dump(mode="json"),
         "maxCgroups": fleet.maxCgroups,
+        "topology": fleet.topology.model_dump(mode="json"),
         # The headers stay in their Secret: the node config names the file it is mounted as.
         "otlp": {"enabled": fleet.otlp.enabled, "endpoint": fleet.otlp.endpoint,
                  "interval": agentconfig.format_duration(fleet.otlp.interval),
@@ -341,12 +342,15 @@ def render_rbac(namespace: str, fleet: model.FleetSpec,
     agent_ns = fleet.agent.namespace
     cluster_name = cluster_role_name(namespace)
     # Exactly the calls the agent makes: the informer lists and watches pods
-    # of all namespaces (field selector spec.nodeName); the kubelet mode reads
-    # the kubelet's /pods instead, which the kubelet authorizes as nodes/proxy.
+    # of all namespaces (field selector spec.nodeName) and Services (their
+    # ClusterIPs name the Service behind a connection in the topology); the
+    # kubelet mode reads the kubelet's /pods instead, which the kubelet
+    # authorizes as nodes/proxy.
     if fleet.agent.discovery.mode == "kubelet":
         pod_rules = [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
     else:
-        pod_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+        pod_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+                     {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}]
     # The binding outlives the CR until the operator deletes it: besides the
     # agents' namespace (its subject) it records where the dashboard is, so
     # that a move, switching it off or deleting the fleet removes it.

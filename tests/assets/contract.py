@@ -46,6 +46,9 @@ SELF_METRICS = (
     "kpod_bpf_program_load_duration_seconds", "kpod_bpf_map_entries", "kpod_bpf_map_capacity",
     "kpod_bpf_map_update_errors_total", "kpod_discovery_errors_total", "kpod_pods_not_counted",
     "kpod_unknown_cgroup_events_total", "kpod_otlp_exports_total",
+    # The service topology's store and its per-edge series (network collector).
+    "kpod_topology_edges", "kpod_topology_edges_evicted_total", "kpod_topology_edge_bytes_total",
+    "kpod_topology_edge_connections_total",
 )
 # The operator's own /metrics (operator/kpod_operator/metrics.py) and the build info of both binaries.
 OPERATOR_METRICS = (

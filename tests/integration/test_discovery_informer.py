@@ -48,12 +48,13 @@ def make_discovery(api: EmulatedCluster, layout: cgroups.CgroupLayout) -> Iterat
         disc.stop()
 
 
-def _lists(api: EmulatedCluster) -> list[kmock.Request]:
-    return [r for r in api.served() if r.action == kmock.action.LIST and r.resource is not None]
+def _lists(api: EmulatedCluster, plural: str = "pods") -> list[kmock.Request]:
+    return [r for r in api.served() if r.action == kmock.action.LIST and r.resource is not None
+            and r.resource.plural == plural]
 
 
-def _watches(api: EmulatedCluster) -> list[kmock.Request]:
-    return [r for r in api.served() if r.action == kmock.action.WATCH]
+def _watches(api: EmulatedCluster, plural: str = "pods") -> list[kmock.Request]:
+    return [r for r in api.served() if r.action == kmock.action.WATCH and r.resource.plural == plural]
 
 
 def test_pods_added_and_deleted(api: EmulatedCluster, layout: cgroups.CgroupLayout,
@@ -194,3 +195,25 @@ def test_stop_interrupts_an_idle_watch(api: EmulatedCluster, make_discovery: Cal
     disc.stop()
     assert time.monotonic() - started < 1.5
     assert threads and not any(t.is_alive() for t in threads)
+
+
+def service(name: str, namespace: str = "shop", **spec: object) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"port": 80}], **spec}}
+
+
+def test_service_cluster_ips_follow_the_api(api: EmulatedCluster, make_discovery: Callable[..., Discovery]) -> None:
+    api.apply(service("web", clusterIP="10.96.0.10", clusterIPs=["10.96.0.10", "fd00::10"]))
+    api.apply(service("headless", clusterIP="None"))
+    disc = make_discovery()
+    disc.start()
+    wait_for(lambda: disc.services == {"10.96.0.10": ("shop", "web"), "fd00::10": ("shop", "web")},
+             what="listed Service")
+    api.apply(service("db", namespace="data", clusterIP="10.96.0.20"))
+    wait_for(lambda: disc.services.get("10.96.0.20") == ("data", "db"), what="Service added via watch")
+    api.delete("services", "shop", "web")
+    wait_for(lambda: disc.services == {"10.96.0.20": ("data", "db")}, what="Service deleted via watch")
+    # All namespaces, listed once, then watched from the listed version.
+    assert len(_lists(api, "services")) == 1
+    assert "fieldSelector" not in _watches(api, "services")[0].params
+

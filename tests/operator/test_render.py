@@ -67,11 +67,18 @@ def test_fleet_defaults_fill_the_node_config() -> None:
     ("histogramBuckets", {"max": "1s"}), ("agent", {"image": "x:1"}),
     ("serviceMonitor", {"enabled": False}), ("prometheusRule", {"enabled": False}),
     ("maxCgroups", 8192), ("grafana", {"dashboard": {"enabled": True}}),
-    ("otlp", {"enabled": False}),
+    ("otlp", {"enabled": False}), ("topology", {"maxEdges": 10}),
 ])
 def test_override_rejects_fleet_only_fields_by_name(field: str, value: Any) -> None:
     with pytest.raises(model.SpecError, match=field):
         model.parse_override({"profile": "minimal", field: value})
+
+
+def test_fleet_topology_cap_reaches_the_node_config() -> None:
+    assert _config(_fleet()).topology.maxEdges == agentconfig.DEFAULT_TOPOLOGY_EDGES
+    assert _config(_fleet(topology={"maxEdges": 500})).topology.maxEdges == 500
+    with pytest.raises(model.SpecError, match="maxEdges"):
+        _fleet(topology={"maxEdges": agentconfig.MAX_TOPOLOGY_EDGES + 1})
 
 
 def test_otlp_renders_the_section_and_mounts_only_the_secret() -> None:
@@ -250,7 +257,8 @@ def _by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_agent_rbac_is_least_privilege() -> None:
     objs = _by_kind(render.render_rbac(NS, _fleet(), OWNER))
     assert objs["ClusterRole"]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}]
     role_rules = objs["Role"]["rules"]
     cm_rule = next(r for r in role_rules if r["resources"] == ["configmaps"])
     assert cm_rule["resourceNames"] == ["kpod-agent-config"]

@@ -123,7 +123,7 @@ def test_kubelet_fault_keeps_last_view_and_recovers(
         heal()
     try:
         # recovery on the agent's own timer (backoff is capped), no help from the test
-        wait_for(lambda: newcomer.uid in agent.index.pods, "discovery to recover", timeout=15)
+        wait_for(lambda: newcomer.uid in agent.view.index.pods, "discovery to recover", timeout=15)
         newcomer.workload("getppid", 17)
         agent.collect_due(force=True)
         assert scraper.pod_value(COUNT, newcomer, syscall="getppid") == 17
@@ -217,13 +217,15 @@ def _informer_case(scraper: Scraper, pods: dict[str, FakePod], node: KernelNode,
         assert scraper.pod_value(COUNT, a, syscall="getppid") - start == 31
         heal()
         api.apply(newcomer.doc)
-        wait_for(lambda: newcomer.uid in agent.index.pods, "the informer to catch up", timeout=15)
+        # The published view, not agent.index: the index is set before the
+        # filter maps and the view, and a pod is counted only after those.
+        wait_for(lambda: newcomer.uid in agent.view.index.pods, "the informer to catch up", timeout=15)
         newcomer.workload("getppid", 37)
         agent.collect_due(force=True)
         assert scraper.pod_value(COUNT, newcomer, syscall="getppid") == 37
         assert scraper.pod_value(COUNT, a, syscall="getppid") - start == 31
         api.delete("pods", newcomer.namespace, newcomer.name)
-        wait_for(lambda: newcomer.uid not in agent.index.pods, "the deletion to be seen")
+        wait_for(lambda: newcomer.uid not in agent.view.index.pods, "the deletion to be seen")
         assert not [s for s in scraper.series(COUNT) if s["pod"] == newcomer.name]
     finally:
         node.remove_pod(newcomer)

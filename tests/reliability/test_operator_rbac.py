@@ -56,13 +56,16 @@ AGENT_CALLS = {
     "list_namespaced_config_map": [("list", "core/configmaps", "ns", CM), ("watch", "core/configmaps", "ns", CM)],
     # Informer discovery: list then watch with fieldSelector spec.nodeName.
     "list_pod_for_all_namespaces": [("list", "core/pods", "cluster", None), ("watch", "core/pods", "cluster", None)],
+    # Informer discovery: Services of all namespaces (ClusterIPs for the topology).
+    "list_service_for_all_namespaces": [("list", "core/services", "cluster", None),
+                                        ("watch", "core/services", "cluster", None)],
     # PodStatusPublisher: the status annotation on its own Pod.
     "patch_namespaced_pod": [("patch", "core/pods", "ns", None)],
 }
 
 EXPECTED_AGENT = {
     "informer": {
-        "ClusterRole": {"core/pods": {"list", "watch"}},
+        "ClusterRole": {"core/pods": {"list", "watch"}, "core/services": {"list", "watch"}},
         "Role": {f"core/configmaps#{CM}": {"list", "watch"}, "core/pods": {"patch"}},
     },
     "kubelet": {
@@ -88,6 +91,7 @@ EXPECTED_OPERATOR = {
         "core/pods": {"list", "watch"},
         "apps/daemonsets": {"list", "watch"},
         "core/nodes/proxy": {"get"},  # held for the agent (kubelet mode) only
+        "core/services": {"list", "watch"},  # held for the agent's informer (topology) only
         "rbac.authorization.k8s.io/clusterroles": {"create"},
         "rbac.authorization.k8s.io/clusterrolebindings": {"create"},
         f"rbac.authorization.k8s.io/clusterroles#{CLUSTER_NAME}": {"get", "patch", "delete"},
@@ -123,7 +127,8 @@ EXPECTED_OPERATOR = {
 # Granted without being seen in the recorded run, and why.
 HELD_FOR_THE_AGENT = {(f"Role/{AGENTS}", f"core/configmaps#{CM}", "list"),
                       (f"Role/{AGENTS}", f"core/configmaps#{CM}", "watch"),
-                      (f"Role/{AGENTS}", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get")}
+                      (f"Role/{AGENTS}", "core/pods", "patch"), ("ClusterRole", "core/nodes/proxy", "get"),
+                      ("ClusterRole", "core/services", "list"), ("ClusterRole", "core/services", "watch")}
 
 
 def _operator_grants() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -233,8 +238,8 @@ def test_agent_api_requests_are_all_granted_and_use_every_grant(op_cluster: Faul
         wait_for(lambda: discovery.synced, what="informer synced")
         publisher = PodStatusPublisher(kubernetes.client.CoreV1Api(client), "kpod-agent-x", AGENTS)
         assert publisher.publish(AgentStatus(node="node-1", generation=1))
-        wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 2,
-                 what="both watches open")
+        wait_for(lambda: sum(r.query.get("watch") == "true" for r in _agent_requests(op_cluster)) >= 3,
+                 what="the three watches open")
     finally:
         discovery.stop()
         source.stop()

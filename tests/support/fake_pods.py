@@ -53,6 +53,7 @@ class _StaticDiscovery:
         self.synced = True
         self.errors_total = 0
         self.last_error = None
+        self.services: dict[str, tuple[str, str]] = {}
 
     def refresh(self) -> PodIndex:
         return self.index

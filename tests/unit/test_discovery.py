@@ -51,7 +51,7 @@ def test_pod_from_real_kubelet_item() -> None:
         labels={"k8s-app": "kube-dns", "pod-template-hash": "5d78c9869d"}, qos_class="Burstable",
         containers=(ContainerInfo("coredns", "containerd",
                                   "ead0a4a53df89fd173874b46093b6e62d8c72967bbf606d672c9e8c9b601a4fc", 2),),
-        node_name="kind-control-plane",
+        node_name="kind-control-plane", ips=("10.244.0.3",),
     )
 
 

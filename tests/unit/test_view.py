@@ -139,6 +139,7 @@ def test_entries_of_cgroups_no_longer_counted_are_counted_once_and_forgotten() -
 
     class Pods:
         synced, errors_total, last_error = True, 0, None
+        services: dict[str, tuple[str, str]] = {}
 
         def refresh(self) -> PodIndex:
             return index

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from kpod_agent import cgroups
+from kpod_agent import cgroups, topology
 from kpod_agent.config import AgentConfig
 from kpod_agent.histograms import merge_slots
 
@@ -109,6 +109,10 @@ class Snapshot:
 
     data: dict[str, dict[SampleKey, float | Hist]] = field(default_factory=dict)
     taken_at: float = 0.0
+    edges: tuple[tuple[topology.EdgeKey, topology.EdgeCounts], ...] = ()
+    """TCP edges of the service topology (the network collector's)."""
+    edges_evicted: int = 0
+    """Edges evicted from the collector's bounded store since it attached."""
 
     def add(self, metric: str, cgid: int, value: float | Hist, labels: tuple[str, ...] = ()) -> None:
         add_into(self.data.setdefault(metric, {}), (cgid, labels), value)
