@@ -210,28 +210,36 @@ def _warm_exchange(scraper: Scraper, pods: Pods, protocol: str, setup: str, requ
         proc.wait(timeout=30)
 
 
-def test_kafka_metadata(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    """kafka-python against the responder: Metadata requests, paired by
-    correlation id; the responder reads each request's size first."""
-    setup = ("from kafka import KafkaConsumer\n"
-             f"c = KafkaConsumer(bootstrap_servers='{pods.server.ip}:{l7_servers.KAFKA_PORT}', "
-             "api_version=(1, 0, 0), request_timeout_ms=10000)\nc.topics()")
-    delta, elapsed = _warm_exchange(scraper, pods, "kafka", setup, "assert c.topics() == set()")
-    _assert_exact(delta, elapsed, "Metadata", "ok")
+def _kafka(pods: Pods) -> str:
+    return ("from kafka import KafkaConsumer\n"
+            f"c = KafkaConsumer(bootstrap_servers='{pods.server.ip}:{l7_servers.KAFKA_PORT}', "
+            "api_version=(1, 0, 0), request_timeout_ms=10000)\nc.topics()")
 
 
-def test_mongodb_commands(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen]) -> None:
-    """pymongo against the responder: N ping commands answered ok, N
-    inserts refused; the responder reads each message's header first."""
-    setup = ("import pymongo\n"
-             f"m = pymongo.MongoClient('mongodb://{pods.server.ip}:{l7_servers.MONGODB_PORT}/?directConnection=true',"
-             " heartbeatFrequencyMS=600000)\nm.admin.command('ping')")
-    delta, elapsed = _warm_exchange(scraper, pods, "mongodb", setup, "m.admin.command('ping')")
-    _assert_exact(delta, elapsed, "ping", "ok")
-    failing = ("try:\n        m.test.command('insert', 'c', documents=[{'a': 1}])\n"
-               "    except pymongo.errors.OperationFailure:\n        pass")
-    delta, elapsed = _warm_exchange(scraper, pods, "mongodb", setup, failing)
-    _assert_exact(delta, elapsed, "insert", "error")
+def _mongo(pods: Pods) -> str:
+    return ("import pymongo\n"
+            f"m = pymongo.MongoClient('mongodb://{pods.server.ip}:{l7_servers.MONGODB_PORT}/?directConnection=true',"
+            " heartbeatFrequencyMS=600000)\nm.admin.command('ping')")
+
+
+# id -> (protocol, client set-up, one request, operation, status). The
+# responders read each length prefix (Kafka size, MongoDB header) first;
+# Kafka pairs by correlation id, MongoDB by request id.
+WARM_EXCHANGES: dict[str, tuple[str, Callable[[Pods], str], str, str, str]] = {
+    "kafka-metadata": ("kafka", _kafka, "assert c.topics() == set()", "Metadata", "ok"),
+    "mongodb-ping": ("mongodb", _mongo, "m.admin.command('ping')", "ping", "ok"),
+    "mongodb-insert-refused": ("mongodb", _mongo, "try:\n        m.test.command('insert', 'c', documents=[{}])\n"
+                               "    except pymongo.errors.OperationFailure:\n        pass", "insert", "error"),
+}
+
+
+@pytest.mark.parametrize("case", list(WARM_EXCHANGES))
+def test_official_clients_against_responders(scraper: Scraper, pods: Pods, servers: dict[str, subprocess.Popen],
+                                             case: str) -> None:
+    """kafka-python and pymongo, after their handshakes, against the minimal responders."""
+    protocol, setup, request, operation, status = WARM_EXCHANGES[case]
+    delta, elapsed = _warm_exchange(scraper, pods, protocol, setup(pods), request)
+    _assert_exact(delta, elapsed, operation, status)
 
 
 def _curl(pods: Pods) -> list[str]:
