@@ -28,6 +28,8 @@ POD = 'namespace=~"$namespace", pod=~"$pod", node=~"$node"'
 NODE = 'node=~"$node"'
 RATE = "$__rate_interval"
 POD_LEGEND = "{{namespace}}/{{pod}}"
+# l7 statuses that are failures (HTTP 5xx, DNS server failures, error replies).
+L7_ERRORS = POD + ', status=~"5..|SERVFAIL|REFUSED|error"'
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,22 @@ ROWS: tuple[Row, ...] = (
         gauges("Memory peak", "kpod_mem_cgroup_peak_bytes"),
         gauges("Memory cache", "kpod_mem_cgroup_cache_bytes"),
         gauges("Swap", "kpod_mem_cgroup_swap_bytes"),
+    )),
+    # Application protocols (l7 collector).
+    Row("Application protocols", "l7", (
+        rates("Requests by protocol and operation", "kpod_l7_requests_total",
+              by="namespace, pod, protocol, direction, operation",
+              legend=POD_LEGEND + " {{protocol}} {{direction}} {{operation}}"),
+        Panel("Request error ratio", ((
+            f"{rate('kpod_l7_requests_total', 'namespace, pod, protocol, direction', L7_ERRORS)}"
+            f" / {rate('kpod_l7_requests_total', 'namespace, pod, protocol, direction')}",
+            POD_LEGEND + " {{protocol}} {{direction}}"),), "percentunit",
+            "HTTP 5xx, DNS SERVFAIL/REFUSED, and error replies of the other protocols."),
+        rates("Requests by status", "kpod_l7_requests_total", by="namespace, pod, protocol, status",
+              legend=POD_LEGEND + " {{protocol}} {{status}}"),
+        p99("Request latency p99", "kpod_l7_request_duration_seconds",
+            by="namespace, pod, protocol, direction, operation",
+            legend=POD_LEGEND + " {{protocol}} {{direction}} {{operation}}"),
     )),
     # Service topology: per-edge series of the network collector's edge store.
     # Each side of an edge is its own series (label side, and the observing

@@ -31,7 +31,10 @@ case "$(uname -m)" in
 esac
 if (( want_test )); then
   apt_pkgs+=(prometheus bpftool iproute2 procps util-linux gcc libc6-dev shellcheck xz-utils openssl graphviz
-             docker.io mmdebstrap)
+             docker.io mmdebstrap
+             # real servers and clients of the l7 tests and bench
+             dnsmasq-base bind9-dnsutils redis-server redis-tools mariadb-server mariadb-client
+             postgresql postgresql-client apache2-utils nginx)
 fi
 
 missing=()

@@ -38,13 +38,13 @@ API_VERSION: Final = "kpod.io/v1alpha1"
 # The collector names are config keys and CR keys: fixed, users depend on them.
 BPF_COLLECTORS = (
     "cpu", "network", "memory", "syscall", "biolatency", "cachestat",
-    "tcpdrop", "hardirqs", "softirqs", "execsnoop",
+    "tcpdrop", "hardirqs", "softirqs", "execsnoop", "l7",
 )
 CGROUP_COLLECTORS = ("diskIO", "ifaceNetwork", "filesystem", "memoryCgroup")
 COLLECTOR_NAMES = BPF_COLLECTORS + CGROUP_COLLECTORS
 CollectorName = Literal[
     "cpu", "network", "memory", "syscall", "biolatency", "cachestat",
-    "tcpdrop", "hardirqs", "softirqs", "execsnoop",
+    "tcpdrop", "hardirqs", "softirqs", "execsnoop", "l7",
     "diskIO", "ifaceNetwork", "filesystem", "memoryCgroup",
 ]
 ProfileName = Literal["minimal", "standard", "comprehensive", "custom"]
@@ -167,6 +167,26 @@ class _Strict(BaseModel):
 # probe per call (sys_enter) and a start time per thread, about twice the cost
 # of counting alone, so they are opt-in.
 LATENCY_COLLECTORS = frozenset({"syscall"})
+# Application protocols the l7 collector recognises (config values, also
+# the `protocol` label). Changing the list writes a map: no re-attach.
+L7Protocol = Literal["http", "dns", "redis", "mysql", "postgres", "kafka", "mongodb"]
+L7_PROTOCOLS: tuple[L7Protocol, ...] = get_args(L7Protocol)
+# Option -> the collectors that have it (the CRD shows it only on those).
+COLLECTOR_OPTIONS: dict[str, frozenset[str]] = {
+    "latency": LATENCY_COLLECTORS,
+    "protocols": frozenset({"l7"}),
+}
+
+
+def _check_protocols(value: list[L7Protocol] | None) -> list[L7Protocol] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("at least one protocol (turn the collector off with enabled: false)")
+    duplicates = sorted({p for p in value if value.count(p) > 1})
+    if duplicates:
+        raise ValueError(f"listed twice: {', '.join(duplicates)}")
+    return value
 
 
 class CollectorConfig(_Strict):
@@ -177,15 +197,20 @@ class CollectorConfig(_Strict):
         f"{format_duration(MIN_INTERVAL_SECONDS)}); unset: the default interval."))
     latency: bool | None = Field(default=None, description=(
         "syscall only: latency histograms per syscall (a second probe per call, about twice the cost)."))
+    protocols: Annotated[list[L7Protocol] | None, AfterValidator(_check_protocols)] = Field(
+        default=None, description=(
+            "l7 only: the application protocols recognised (" + ", ".join(L7_PROTOCOLS) + "); "
+            "unset: all of them. A change applies without re-attaching."))
 
 
 def _check_collector_options(
     collectors: dict[CollectorName, CollectorConfig],
 ) -> dict[CollectorName, CollectorConfig]:
     """Options set on a collector that does not have them are refused, wherever a collectors map appears."""
-    errors = [f"collectors.{name}.latency: only the {'/'.join(sorted(LATENCY_COLLECTORS))} collector has "
-              f"a latency switch" for name, conf in collectors.items()
-              if conf.latency is not None and name not in LATENCY_COLLECTORS]
+    errors = [f"collectors.{name}.{option}: only the {'/'.join(sorted(owners))} collector has "
+              f"this option" for name, conf in collectors.items()
+              for option, owners in COLLECTOR_OPTIONS.items()
+              if getattr(conf, option) is not None and name not in owners]
     if errors:
         raise ValueError("; ".join(errors))
     return collectors
@@ -497,12 +522,25 @@ class AgentConfig(_Strict):
                     continue
                 interval = min((c.interval for c in (old, conf) if c.interval), default=None)
                 latency = bool(old.latency or conf.latency) or None
-                merged[name] = CollectorConfig(enabled=True, interval=interval, latency=latency)
+                # One program per node: it recognises what any scope asks for.
+                protocols = None
+                if old.protocols is not None and conf.protocols is not None:
+                    wanted = set(old.protocols) | set(conf.protocols)
+                    protocols = [p for p in L7_PROTOCOLS if p in wanted]
+                merged[name] = CollectorConfig(enabled=True, interval=interval, latency=latency,
+                                               protocols=protocols)
         return {n: merged[n] for n in COLLECTOR_NAMES if n in merged}
 
     def syscall_latency(self) -> bool:
         conf = self.merged_collectors.get("syscall")
         return bool(conf and conf.latency)
+
+    def l7_protocols(self) -> list[L7Protocol]:
+        """Protocols the node's l7 program recognises (all when unset)."""
+        conf = self.merged_collectors.get("l7")
+        if conf is None or conf.protocols is None:
+            return list(L7_PROTOCOLS)
+        return list(conf.protocols)
 
     @model_validator(mode="after")
     def _node_limits(self) -> AgentConfig:
@@ -553,7 +591,9 @@ def resolve_collectors(
                 base = result.get(name)
                 interval = conf.interval if conf.interval is not None else (base.interval if base else None)
                 latency = conf.latency if conf.latency is not None else (base.latency if base else None)
-                result[name] = CollectorConfig(enabled=True, interval=interval, latency=latency)
+                protocols = conf.protocols if conf.protocols is not None else (base.protocols if base else None)
+                result[name] = CollectorConfig(enabled=True, interval=interval, latency=latency,
+                                               protocols=protocols)
             else:
                 result.pop(name, None)
     return {n: result[n] for n in COLLECTOR_NAMES if n in result}

@@ -36,6 +36,8 @@ def _inputs(name: str, config: AgentConfig) -> Any:
     if name == "syscall":
         policies = filters.syscall_policies(config)
         return [sorted(a) for a in policies.allowlists], config.syscall_latency()
+    if name == "l7":
+        return config.l7_protocols()
     if name == "network":
         return config.topology
     return None

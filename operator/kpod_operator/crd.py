@@ -169,8 +169,8 @@ def _keyed_schema(key: str, value: Any) -> dict[str, Any]:
     schema = schema_of(value)
     if value is agentconfig.CollectorConfig:
         schema = {"description": f"The {key} collector.", **schema}
-        if key not in agentconfig.LATENCY_COLLECTORS:
-            schema["properties"] = {k: v for k, v in schema["properties"].items() if k != "latency"}
+        schema["properties"] = {k: v for k, v in schema["properties"].items()
+                                if key in agentconfig.COLLECTOR_OPTIONS.get(k, {key})}
     return schema
 
 

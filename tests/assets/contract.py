@@ -31,12 +31,13 @@ COLLECTOR_METRICS: dict[str, tuple[str, ...]] = {
     "filesystem": ("kpod_fs_capacity_bytes", "kpod_fs_usage_bytes", "kpod_fs_available_bytes"),
     "memoryCgroup": ("kpod_mem_cgroup_usage_bytes", "kpod_mem_cgroup_peak_bytes",
                      "kpod_mem_cgroup_cache_bytes", "kpod_mem_cgroup_swap_bytes"),
+    "l7": ("kpod_l7_requests_total", "kpod_l7_request_duration_seconds"),
 }
 DISCOVERY_METRICS = ("kpod_container_restarts",)
 HISTOGRAMS = frozenset({
     "kpod_cpu_runqueue_latency_seconds", "kpod_net_tcp_rtt_seconds", "kpod_net_tcp_connection_latency_seconds",
     "kpod_syscall_latency_seconds", "kpod_disk_io_latency_seconds", "kpod_irq_hw_latency_seconds",
-    "kpod_irq_sw_latency_seconds",
+    "kpod_irq_sw_latency_seconds", "kpod_l7_request_duration_seconds",
 })
 SELF_METRICS = (
     "kpod_agent_config_generation", "kpod_config_reloads_total", "kpod_collector_attached",

@@ -10,6 +10,7 @@ from kpod_agent.collectors.execsnoop import ExecsnoopCollector
 from kpod_agent.collectors.filesystem import FilesystemCollector
 from kpod_agent.collectors.hardirqs import HardirqsCollector
 from kpod_agent.collectors.iface_network import IfaceNetworkCollector
+from kpod_agent.collectors.l7 import L7Collector
 from kpod_agent.collectors.memory import MemoryCollector
 from kpod_agent.collectors.memory_cgroup import MemoryCgroupCollector
 from kpod_agent.collectors.network import NetworkCollector
@@ -24,5 +25,6 @@ REGISTRY: dict[str, type[Collector]] = {
         TcpdropCollector, BiolatencyCollector, CachestatCollector,
         HardirqsCollector, SoftirqsCollector, ExecsnoopCollector,
         DiskIOCollector, IfaceNetworkCollector, FilesystemCollector, MemoryCgroupCollector,
+        L7Collector,
     )
 }
