@@ -16,7 +16,9 @@
  *    write cost every process of the node on every such call (an nginx/ab
  *    pair outside the selection lost ~25% of its requests/s, docs/l7.md).
  *  - sock:inet_sock_set_state (process or softirq context): a TCP socket
- *    that is established or closed forgets its state (sk memory is reused).
+ *    that is established or closed forgets its state (sk memory is reused);
+ *    connect and accept remember its addresses for the topology edges,
+ *    tcp:tcp_destroy_sock forgets them.
  * The first bytes moved (at most L7_HEAD) are then:
  *  - if the socket has a request pending in the other direction, parsed as
  *    that protocol's response: counts (operation, status) and the latency;
@@ -40,9 +42,15 @@
  * (sockets close without telling: the oldest go first); l7_requests 8 and
  * l7_durations 4 entries per cgroup of KPOD_MAX_CGROUPS on average.
  *
- * Verifier budget: l7_sock takes 525k of the 1M instructions the verifier
- * explores on kernel 6.18 (log level 1, "processed"); the chained parsers
- * multiply its states. Moving the cgroup check after the cheap argument
+ * Each counted request is also added to `l7_edges`, keyed like the network
+ * collector's topology edges (the socket's addresses, server port and role,
+ * learned at connect / accept in l7_sock_peer), so /topology names an edge's
+ * protocol and requests.
+ *
+ * Verifier budget: l7_sock takes 367k of the 1M instructions the verifier
+ * explores on kernel 6.18 (log level 1, "processed"; 525k before the edge
+ * counting, whose states prune differently); the chained parsers multiply
+ * its states. Moving the cgroup check after the cheap argument
  * checks took it past the limit (E2BIG): measure after any change here.
  */
 #include "kpod_common.h"
@@ -77,6 +85,8 @@
 #define KPOD_IPPROTO_TCP 6
 #define KPOD_IPPROTO_UDP 17
 #define KPOD_TCP_ESTABLISHED 1
+#define KPOD_TCP_SYN_SENT 2
+#define KPOD_TCP_SYN_RECV 3
 #define KPOD_TCP_CLOSE 7
 
 /* One socket transfer, as on_sock found it. */
@@ -142,7 +152,39 @@ struct prefix {
     u8 b[L7_PREFIX];
 };
 
+/* The topology's view of a TCP socket, as the network collector keys its
+ * edges (IPv6 or IPv4-mapped addresses, the server's port, the owner's role):
+ * requests are counted per edge too, so /topology can give an edge its
+ * protocol and requests. Learned at the connect / accept transitions,
+ * forgotten when the socket is destroyed. */
+struct l7_peer {
+    u8 local[16];
+    u8 remote[16];
+    u16 port;
+    u8 role;       /* 1 client, 2 server (the network collector's values) */
+    u8 pad[5];
+};
+
+struct l7_edge_key {
+    u64 cgid;
+    struct l7_peer peer;
+    u32 proto;
+    u32 pad;
+};
+
+struct l7_edge_counts {
+    u64 requests;
+    u64 duration_ns;
+};
+
+#ifndef KPOD_MAX_EDGES
+#define KPOD_MAX_EDGES 65536
+#endif
+
 BPF_ARRAY(l7_config, u32, 1);
+BPF_TABLE("lru_hash", u64, struct l7_peer, l7_sock_peer, 65536);
+/* Not preallocated: memory follows the edges seen, up to the capacity. */
+BPF_F_TABLE("hash", struct l7_edge_key, struct l7_edge_counts, l7_edges, KPOD_MAX_EDGES, BPF_F_NO_PREALLOC);
 BPF_HASH(l7_ops, struct op_key, u32, 1024);
 BPF_TABLE("lru_hash", struct pending_key, struct pending, l7_pending, 65536);
 BPF_TABLE("lru_hash", u64, struct prefix, l7_prefix, 16384);
@@ -170,16 +212,43 @@ static __always_inline int kind_of(int nr, u8 *sent)
 /* A socket's memory is reused by the next one: a new connection or a
  * closed one starts without the old role, request or held prefix. Any
  * context (softirq for a passive open): only deletes. */
+static __always_inline void remember_peer(u64 sk, const u8 *local, const u8 *remote, u16 port, u8 role)
+{
+    struct l7_peer peer = {};
+    bpf_probe_read_kernel(&peer.local, sizeof(peer.local), local);
+    bpf_probe_read_kernel(&peer.remote, sizeof(peer.remote), remote);
+    peer.port = port;
+    peer.role = role;
+    l7_sock_peer.update(&sk, &peer);
+}
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != KPOD_IPPROTO_TCP)
         return 0;
+    u64 sk = (u64)args->skaddr;
+    /* connect(): in the connecting process, so its cgroup is the owner's. */
+    if (args->oldstate == KPOD_TCP_CLOSE && args->newstate == KPOD_TCP_SYN_SENT) {
+        if (kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
+            remember_peer(sk, args->saddr_v6, args->daddr_v6, args->dport, 1);
+        return 0;
+    }
+    /* accept side (softirq): the owner is whoever then reads or writes it. */
+    if (args->oldstate == KPOD_TCP_SYN_RECV && args->newstate == KPOD_TCP_ESTABLISHED)
+        remember_peer(sk, args->saddr_v6, args->daddr_v6, args->sport, 2);
     if (args->newstate != KPOD_TCP_CLOSE && args->newstate != KPOD_TCP_ESTABLISHED)
         return 0;
-    u64 sk = (u64)args->skaddr;
     struct pending_key pk = {.sk = sk};
     l7_pending.delete(&pk);
     l7_prefix.delete(&sk);
+    return 0;
+}
+
+/* Not at CLOSE: a client that shut down first reads the reply after it. */
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+    u64 sk = (u64)args->skaddr;
+    l7_sock_peer.delete(&sk);
     return 0;
 }
 
@@ -438,7 +507,24 @@ static __always_inline int response_status(u8 proto, u8 *d, u32 n)
     return ST_OK;   /* Kafka: the error code sits at a per-API offset */
 }
 
-static __always_inline void count(u64 cgid, struct pending *p, int status, u64 now, u8 sent_now)
+static __always_inline void count_edge(u64 cgid, u64 sk, u32 proto, u64 duration)
+{
+    struct l7_peer *peer = l7_sock_peer.lookup(&sk);
+    if (!peer)
+        return;   /* UDP, or a connection older than the collector */
+    struct l7_edge_key ek = {.cgid = cgid, .proto = proto};
+    __builtin_memcpy(&ek.peer, peer, sizeof(ek.peer));
+    struct l7_edge_counts zero = {};
+    struct l7_edge_counts *e = l7_edges.lookup_or_try_init(&ek, &zero);
+    if (!e) {
+        kpod_map_full(KPOD_ERR_l7_edges);
+        return;
+    }
+    __sync_fetch_and_add(&e->requests, 1);
+    __sync_fetch_and_add(&e->duration_ns, duration);
+}
+
+static __always_inline void count(u64 cgid, u64 sk, struct pending *p, int status, u64 now, u8 sent_now)
 {
     struct req_key rk = {.cgid = cgid, .op = p->op, .status = ((u32)p->proto << 16) | (u32)status,
                          .proto = p->proto, .role = p->sent ? 0 : 1};
@@ -453,11 +539,13 @@ static __always_inline void count(u64 cgid, struct pending *p, int status, u64 n
     struct kpod_hist *empty = l7_zero_hist.lookup(&zero_idx);   /* off the 512-byte stack */
     if (!empty)
         return;
+    u64 duration = now > p->start ? now - p->start : 0;
     struct kpod_hist *h = l7_durations.lookup_or_try_init(&dk, empty);
     if (h)
-        kpod_hist_add(h, now > p->start ? now - p->start : 0);
+        kpod_hist_add(h, duration);
     else
         kpod_map_full(KPOD_ERR_l7_durations);
+    count_edge(cgid, sk, p->proto, duration);
 }
 
 /* The response of a tagged request (DNS, Kafka, MongoDB): its id is unique
@@ -472,7 +560,7 @@ static __always_inline int try_response(struct pending_key *pk, u8 sent, u8 *d, 
         return 0;
     struct pending copy = *p;
     l7_pending.delete(pk);
-    count(cgid, &copy, status, now, sent);
+    count(cgid, pk->sk, &copy, status, now, sent);
     return 1;
 }
 
@@ -501,7 +589,7 @@ static __always_inline int on_message(struct call *c, u8 *d, u32 n, u32 total, u
                 if (status >= 0) {
                     struct pending copy = *known;
                     known->answered = 1;
-                    count(cgid, &copy, status, now, c->sent);
+                    count(cgid, c->sk, &copy, status, now, c->sent);
                     return 1;
                 }
             }

@@ -73,6 +73,15 @@ class EdgeCounts:
     rtt_sum_us: int = 0
 
 
+@dataclass(frozen=True)
+class EdgeRequests:
+    """What the l7 collector parsed on one edge entry, for one protocol."""
+
+    protocol: str
+    requests: int = 0
+    duration_ns: int = 0
+
+
 def ip_text(raw: bytes) -> str:
     """16 address bytes as the tracepoints give them (IPv4-mapped for IPv4) -> text."""
     addr = ipaddress.IPv6Address(bytes(raw))
@@ -183,21 +192,26 @@ def protocol_of(port: int, l7_protocol: str | None = None) -> str:
 # ---- one node's document ---------------------------------------------------------
 
 
-def _side(counts: EdgeCounts) -> dict[str, Any]:
-    """One socket entry's counts in the served form (an observation's side)."""
+def _side(counts: EdgeCounts, parsed: Sequence[EdgeRequests] = ()) -> dict[str, Any]:
+    """One socket entry's counts in the served form (an observation's side),
+    with the requests the l7 collector parsed on it by protocol."""
     return {
         "connections": counts.connections, "bytesSent": counts.bytes_sent,
         "bytesReceived": counts.bytes_received, "retransmits": counts.retransmits,
         "rtt": {"slots": list(counts.rtt_slots), "sumSeconds": counts.rtt_sum_us * RTT_UNIT_SECONDS},
+        "requests": sum(r.requests for r in parsed),
+        "protocols": {r.protocol: r.requests for r in parsed if r.requests},
     }
 
 
 def node_document(node: str, entries: Iterable[tuple[EdgeKey, EdgeCounts, End]],
-                  book: Mapping[str, End], evicted_total: int = 0) -> dict[str, Any]:
+                  book: Mapping[str, End], evicted_total: int = 0,
+                  parsed: Mapping[EdgeKey, Sequence[EdgeRequests]] | None = None) -> dict[str, Any]:
     """The `/topology` answer of one node. `entries` are the store's items
     with the local end already resolved (the caller skips entries of
     cgroups that are no counted pod's); `book` resolves remote addresses
-    and is served too, so `merge` can resolve what another node knows."""
+    and is served too, so `merge` can resolve what another node knows.
+    `parsed`: the l7 collector's requests per edge entry, when it runs."""
     observations: list[dict[str, Any]] = []
     for key, counts, local in entries:
         if key.role == "client":
@@ -205,7 +219,7 @@ def node_document(node: str, entries: Iterable[tuple[EdgeKey, EdgeCounts, End]],
         else:
             source, destination = remote_end(key.remote, None, book), local
         observations.append({"source": source, "destination": destination, "port": key.port,
-                             "side": key.role, **_side(counts)})
+                             "side": key.role, **_side(counts, (parsed or {}).get(key, ()))})
     doc = {"node": node, "addresses": dict(sorted(book.items())), "evictedEdges": evicted_total}
     merged = merge([{**doc, "observations": observations}])
     return {"node": node, **{k: v for k, v in merged.items() if k != "nodes"}}
@@ -214,7 +228,7 @@ def node_document(node: str, entries: Iterable[tuple[EdgeKey, EdgeCounts, End]],
 # ---- merging ---------------------------------------------------------------------
 
 
-_COUNTS = ("connections", "bytesSent", "bytesReceived", "retransmits")
+_COUNTS = ("connections", "bytesSent", "bytesReceived", "retransmits", "requests")
 
 
 def _slots(raw: Any) -> list[int]:
@@ -225,7 +239,10 @@ def _slots(raw: Any) -> list[int]:
 
 def _add_side(into: dict[str, Any], side: Mapping[str, Any]) -> None:
     theirs = side.get("rtt") or {}
-    if not into:
+    protocols = into.setdefault("protocols", {})
+    for name, count in (side.get("protocols") or {}).items():
+        protocols[str(name)] = protocols.get(str(name), 0) + int(count)
+    if "rtt" not in into:
         into.update({name: int(side.get(name, 0)) for name in _COUNTS})
         into["rtt"] = {"slots": _slots(theirs.get("slots")), "sumSeconds": float(theirs.get("sumSeconds", 0.0))}
         return
@@ -264,17 +281,23 @@ def _edge(source: End, destination: End, port: int, sides: Mapping[str, dict[str
     client, server = sides.get("client"), sides.get("server")
     if client is not None:
         connections, sent, received = client["connections"], client["bytesSent"], client["bytesReceived"]
+        requests = client["requests"]
     else:
         assert server is not None
         connections, sent, received = server["connections"], server["bytesReceived"], server["bytesSent"]
+        requests = server["requests"]
     rtts = [side["rtt"] for side in sides.values()]
     slots = rtts[0]["slots"] if len(rtts) == 1 else [a + b for a, b in zip(*(r["slots"] for r in rtts), strict=True)]
     rtt_sum = sum(r["sumSeconds"] for r in rtts)
     samples = sum(slots)
-    protocol = protocol_of(port)
     # Requests need application-level parsing (the l7 collector); without it
     # none are claimed, and `connections` says how much the edge was used.
-    requests = 0
+    # The protocol it parsed most on the edge names it, else the port.
+    parsed: dict[str, int] = {}
+    for side in sides.values():
+        for name, count in side.get("protocols", {}).items():
+            parsed[name] = parsed.get(name, 0) + count
+    protocol = protocol_of(port, max(sorted(parsed), key=parsed.__getitem__) if parsed else None)
     return {
         "source": source, "destination": destination, "port": port, "protocol": protocol,
         "requests": requests, "connections": connections,

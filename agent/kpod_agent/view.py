@@ -122,7 +122,8 @@ class CollectionView:
 
 def topology_document(v: CollectionView) -> dict[str, Any]:
     """The node's `/topology` answer: the network collector's edges whose
-    socket owner is a counted pod (the others are no pod's to name)."""
+    socket owner is a counted pod (the others are no pod's to name), with
+    the l7 collector's requests and protocol on them when it runs."""
     network = v.collectors.get("network")
     snapshot = network.snapshot if network is not None else None
     book = topology.address_book(v.index, v.services)
@@ -137,4 +138,14 @@ def topology_document(v: CollectionView) -> dict[str, Any]:
                  else topology.pod_end(entry.namespace, entry.pod))
         entries.append((key, counts, local))
     evicted = snapshot.edges_evicted if snapshot is not None else 0
-    return topology.node_document(v.node_name, entries, book, evicted)
+    return topology.node_document(v.node_name, entries, book, evicted, _parsed_requests(v))
+
+
+def _parsed_requests(v: CollectionView) -> dict[topology.EdgeKey, list[topology.EdgeRequests]]:
+    """The l7 collector's requests per edge entry (empty when it is off)."""
+    l7 = v.collectors.get("l7")
+    parsed: dict[topology.EdgeKey, list[topology.EdgeRequests]] = {}
+    if l7 is not None and l7.snapshot is not None:
+        for key, requests in l7.snapshot.edge_requests:
+            parsed.setdefault(key, []).append(requests)
+    return parsed

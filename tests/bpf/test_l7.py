@@ -319,3 +319,28 @@ def test_series_per_pod_with_every_protocol(scraper: Scraper, pods: Pods,
         print(f"\n{direction} pod: {len(requests)} request series + {len(histograms)} latency histograms "
               f"(bound per pod: {l7.series_bound()})")
     assert not [s for s in scraper.series(REQUESTS) if s["pod"] == pods.neighbour.pod.name]
+
+
+def test_topology_edge_takes_its_protocol_and_requests_from_l7(scraper: Scraper, pods: Pods,
+                                                              tmp_path: Path) -> None:
+    """An HTTP server on a port no table names: the edge client -> server is
+    `http` only because l7 parsed it, with exactly N requests on one
+    connection, seen the same by both ends' sockets; none from the neighbour."""
+    port = 18081
+    server = l7_servers.start_http(pods.server, tmp_path, port=port)
+    try:
+        code = ("import requests, sys\ns = requests.Session()\n"
+                f"for _ in range({N}): assert s.get(sys.argv[1]).status_code == 200\n")
+        result = pods.client.run([sys.executable, "-c", code, f"http://{pods.server.ip}:{port}/ok"], timeout=60)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        scraper.sync()
+        edges = [e for e in scraper.agent.view.topology["edges"] if e["port"] == port]
+        assert [(e["source"].get("pod"), e["destination"].get("pod")) for e in edges] == [
+            (pods.client.pod.name, pods.server.pod.name)], edges
+        (edge,) = edges
+        assert (edge["protocol"], edge["requests"], edge["connections"]) == ("http", N, 1), edge
+        assert {side: counts["requests"] for side, counts in edge["sides"].items()} == {"client": N, "server": N}
+        assert {side: counts["protocols"] for side, counts in edge["sides"].items()} == {
+            "client": {"http": N}, "server": {"http": N}}
+    finally:
+        l7_servers.stop(server)

@@ -155,6 +155,24 @@ def test_same_side_from_two_sockets_adds_up() -> None:
     assert (edge["connections"], edge["bytesSent"], edge["bytesReceived"]) == (3, 15, 25)
 
 
+def test_requests_and_protocol_come_from_the_l7_reading_across_nodes() -> None:
+    """Port 7000 names no protocol; l7 parsed redis on both sockets (and a
+    few http on the client's): the most parsed names the edge; requests from
+    the client's side, never added to the server's."""
+    client = EdgeKey(1, "10.0.0.1", "10.0.1.2", 7000, "client")
+    server = EdgeKey(2, "10.0.1.2", "10.0.0.1", 7000, "server")
+    n1 = topology.node_document("n1", [(client, counts(1, 30, 60), A)], {"10.0.0.1": A}, parsed={
+        client: [topology.EdgeRequests("redis", 9, 9000), topology.EdgeRequests("http", 2, 100)]})
+    n2 = topology.node_document("n2", [(server, counts(1, 60, 30), B)], {"10.0.1.2": B}, parsed={
+        server: [topology.EdgeRequests("redis", 9, 5000)]})
+    [edge] = topology.merge([n1, n2])["edges"]
+    assert (edge["protocol"], edge["requests"]) == ("redis", 11)
+    assert edge["sides"]["server"]["protocols"] == {"redis": 9}
+    # Without l7: the port decides, and no requests are claimed.
+    [plain] = node_doc("n1", [(client, counts(1, 30, 60), A)], {"10.0.0.1": A})["edges"]
+    assert (plain["protocol"], plain["requests"]) == ("tcp", 0)
+
+
 # ---- drawing ---------------------------------------------------------------------
 
 

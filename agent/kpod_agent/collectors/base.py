@@ -113,6 +113,8 @@ class Snapshot:
     """TCP edges of the service topology (the network collector's)."""
     edges_evicted: int = 0
     """Edges evicted from the collector's bounded store since it attached."""
+    edge_requests: tuple[tuple[topology.EdgeKey, topology.EdgeRequests], ...] = ()
+    """Application requests per TCP edge and protocol (the l7 collector's)."""
 
     def add(self, metric: str, cgid: int, value: float | Hist, labels: tuple[str, ...] = ()) -> None:
         add_into(self.data.setdefault(metric, {}), (cgid, labels), value)

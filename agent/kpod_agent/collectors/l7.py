@@ -16,8 +16,11 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Iterable
+from typing import Any
 
-from kpod_agent.collectors.base import BpfCollector, CollectorError, MetricSpec
+from kpod_agent import topology
+from kpod_agent.collectors.base import BpfCollector, CgroupTarget, CollectorError, MetricSpec, Snapshot
+from kpod_agent.collectors.network import edge_key
 from kpod_agent.config import L7_PROTOCOLS, AgentConfig, machine_arch, syscall_numbers
 
 # Protocol numbers of bpf/l7.c (P_HTTP ...): the order of config.L7_PROTOCOLS, from 1.
@@ -182,13 +185,21 @@ class L7Collector(BpfCollector):
                    map="l7_durations", key=("cgid", "proto", "role", "op"), decoders=_DECODERS),
     )
 
+    # l7_edges: requests per topology edge (keyed like the network collector's).
+    cgroup_maps = ("l7_requests", "l7_durations", "l7_edges")
+
+    def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
+        snap = super().collect(targets)
+        snap.edge_requests = tuple(_edge_requests(key, value) for key, value in self.read_map("l7_edges"))
+        return snap
+
     def cflags(self, config: AgentConfig) -> list[str]:
         numbers = syscall_numbers()
         regs = PT_REGS.get(machine_arch())
         if regs is None:
             raise CollectorError(f"l7: no register layout for architecture {machine_arch()!r}")
         return super().cflags(config) + [f"-DNR_{name}={numbers[name]}" for name in SYSCALLS] + [
-            f"-DREGS_ARG1={regs[0]}", f"-DREGS_NR={regs[1]}"]
+            f"-DREGS_ARG1={regs[0]}", f"-DREGS_NR={regs[1]}", f"-DKPOD_MAX_EDGES={topology.MAX_EDGES}"]
 
     def after_load(self, config: AgentConfig) -> None:
         ops = self.bpf["l7_ops"]
@@ -205,3 +216,8 @@ class L7Collector(BpfCollector):
     def reconfigure(self, config: AgentConfig) -> bool:
         self.bpf["l7_config"][ctypes.c_int(0)] = ctypes.c_uint32(protocol_mask(config.l7_protocols()))
         return True
+
+
+def _edge_requests(key: Any, value: Any) -> tuple[topology.EdgeKey, topology.EdgeRequests]:
+    return edge_key(key), topology.EdgeRequests(protocol_name(int(key.proto)), int(value.requests),
+                                                 int(value.duration_ns))

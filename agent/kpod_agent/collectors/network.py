@@ -76,11 +76,16 @@ class NetworkCollector(BpfCollector):
         delete_keys(table, raw)
 
 
-def _edge_entry(key: Any, value: Any) -> tuple[topology.EdgeKey, topology.EdgeCounts]:
+def edge_key(key: Any) -> topology.EdgeKey:
+    """A kernel edge key ({cgid, peer}; the l7 collector's has the same) as an EdgeKey."""
     peer = key.peer
-    edge = topology.EdgeKey(
+    return topology.EdgeKey(
         cgroup_id=int(key.cgid), local=topology.ip_text(bytes(peer.local)),
         remote=topology.ip_text(bytes(peer.remote)), port=int(peer.port), role=_ROLES.get(int(peer.role), "client"))
+
+
+def _edge_entry(key: Any, value: Any) -> tuple[topology.EdgeKey, topology.EdgeCounts]:
+    edge = edge_key(key)
     counts = topology.EdgeCounts(
         connections=int(value.connections), bytes_sent=int(value.bytes_sent),
         bytes_received=int(value.bytes_received), retransmits=int(value.retransmits),
