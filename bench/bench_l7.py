@@ -30,9 +30,9 @@ import subprocess
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from bench.common import require_root, table
+from kpod_agent import btf
 from kpod_agent.collectors.base import CollectorContext
 from kpod_agent.collectors.l7 import L7Collector
 from kpod_agent.config import AgentConfig, config_from_dict
@@ -90,11 +90,13 @@ class Switch:
     """Attaches and detaches the loaded program's tracepoints: "off" runs
     nothing of ours, without recompiling between samples."""
 
-    TRACEPOINTS = {"sock:sock_send_length": "l7_sock", "sock:sock_recv_length": "l7_sock",
-                   "sock:inet_sock_set_state": "tracepoint__sock__inet_sock_set_state"}
+    TRACEPOINTS = {"sock:inet_sock_set_state": "tracepoint__sock__inet_sock_set_state",
+                   "tcp:tcp_destroy_sock": "tracepoint__tcp__tcp_destroy_sock"}
+    SOCK = ("sock:sock_send_length", "sock:sock_recv_length")
 
-    def __init__(self, bpf: Any) -> None:
-        self.bpf = bpf
+    def __init__(self, collector: L7Collector) -> None:
+        self.bpf = collector.bpf
+        self.raw = collector.raw_tracepoints
         self.on = True
 
     def set(self, on: bool) -> None:
@@ -103,6 +105,16 @@ class Switch:
         for tp, fn in self.TRACEPOINTS.items():
             if on:
                 self.bpf.attach_tracepoint(tp=tp, fn_name=fn)
+            else:
+                self.bpf.detach_tracepoint(tp)
+        for tp in self.SOCK:
+            name = tp.split(":")[1]
+            if on and self.raw:
+                self.bpf.attach_raw_tracepoint(tp=name, fn_name="l7_sock")
+            elif on:
+                self.bpf.attach_tracepoint(tp=tp, fn_name="l7_sock")
+            elif self.raw:
+                self.bpf.detach_raw_tracepoint(name)
             else:
                 self.bpf.detach_tracepoint(tp)
         self.on = on
@@ -123,7 +135,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--requests", type=int, default=10000, help="requests per sample")
     parser.add_argument("--only", choices=("http", "redis"), help="one workload")
+    parser.add_argument("--perf-event", action="store_true",
+                        help="the sock tracepoints' perf-event form (what a kernel without BTF gets)")
     args = parser.parse_args()
+    if args.perf_event:
+        def no_btf(*_: object) -> int:
+            raise btf.BtfError("--perf-event")
+        btf.member_offset = no_btf
     require_root()
     tmp = Path(tempfile.mkdtemp(prefix="kpod-bench-l7-"))
     node = KernelNode(tmp)
@@ -157,7 +175,8 @@ def measure(args: argparse.Namespace, node: KernelNode, network: PodNetwork, con
     cpu_abs: dict[tuple[str, str], list[float]] = {}
     collector = L7Collector(CollectorContext(layout=node.layout))
     collector.attach(config)
-    switch = Switch(collector.bpf)
+    switch = Switch(collector)
+    print(f"sock tracepoints: {'raw' if collector.raw_tracepoints else 'perf-event'}", flush=True)
     try:
         for workload in workloads.values():  # warm-up: connections, caches
             workload(client, server, args.requests)

@@ -4,7 +4,8 @@
  * Tracepoints and their context:
  *  - sock:sock_send_length / sock:sock_recv_length (process context, the
  *    calling task, inside the syscall after the bytes moved; one program,
- *    l7_sock, attached by the agent to both): they fire for
+ *    l7_sock, attached by the agent to both, as raw tracepoints where the
+ *    kernel has BTF): they fire for
  *    socket I/O only, so a read or write on a file, pipe or tty never runs
  *    this code and is never classified. First thing: the cgroup filter
  *    lookup; a pod outside the selection pays that and nothing more. Then
@@ -777,8 +778,30 @@ static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret,
     }
 }
 
-/* sock:sock_send_length and sock:sock_recv_length share this layout, and
- * one program (verified once) serves both: the syscall says the direction. */
+/* sock_send_length and sock_recv_length: one program (verified once) serves
+ * both, the syscall says the direction.
+ *
+ * As raw tracepoints when the agent found this kernel's struct sock offsets
+ * in its BTF (-DSK_FAMILY_OFFSET, -DSK_PROTOCOL_OFFSET): the perf-event form
+ * fills a trace record before the program runs, and for a pod outside the
+ * selection, whose transfers meet only the cgroup lookup, that dispatch was
+ * most of the cost. A raw tracepoint passes TP_PROTO(struct sock *sk, int
+ * ret, int flags); family and protocol are read from the socket, after the
+ * cgroup check. Without BTF, the tracepoints' own record. */
+#ifdef SK_PROTOCOL_OFFSET
+int l7_sock(struct bpf_raw_tracepoint_args *ctx)
+{
+    if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
+        return 0;
+    void *sk = (void *)ctx->args[0];
+    u16 family = 0, protocol = 0;
+    if (bpf_probe_read_kernel(&family, sizeof(family), sk + SK_FAMILY_OFFSET) ||
+        bpf_probe_read_kernel(&protocol, sizeof(protocol), sk + SK_PROTOCOL_OFFSET))
+        return 0;
+    on_sock(sk, family, protocol, (int)ctx->args[1], (int)ctx->args[2]);
+    return 0;
+}
+#else
 struct sock_length_record {
     u64 common;
     void *sk;
@@ -793,3 +816,4 @@ int l7_sock(struct sock_length_record *args)
     on_sock(args->sk, args->family, args->protocol, args->ret, args->flags);
     return 0;
 }
+#endif

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kpod_agent import btf
 from kpod_agent.agent import Agent
 from tests.support import l7_servers
 from tests.support.kernel_node import KernelNode
@@ -344,3 +345,24 @@ def test_topology_edge_takes_its_protocol_and_requests_from_l7(scraper: Scraper,
             "client": {"http": N}, "server": {"http": N}}
     finally:
         l7_servers.stop(server)
+
+
+def test_without_btf_the_perf_event_tracepoints_count_the_same(node: KernelNode, pods: Pods,
+                                                               servers: dict[str, subprocess.Popen],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without BTF: no struct sock offsets, so the sock tracepoints'
+    own record (their perf-event form) is used, and counts are as exact."""
+    def no_btf(*_: object) -> int:
+        raise btf.BtfError("cannot read /sys/kernel/btf/vmlinux: No such file or directory")
+
+    monkeypatch.setattr(btf, "member_offset", no_btf)
+    agent = Agent(node_name="node-1")
+    try:
+        assert agent.apply(node.config(collectors={"l7": {}}))
+        collector = agent.states["l7"].collector
+        assert collector is not None and not collector.raw_tracepoints, agent.states["l7"].error
+        protocol, argv, operation, status = EXCHANGES["http-404-curl"]
+        delta, elapsed = _exchange(Scraper(agent), pods, protocol, argv(pods))
+        _assert_exact(delta, elapsed, operation, status)
+    finally:
+        agent.shutdown()

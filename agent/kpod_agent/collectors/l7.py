@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 from collections.abc import Iterable
 from typing import Any
 
-from kpod_agent import topology
+from kpod_agent import btf, topology
 from kpod_agent.collectors.base import BpfCollector, CgroupTarget, CollectorError, MetricSpec, Snapshot
 from kpod_agent.collectors.network import edge_key
 from kpod_agent.config import L7_PROTOCOLS, AgentConfig, machine_arch, syscall_numbers
@@ -34,6 +35,8 @@ SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto",
             "recvmsg", "sendmsg", "recvmmsg", "sendmmsg")
 
 # Where l7_sock runs: socket transfers, whichever syscall made them.
+log = logging.getLogger(__name__)
+
 SOCK_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")
 
 # struct pt_regs offsets (ptrace ABI) of a syscall's second argument and of
@@ -187,6 +190,8 @@ class L7Collector(BpfCollector):
 
     # l7_edges: requests per topology edge (keyed like the network collector's).
     cgroup_maps = ("l7_requests", "l7_durations", "l7_edges")
+    raw_tracepoints = False
+    """Whether l7_sock runs as raw tracepoints (set by cflags, from the kernel's BTF)."""
 
     def collect(self, targets: Iterable[CgroupTarget]) -> Snapshot:
         snap = super().collect(targets)
@@ -199,7 +204,20 @@ class L7Collector(BpfCollector):
         if regs is None:
             raise CollectorError(f"l7: no register layout for architecture {machine_arch()!r}")
         return super().cflags(config) + [f"-DNR_{name}={numbers[name]}" for name in SYSCALLS] + [
-            f"-DREGS_ARG1={regs[0]}", f"-DREGS_NR={regs[1]}", f"-DKPOD_MAX_EDGES={topology.MAX_EDGES}"]
+            f"-DREGS_ARG1={regs[0]}", f"-DREGS_NR={regs[1]}", f"-DKPOD_MAX_EDGES={topology.MAX_EDGES}",
+            *self._raw_tracepoint_flags()]
+
+    def _raw_tracepoint_flags(self) -> list[str]:
+        """Offsets of struct sock's family and protocol in this kernel, which
+        the raw-tracepoint form reads; none (the perf-event form) without BTF."""
+        try:
+            offsets = (btf.member_offset("sock_common", "skc_family"), btf.member_offset("sock", "sk_protocol"))
+        except btf.BtfError as exc:
+            log.info("l7: sock tracepoints in their perf-event form (%s)", exc)
+            self.raw_tracepoints = False
+            return []
+        self.raw_tracepoints = True
+        return [f"-DSK_FAMILY_OFFSET={offsets[0]}", f"-DSK_PROTOCOL_OFFSET={offsets[1]}"]
 
     def after_load(self, config: AgentConfig) -> None:
         ops = self.bpf["l7_ops"]
@@ -211,7 +229,10 @@ class L7Collector(BpfCollector):
             ops[key] = ctypes.c_uint32(op)
         self.reconfigure(config)
         for tracepoint in SOCK_TRACEPOINTS:
-            self.bpf.attach_tracepoint(tp=tracepoint, fn_name="l7_sock")
+            if self.raw_tracepoints:
+                self.bpf.attach_raw_tracepoint(tp=tracepoint.split(":")[1], fn_name="l7_sock")
+            else:
+                self.bpf.attach_tracepoint(tp=tracepoint, fn_name="l7_sock")
 
     def reconfigure(self, config: AgentConfig) -> bool:
         self.bpf["l7_config"][ctypes.c_int(0)] = ctypes.c_uint32(protocol_mask(config.l7_protocols()))
