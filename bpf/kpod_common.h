@@ -93,4 +93,28 @@ static __always_inline void kpod_hist_add(struct kpod_hist *h, u64 value)
     __sync_fetch_and_add(&h->sum, value);
 }
 
+/* One end of a TCP topology edge, as the network collector keys its edges
+ * and the l7 collector its requests per edge (the same layout, so the agent
+ * joins them). Addresses are IPv6 or IPv4-mapped IPv6, as
+ * sock:inet_sock_set_state gives them. */
+#define KPOD_ROLE_CLIENT 1
+#define KPOD_ROLE_SERVER 2
+
+struct kpod_peer {
+    u8 local[16];
+    u8 remote[16];
+    u16 port;   /* the server's port */
+    u8 role;    /* KPOD_ROLE_CLIENT / KPOD_ROLE_SERVER */
+    u8 pad[5];
+};
+
+static __always_inline void kpod_peer_fill(struct kpod_peer *peer, const u8 *local, const u8 *remote,
+                                           u16 port, u8 role)
+{
+    bpf_probe_read_kernel(&peer->local, sizeof(peer->local), local);
+    bpf_probe_read_kernel(&peer->remote, sizeof(peer->remote), remote);
+    peer->port = port;
+    peer->role = role;
+}
+
 #endif

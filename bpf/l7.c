@@ -153,22 +153,13 @@ struct prefix {
     u8 b[L7_PREFIX];
 };
 
-/* The topology's view of a TCP socket, as the network collector keys its
- * edges (IPv6 or IPv4-mapped addresses, the server's port, the owner's role):
- * requests are counted per edge too, so /topology can give an edge its
- * protocol and requests. Learned at the connect / accept transitions,
- * forgotten when the socket is destroyed. */
-struct l7_peer {
-    u8 local[16];
-    u8 remote[16];
-    u16 port;
-    u8 role;       /* 1 client, 2 server (the network collector's values) */
-    u8 pad[5];
-};
-
+/* Requests per topology edge: the socket's end (struct kpod_peer, as the
+ * network collector keys its edges) plus the protocol, so /topology can give
+ * an edge its protocol and requests. Learned at the connect / accept
+ * transitions, forgotten when the socket is destroyed. */
 struct l7_edge_key {
     u64 cgid;
-    struct l7_peer peer;
+    struct kpod_peer peer;
     u32 proto;
     u32 pad;
 };
@@ -183,7 +174,7 @@ struct l7_edge_counts {
 #endif
 
 BPF_ARRAY(l7_config, u32, 1);
-BPF_TABLE("lru_hash", u64, struct l7_peer, l7_sock_peer, 65536);
+BPF_TABLE("lru_hash", u64, struct kpod_peer, l7_sock_peer, 65536);
 /* Not preallocated: memory follows the edges seen, up to the capacity. */
 BPF_F_TABLE("hash", struct l7_edge_key, struct l7_edge_counts, l7_edges, KPOD_MAX_EDGES, BPF_F_NO_PREALLOC);
 BPF_HASH(l7_ops, struct op_key, u32, 1024);
@@ -215,11 +206,8 @@ static __always_inline int kind_of(int nr, u8 *sent)
  * context (softirq for a passive open): only deletes. */
 static __always_inline void remember_peer(u64 sk, const u8 *local, const u8 *remote, u16 port, u8 role)
 {
-    struct l7_peer peer = {};
-    bpf_probe_read_kernel(&peer.local, sizeof(peer.local), local);
-    bpf_probe_read_kernel(&peer.remote, sizeof(peer.remote), remote);
-    peer.port = port;
-    peer.role = role;
+    struct kpod_peer peer = {};
+    kpod_peer_fill(&peer, local, remote, port, role);
     l7_sock_peer.update(&sk, &peer);
 }
 
@@ -231,12 +219,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     /* connect(): in the connecting process, so its cgroup is the owner's. */
     if (args->oldstate == KPOD_TCP_CLOSE && args->newstate == KPOD_TCP_SYN_SENT) {
         if (kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
-            remember_peer(sk, args->saddr_v6, args->daddr_v6, args->dport, 1);
+            remember_peer(sk, args->saddr_v6, args->daddr_v6, args->dport, KPOD_ROLE_CLIENT);
         return 0;
     }
     /* accept side (softirq): the owner is whoever then reads or writes it. */
     if (args->oldstate == KPOD_TCP_SYN_RECV && args->newstate == KPOD_TCP_ESTABLISHED)
-        remember_peer(sk, args->saddr_v6, args->daddr_v6, args->sport, 2);
+        remember_peer(sk, args->saddr_v6, args->daddr_v6, args->sport, KPOD_ROLE_SERVER);
     if (args->newstate != KPOD_TCP_CLOSE && args->newstate != KPOD_TCP_ESTABLISHED)
         return 0;
     struct pending_key pk = {.sk = sk};
@@ -510,7 +498,7 @@ static __always_inline int response_status(u8 proto, u8 *d, u32 n)
 
 static __always_inline void count_edge(u64 cgid, u64 sk, u32 proto, u64 duration)
 {
-    struct l7_peer *peer = l7_sock_peer.lookup(&sk);
+    struct kpod_peer *peer = l7_sock_peer.lookup(&sk);
     if (!peer)
         return;   /* UDP, or a connection older than the collector */
     struct l7_edge_key ek = {.cgid = cgid, .proto = proto};

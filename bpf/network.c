@@ -39,8 +39,6 @@
 #define KPOD_TCP_SYN_RECV 3
 #define KPOD_TCP_CLOSE 7
 
-#define KPOD_ROLE_CLIENT 1
-#define KPOD_ROLE_SERVER 2
 
 #ifndef KPOD_MAX_EDGES
 #define KPOD_MAX_EDGES 16384
@@ -58,18 +56,9 @@ BPF_TABLE("lru_hash", u64, u64, connect_start, 16384);
 BPF_TABLE("lru_hash", u64, u8, passive_open, 16384);
 BPF_HASH(tcp_counts, u64, struct tcp_counts, KPOD_MAX_CGROUPS);
 
-/* Addresses are IPv6 or IPv4-mapped IPv6, as the tracepoints give them. */
-struct edge_peer {
-    u8 local[16];
-    u8 remote[16];
-    u16 port;   /* the server's port */
-    u8 role;    /* KPOD_ROLE_CLIENT / KPOD_ROLE_SERVER */
-    u8 pad[5];
-};
-
 struct edge_key {
     u64 cgid;
-    struct edge_peer peer;
+    struct kpod_peer peer;
 };
 
 struct edge_counts {
@@ -80,7 +69,7 @@ struct edge_counts {
     struct kpod_hist rtt;   /* microseconds */
 };
 
-BPF_TABLE("lru_hash", u64, struct edge_peer, sock_peer, 65536);
+BPF_TABLE("lru_hash", u64, struct kpod_peer, sock_peer, 65536);
 /* Never written: the zero value of a new edge (too big for the BPF stack). */
 BPF_ARRAY(edge_zero, struct edge_counts, 1);
 /* Not preallocated: memory follows the edges seen, up to the capacity. */
@@ -102,7 +91,7 @@ static __always_inline struct edge_counts *edge_for(u64 cgid, u64 sk)
 #ifdef KPOD_NO_EDGES  /* bench/bench_topology.py: the program without the topology */
     return 0;
 #endif
-    struct edge_peer *peer = sock_peer.lookup(&sk);
+    struct kpod_peer *peer = sock_peer.lookup(&sk);
     if (!peer)
         return 0;
     struct edge_key key = {};
@@ -123,11 +112,8 @@ static __always_inline void remember_peer(u64 sk, const u8 *local, const u8 *rem
 #ifdef KPOD_NO_EDGES
     return;
 #endif
-    struct edge_peer peer = {};
-    bpf_probe_read_kernel(&peer.local, sizeof(peer.local), local);
-    bpf_probe_read_kernel(&peer.remote, sizeof(peer.remote), remote);
-    peer.port = port;
-    peer.role = role;
+    struct kpod_peer peer = {};
+    kpod_peer_fill(&peer, local, remote, port, role);
     sock_peer.update(&sk, &peer);
 }
 
