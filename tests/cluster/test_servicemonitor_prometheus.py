@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -116,7 +118,8 @@ class Prometheus:
 
 
 WORKLOAD = {("shop", "web-a"), ("blog", "web-b")}
-RULE_INPUTS = ("cpu", "syscall", "network", "tcpdrop", "biolatency")
+RULE_INPUTS = ("cpu", "syscall", "network", "tcpdrop", "biolatency", "l7")
+HTTP_CLIENT = "import sys, urllib.request\nfor _ in range(5): urllib.request.urlopen(sys.argv[1]).read()\n"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,11 @@ def pods(node: KernelNode) -> Iterator[dict[str, FakePod]]:
         node.remove_pod(pod)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _drive(pods: dict[str, FakePod]) -> None:
     """Activity behind every per-pod recording rule this machine can produce."""
     port = free_port()
@@ -135,6 +143,17 @@ def _drive(pods: dict[str, FakePod]) -> None:
     assert receiver.stdout is not None and receiver.stdout.readline().strip() == b"ready"
     pods["web-a"].workload("send", "127.0.0.1", port, 1 << 20)
     receiver.communicate(timeout=30)
+    # HTTP from web-a to web-b: l7 requests on both sides (client and server).
+    http_port = free_port()
+    server = pods["web-b"].spawn([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(http_port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(pods["web-b"].node.tmp))
+    try:
+        wait_for(lambda: _listening(http_port), "the HTTP server", timeout=30, interval=0.1)
+        got = pods["web-a"].run([sys.executable, "-c", HTTP_CLIENT, f"http://127.0.0.1:{http_port}/"])
+        assert got.returncode == 0, got.stderr.decode()[-1000:]
+    finally:
+        server.terminate()
+        server.wait(10)
     for pod in pods.values():
         pod.workload("getppid", 101)
         pod.workload("badclose", 7)
