@@ -437,6 +437,10 @@ class Agent:
                 mapFull=MapFull(map="allowed_cgroups", podsNotCounted=len(uncounted)) if uncounted else None,
             )
         disc = self.discovery
+        # The published view's pods, as /metrics shows them: the index is
+        # switched before the filters and the view, and /config must not
+        # report pods that a scrape does not (yet, or any more) reflect.
+        published = self.view.index
         return AgentStatus(
             node=self.node_name,
             generation=config.generation if config else None,
@@ -448,8 +452,8 @@ class Agent:
             discovery=DiscoveryStatus(
                 mode=config.discovery.mode if config else None,
                 synced=bool(disc and disc.synced),
-                pods=len(self.index.pods),
-                cgroups=len(self.index.entries),
+                pods=len(published.pods),
+                cgroups=len(published.entries),
                 errors=self.discovery_errors_total(),
                 lastError=disc.last_error if disc else None,
             ),
