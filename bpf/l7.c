@@ -688,10 +688,10 @@ static struct pt_regs *(*kpod_task_pt_regs)(void *task) = (void *)175;  /* BPF_F
 #define REGS_NR 120        /* x86_64: orig_ax */
 #endif
 
+/* The caller has checked the cgroup filter (first, so a pod outside the
+ * selection pays that lookup and nothing more). */
 static __always_inline void on_sock(void *sk, u16 family, u16 protocol, int ret, int flags)
 {
-    if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
-        return;
     if (ret <= 0 || (flags & KPOD_MSG_PEEK))
         return;
     if (family != KPOD_AF_INET && family != KPOD_AF_INET6)
@@ -801,6 +801,8 @@ struct sock_length_record {
 
 int l7_sock(struct sock_length_record *args)
 {
+    if (!kpod_cgroup_allowed(bpf_get_current_cgroup_id()))
+        return 0;
     on_sock(args->sk, args->family, args->protocol, args->ret, args->flags);
     return 0;
 }
